@@ -1,0 +1,151 @@
+"""Discriminator regularizers: each takes the discriminator and returns an *unscaled* scalar.
+
+``D`` is any callable ``D(x) -> Tensor`` of shape ``(N,)`` or ``(N, 1)``; a conditional
+discriminator is passed as ``lambda x: disc(x, y)``. The caller multiplies by the weight (λ for
+WGAN-GP and DRAGAN, γ/2 for R1/R2) and decides how often to apply it.
+
+Gradient penalties are computed in float32 with autocast disabled, whatever precision the rest of
+the step uses: the squared gradient norm overflows or loses all precision in half precision, which
+makes WGAN-GP diverge to NaN under mixed precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ganbench import GanbenchError
+
+Critic = Callable[[Tensor], Tensor]
+PenaltyName = Literal["none", "gp", "dragan", "r1", "r2", "lp"]
+
+
+def _full(x: Tensor) -> Tensor:
+    """``x`` detached, half precision raised to float32 (float64 stays float64)."""
+    x = x.detach()
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _input_gradients(D: Critic, x: Tensor) -> Tensor:
+    """``∇_x Σ_i D(x)_i`` in float32 with autocast off, flattened to ``(N, -1)``, kept in the graph."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = _full(x).requires_grad_(True)
+        out = D(x).float()
+        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return grad.reshape(grad.shape[0], -1)
+
+
+def _interpolate(real: Tensor, fake: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``α·real + (1-α)·fake`` with one ``α ~ U[0, 1)`` per sample."""
+    real, fake = _full(real), _full(fake).to(_full(real).dtype)
+    shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+    alpha = torch.rand(shape, generator=generator, device=real.device, dtype=real.dtype)
+    return alpha * real + (1.0 - alpha) * fake
+
+
+def gradient_penalty(D: Critic, real: Tensor, fake: Tensor, center: float = 1.0,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP penalty (Gulrajani et al. 2017, eq. 3): ``E_x̂[(‖∇D(x̂)‖₂ - center)²]``.
+
+    ``x̂ = αx + (1-α)G(z)`` with ``α ~ U[0, 1)`` drawn per sample from ``generator``. The graph is
+    kept (``create_graph=True``) so the penalty back-propagates into D's parameters.
+    """
+    norms = _input_gradients(D, _interpolate(real, fake, generator)).norm(2, dim=1)
+    return (norms - center).pow(2).mean()
+
+
+def dragan_penalty(D: Critic, real: Tensor, k: float = 1.0, c: float = 0.5,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """DRAGAN penalty (Kodali et al. 2017, §4): ``E[(‖∇D(x̃)‖₂ - k)²]`` around the data.
+
+    As in the authors' reference code, the real batch is perturbed to ``x_p = x + c·std(x)·u`` with
+    ``u ~ U[0, 1)`` elementwise (``std`` the population std over the whole batch) and the penalty is
+    evaluated at ``x̃ = αx + (1-α)x_p``, ``α ~ U[0, 1)`` per sample.
+    """
+    real = _full(real)
+    u = torch.rand(real.shape, generator=generator, device=real.device, dtype=real.dtype)
+    perturbed = real + c * real.std(correction=0) * u
+    return gradient_penalty(D, real, perturbed, center=k, generator=generator)
+
+
+def r1_penalty(D: Critic, real: Tensor) -> Tensor:
+    """R1 penalty (Mescheder et al. 2018, eq. 9, without the γ/2): ``E_x[‖∇D(x)‖₂²]`` on real data."""
+    return _input_gradients(D, real).pow(2).sum(dim=1).mean()
+
+
+def r2_penalty(D: Critic, fake: Tensor) -> Tensor:
+    """R2 penalty (Mescheder et al. 2018, eq. 10, without the γ/2): ``E[‖∇D(G(z))‖₂²]`` on generated data."""
+    return _input_gradients(D, fake).pow(2).sum(dim=1).mean()
+
+
+def lipschitz_penalty(D: Critic, real: Tensor, fake: Tensor, center: float = 1.0,
+                      generator: torch.Generator | None = None) -> Tensor:
+    """One-sided Lipschitz penalty (Petzka et al. 2018, WGAN-LP):
+    ``E_x̂[max(0, ‖∇D(x̂)‖₂ - center)²]`` on the interpolates of :func:`gradient_penalty`.
+
+    It only punishes gradients steeper than ``center``; it is the Lipschitz regularizer used with
+    the Loss-Sensitive GAN (Qi 2017) in place of weight decay.
+    """
+    norms = _input_gradients(D, _interpolate(real, fake, generator)).norm(2, dim=1)
+    return torch.relu(norms - center).pow(2).mean()
+
+
+@torch.no_grad()
+def clip_weights_(module: nn.Module, c: float) -> None:
+    """Clamp every parameter of ``module`` to ``[-c, c]`` in place (Arjovsky et al. 2017, Algorithm 1)."""
+    for p in module.parameters():
+        p.clamp_(-c, c)
+
+
+def no_penalty(D: Critic, real: Tensor, fake: Tensor) -> Tensor:
+    """The absent penalty: a float32 zero on ``real``'s device."""
+    return torch.zeros((), device=real.device, dtype=torch.float32)
+
+
+def _gp(D: Critic, real: Tensor, fake: Tensor) -> Tensor:
+    """``gradient_penalty(D, real, fake)``."""
+    return gradient_penalty(D, real, fake)
+
+
+def _dragan(D: Critic, real: Tensor, fake: Tensor) -> Tensor:
+    """``dragan_penalty(D, real)``; ``fake`` is unused."""
+    return dragan_penalty(D, real)
+
+
+def _r1(D: Critic, real: Tensor, fake: Tensor) -> Tensor:
+    """``r1_penalty(D, real)``; ``fake`` is unused."""
+    return r1_penalty(D, real)
+
+
+def _r2(D: Critic, real: Tensor, fake: Tensor) -> Tensor:
+    """``r2_penalty(D, fake)``; ``real`` is unused."""
+    return r2_penalty(D, fake)
+
+
+def _lp(D: Critic, real: Tensor, fake: Tensor) -> Tensor:
+    """``lipschitz_penalty(D, real, fake)``."""
+    return lipschitz_penalty(D, real, fake)
+
+
+#: every penalty with the uniform signature ``(D, real, fake) -> Tensor``, keyed by :data:`PenaltyName`
+PENALTIES: dict[str, Callable[[Critic, Tensor, Tensor], Tensor]] = {
+    "none": no_penalty,
+    "gp": _gp,
+    "dragan": _dragan,
+    "r1": _r1,
+    "r2": _r2,
+    "lp": _lp,
+}
+
+
+def get_penalty(name: str, key: str = "penalty") -> Callable[[Critic, Tensor, Tensor], Tensor]:
+    """``PENALTIES[name]``, raising :class:`GanbenchError` naming ``key`` and the valid names otherwise."""
+    try:
+        return PENALTIES[name]
+    except KeyError:
+        raise GanbenchError(
+            f"{key}={name!r} is not a penalty; choose one of: {', '.join(PENALTIES)}") from None
