@@ -33,10 +33,15 @@ _LOG2 = math.log(2.0)
 
 
 class Objective(NamedTuple):
-    """The two players of one adversarial objective."""
+    """The two players of one adversarial objective.
+
+    ``g_needs_real`` tells the training loop that ``g`` uses D's outputs on real data (``real=``),
+    as the Softmax GAN's generator loss does; the others ignore ``real``.
+    """
 
     d: Callable[..., Tensor]
     g: Callable[..., Tensor]
+    g_needs_real: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +212,7 @@ LOSSES: dict[str, Objective] = {
     "hinge": Objective(d_hinge, g_hinge),
     "wasserstein": Objective(d_wasserstein, g_wasserstein),
     "ls": Objective(d_ls, g_ls),
-    "softmax": Objective(d_softmax, g_softmax),
+    "softmax": Objective(d_softmax, g_softmax, g_needs_real=True),
     **{f"fgan_{name}": _fgan_objective(name) for name in get_args(FDivergenceName)},
 }
 

@@ -30,6 +30,7 @@ def test_table_has_exactly_the_literal_names() -> None:
     assert set(L.LOSSES) == set(get_args(L.LossName))
     assert set(L.FDIVERGENCES) == set(get_args(L.FDivergenceName))
     assert L.LOSSES["hinge"] == L.Objective(L.d_hinge, L.g_hinge)
+    assert {name for name, obj in L.LOSSES.items() if obj.g_needs_real} == {"softmax"}
 
 
 def test_unknown_loss_is_a_one_line_user_error() -> None:
