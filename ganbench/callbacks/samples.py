@@ -1,0 +1,88 @@
+"""Sample grids: the picture a GAN researcher looks at first.
+
+Every ``every_n_steps`` generator iterations and at the end of training, G (its EMA copy when
+present) is run on the module's fixed latent batch. Images are saved as
+``<run>/samples/step_XXXXXXX.png`` (one column per class for conditional models); 2-D toy samples as a
+scatter of real vs generated points. Each picture also goes to every logger that can take images
+(W&B), so this callback is the only place that talks to an image logger.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class SampleGrid(L.Callback):
+    def __init__(self, every_n_steps: int = 500, dirname: str = "samples"):
+        self.every_n_steps = every_n_steps
+        self.dirname = dirname
+        self._last_step = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self.save(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_step != self._last_step:
+            self.save(trainer, pl_module)
+
+    @rank_zero_only
+    def save(self, trainer: L.Trainer, pl_module) -> Path:
+        step = trainer.global_step
+        self._last_step = step
+        out = Path(trainer.default_root_dir) / self.dirname / f"step_{step:07d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fake = pl_module.sample(len(pl_module.fixed_z), z=pl_module.fixed_z,
+                                labels=pl_module.fixed_y if pl_module.num_classes else None).float().cpu()
+        if fake.dim() == 2:
+            real = None
+            dm = trainer.datamodule
+            if dm is not None and hasattr(dm, "real_samples"):
+                real = dm.real_samples(2000, seed=0)
+            fake_many = pl_module.sample(2000, z=torch.randn(2000, pl_module.latent_dim,
+                                                             generator=torch.Generator().manual_seed(0)))
+            save_scatter(out, fake_many.float().cpu(), real, title=f"step {step}")
+        else:
+            save_grid(out, fake, nrow=_grid_columns(len(fake), pl_module.num_classes))
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="samples", images=[str(out)], step=step)
+        return out
+
+
+def _grid_columns(n: int, num_classes: int) -> int:
+    if num_classes:
+        return min(n, num_classes)  # fixed_y cycles through the classes: one column per class
+    return max(1, int(math.sqrt(n)))
+
+
+def save_grid(path: Path | str, images: torch.Tensor, nrow: int = 8) -> None:
+    """Save images in [-1, 1] as one PNG grid."""
+    from torchvision.utils import save_image
+
+    save_image(images, str(path), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
+
+
+def save_scatter(path: Path | str, fake: torch.Tensor, real: torch.Tensor | None = None, title: str = "") -> None:
+    """Scatter plot of generated (and real) 2-D points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    if real is not None:
+        ax.scatter(real[:, 0], real[:, 1], s=2, c="tab:blue", alpha=0.4, label="real")
+    ax.scatter(fake[:, 0], fake[:, 1], s=2, c="tab:red", alpha=0.4, label="generated")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", markerscale=4, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

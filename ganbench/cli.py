@@ -1,0 +1,168 @@
+"""The ``ganbench`` command line.
+
+``ganbench fit|validate|test|predict`` is a :class:`lightning.pytorch.cli.LightningCLI` (YAML configs,
+``--print_config``, ``class_path``/``init_args`` model injection, optimizer injection). Values that
+the data decide — sample shape and number of classes — are linked from the data module into the
+model, so a config never states them twice. Other sub-commands (``evaluate``, ``sample``,
+``train-features``, …) are plain functions in :mod:`ganbench.commands`, listed in :data:`COMMANDS`.
+
+Every run directory (``--trainer.default_root_dir``, default ``runs/<family>-<timestamp>``) holds
+``config.yaml``, ``metrics.csv``, ``checkpoints/``, ``samples/``, ``wandb/`` and ``summary.json``.
+User errors print one line ``ganbench: error: …`` and exit with code 2; a diverged run exits
+with code 3 (its summary.json says where and why).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from ganbench import GanbenchError
+
+#: sub-commands that are not Lightning's: name → module with ``main(argv) -> int``
+COMMANDS: dict[str, str] = {
+    "evaluate": "ganbench.commands.evaluate",
+    "sample": "ganbench.commands.sample",
+    "train-features": "ganbench.commands.train_features",
+}
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+class ConfigToLoggers(SaveConfigCallback):
+    """Save config.yaml in the run directory and send the full config to every logger (W&B)."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        config = self.parser.dump(self.config, skip_none=False, format="yaml")
+        import yaml
+
+        as_dict = yaml.safe_load(config)
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                logger.experiment.config.update(as_dict, allow_val_change=True)
+
+
+class GanbenchCLI(LightningCLI):
+    def __init__(self, *args: Any, **kwargs: Any):
+        from ganbench.data import GANDataModule
+        from ganbench.models import GANModule
+
+        kwargs.setdefault("save_config_callback", ConfigToLoggers)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("trainer_defaults", {
+            "num_sanity_val_steps": 0,
+            "limit_val_batches": 0,
+            "log_every_n_steps": 50,
+        })
+        super().__init__(GANModule, GANDataModule, *args, subclass_mode_model=True, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.shape", "model.init_args.data_shape", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.add_argument("--run.sample_every", type=int, default=500,
+                            help="G iterations between sample grids (samples/step_XXXXXXX.png)")
+        parser.add_argument("--run.checkpoint_every", type=int, default=1000,
+                            help="G iterations between kept checkpoints (checkpoints/last.ckpt always)")
+        parser.add_argument("--run.wandb", type=bool, default=True,
+                            help="log to Weights & Biases (offline unless WANDB_API_KEY or WANDB_MODE say otherwise)")
+        parser.add_argument("--run.wandb_project", type=str, default="ganbench")
+        parser.add_argument("--run.wandb_group", type=str | None, default=None)
+        parser.add_argument("--run.wandb_tags", type=list[str], default=[])
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand is None:
+            return
+        cfg = self.config[self.subcommand]
+        if cfg.trainer.default_root_dir is None:
+            family = cfg.model.class_path.rsplit(".", 1)[-1].lower()
+            cfg.trainer.default_root_dir = str(Path("runs") / f"{family}-{time.strftime('%Y%m%d-%H%M%S')}")
+        root = Path(cfg.trainer.default_root_dir)
+        # a directory this invocation creates is removed again if the run fails on a user error
+        GanbenchCLI.created_root = None if root.exists() else root
+
+    def instantiate_trainer(self, **kwargs: Any):
+        from ganbench.callbacks import GANCheckpoint, GIterationBar, RunSummary, SampleGrid
+
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        root = Path(cfg.trainer.default_root_dir)
+        run = cfg.run
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        if trainer_cfg.get("logger") in (None, True):
+            kwargs["logger"] = self.make_loggers(root, run)
+        callbacks = [RunSummary(), SampleGrid(every_n_steps=run.sample_every),
+                     GANCheckpoint(dirpath=str(root / "checkpoints"), every_n_train_steps=run.checkpoint_every)]
+        if trainer_cfg.get("enable_progress_bar", True) is not False:
+            callbacks.append(GIterationBar())
+        self.trainer_defaults["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
+
+    def make_loggers(self, root: Path, run) -> list:
+        from lightning.pytorch.loggers import CSVLogger
+
+        loggers: list = [CSVLogger(save_dir=str(root), name="", version="")]
+        if run.wandb and os.environ.get("WANDB_MODE") != "disabled":
+            from lightning.pytorch.loggers import WandbLogger
+
+            offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") is None
+            root.mkdir(parents=True, exist_ok=True)
+            loggers.append(WandbLogger(save_dir=str(root), project=run.wandb_project, name=root.name,
+                                       group=run.wandb_group, tags=list(run.wandb_tags) or None,
+                                       offline=offline, log_model=False))
+        return loggers
+
+
+GanbenchCLI.created_root = None
+
+
+def _run_lightning(argv: list[str]) -> int:
+    GanbenchCLI.created_root = None
+    GanbenchError.last = None
+    try:
+        cli = GanbenchCLI(args=argv, auto_configure_optimizers=False)
+    except Exception as err:
+        user_error = err if isinstance(err, GanbenchError) else GanbenchError.last
+        if user_error is None:
+            raise
+        created = GanbenchCLI.created_root
+        if created is not None and created.exists():
+            shutil.rmtree(created, ignore_errors=True)
+        raise user_error from None
+    finally:
+        _finish_wandb()
+    model = getattr(cli, "model", None)
+    if getattr(model, "status", None) == "diverged":
+        div = model.divergence or {}
+        print(f"ganbench: run diverged at G iteration {div.get('step')}: {div.get('reason')}", file=sys.stderr)
+        return EXIT_DIVERGED
+    return 0
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run of this fit, so a process can run several fits (tests, sweeps)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in COMMANDS:
+            module = importlib.import_module(COMMANDS[argv[0]])
+            return int(module.main(argv[1:]) or 0)
+        return _run_lightning(argv)
+    except GanbenchError as err:
+        print(f"ganbench: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""The base GAN LightningModule: everything that is the same for every family.
+
+A family (``ganbench.models.*``) is a thin subclass that picks its objective, penalty, networks and
+defaults, and overrides :meth:`GANModule.d_loss` / :meth:`GANModule.g_loss` only where its paper
+differs. The base owns manual optimization (``toggled_optimizer``, ``manual_backward``,
+``clip_gradients``), n_critic, separate G/D optimizers (TTUR), EMA of G, instance noise, label
+smoothing, historical averaging, feature matching, step counting and divergence detection.
+
+**Step semantics.** One ``training_step`` is one *generator iteration*: ``n_critic`` discriminator
+updates (each on its own slice of the batch) followed by one generator update. Only the generator
+optimizer step is counted by Lightning, so ``trainer.global_step`` — and therefore
+``--trainer.max_steps``, checkpoint intervals and logging steps — count generator iterations.
+The discriminator steps go through the strategy's ``optimizer_step`` (same precision plugin,
+same hooks such as ``on_before_optimizer_step``) without advancing the step counter.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+import torch.nn as nn
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ganbench import GanbenchError
+from ganbench.losses import LOSSES, LossName
+from ganbench.nn import DISCRIMINATORS, GENERATORS, Arch
+from ganbench.nn.common import Minibatch
+from ganbench.nn.norms import BATCH_DEPENDENT, Norm
+from ganbench.regularizers import PENALTIES, PenaltyName
+
+
+class GANModule(L.LightningModule):
+    """Base of all families. Parameters common to every family:
+
+    Args:
+        data_shape: shape of one sample, (C, R, R) or (2,) — linked from the data module.
+        num_classes: classes in the data — linked from the data module; used when ``conditional``.
+        latent_dim: dimension of z ~ N(0, I).
+        arch: network table key; ``auto`` = the family's image architecture, ``mlp`` for 2-D data.
+        width: base channel count (conv) or hidden units (MLP).
+        g_norm, d_norm: normalization of G and D (see :mod:`ganbench.nn.norms`).
+        conditional: class-conditional G (conditional norm) and D (projection).
+        loss: adversarial objective, a key of :data:`ganbench.losses.LOSSES`.
+        penalty, penalty_weight, penalty_every: D regularizer from
+            :data:`ganbench.regularizers.PENALTIES`, its weight, and the lazy interval (the weight is
+            multiplied by the interval, as in StyleGAN2's lazy regularization).
+        n_critic: D updates per G update.
+        g_batch_size: samples per G update (default: the D batch size).
+        g_optimizer, d_optimizer: optimizer factories; ``None`` = the family's paper optimizer.
+        g_scheduler, d_scheduler: optional LR scheduler factories, stepped once per G iteration.
+        ema_decay: EMA of G's weights (0 disables); samples and metrics then use the EMA copy.
+        grad_clip: clip both players' gradient norm to this value (0 disables).
+        label_smoothing: one-sided label smoothing of D's real target (Salimans et al. 2016).
+        instance_noise, instance_noise_steps: Gaussian noise σ added to D's inputs (real and fake),
+            annealed linearly to 0 over ``instance_noise_steps`` G iterations (Sønderby et al. 2017);
+            with ``instance_noise_steps = 0`` the noise stays at the constant σ.
+        feature_matching: weight of the feature-matching term added to G's loss (Salimans 2016).
+        historical_averaging: weight of the historical-averaging penalty on both players.
+        minibatch: minibatch features in D's head (``std`` Karras 2018, ``discrimination`` Salimans).
+        n_samples: size of the fixed latent batch used for sample grids.
+        divergence_threshold: a loss whose magnitude exceeds this counts as diverged (as NaN/inf do).
+        check_every: G iterations between divergence checks (the only host sync of the step).
+    """
+
+    #: registry name of the family
+    family: ClassVar[str] = "gan"
+    #: architecture used for images when ``arch="auto"``
+    image_arch: ClassVar[str] = "cnn"
+    #: the paper's optimizer: (class, keyword arguments) for both players
+    paper_optimizer: ClassVar[tuple[type[torch.optim.Optimizer], dict[str, Any]]] = (
+        torch.optim.Adam, {"lr": 2e-4, "betas": (0.5, 0.999)})
+    #: penalties that need one gradient per sample, which batch-statistics norms break
+    per_sample_penalties: ClassVar[frozenset[str]] = frozenset({"gp", "dragan", "r1", "r2", "lp"})
+
+    def __init__(
+        self,
+        data_shape: tuple[int, ...] = (1, 32, 32),
+        num_classes: int = 0,
+        latent_dim: int = 128,
+        arch: Arch = "auto",
+        width: int = 64,
+        g_norm: Norm = "batch",
+        d_norm: Norm = "spectral",
+        conditional: bool = False,
+        loss: LossName = "ns",
+        penalty: PenaltyName = "none",
+        penalty_weight: float = 10.0,
+        penalty_every: int = 1,
+        n_critic: int = 1,
+        g_batch_size: int | None = None,
+        g_optimizer: OptimizerCallable | None = None,
+        d_optimizer: OptimizerCallable | None = None,
+        g_scheduler: LRSchedulerCallable | None = None,
+        d_scheduler: LRSchedulerCallable | None = None,
+        ema_decay: float = 0.0,
+        grad_clip: float = 0.0,
+        label_smoothing: float = 0.0,
+        instance_noise: float = 0.0,
+        instance_noise_steps: int = 0,
+        feature_matching: float = 0.0,
+        historical_averaging: float = 0.0,
+        minibatch: Minibatch = "none",
+        n_samples: int = 64,
+        divergence_threshold: float = 1e6,
+        check_every: int = 50,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        _check_choice("model.loss", loss, LOSSES)
+        _check_choice("model.penalty", penalty, PENALTIES)
+        if n_critic < 1:
+            raise GanbenchError(f"model.n_critic must be >= 1, got {n_critic}")
+        if penalty in self.per_sample_penalties and d_norm in BATCH_DEPENDENT:
+            raise GanbenchError(
+                f"model.d_norm={d_norm!r} cannot be combined with model.penalty={penalty!r}: the penalty is a "
+                f"per-sample gradient norm and batch normalization couples the samples of a batch "
+                f"(Gulrajani et al. 2017 §4); use d_norm none, layer, instance or spectral")
+        if label_smoothing and loss not in ("ns", "minimax"):
+            raise GanbenchError(
+                f"model.label_smoothing={label_smoothing} needs a cross-entropy D loss (model.loss ns or minimax), "
+                f"not model.loss={loss!r}: one-sided label smoothing replaces D's real target 1 by 1 - smoothing")
+        self.data_shape = tuple(data_shape)
+        self.num_classes = num_classes if conditional else 0
+        self.latent_dim = latent_dim
+        self.objective = LOSSES[loss]
+        self.penalty_fn = PENALTIES[penalty]
+        self.n_critic = n_critic
+        # factories are kept as given: under LightningCLI, hparams hold their config, not the callable
+        self.optimizer_factories = (g_optimizer, d_optimizer)
+        self.scheduler_factories = (g_scheduler, d_scheduler)
+        self.generator = self.build_generator()
+        self.discriminator = self.build_discriminator()
+        self.ema_generator = (
+            AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            if ema_decay > 0 else None)
+        if self.ema_generator is not None:
+            self.ema_generator.requires_grad_(False)
+        self.hist_g = self.hist_d = None
+        if historical_averaging > 0:
+            from ganbench.tricks import HistoricalAverage
+
+            self.hist_g, self.hist_d = HistoricalAverage(), HistoricalAverage()
+        seed_gen = torch.Generator().manual_seed(1234)
+        self.register_buffer("fixed_z", torch.randn(n_samples, latent_dim, generator=seed_gen))
+        self.register_buffer("fixed_y", torch.arange(n_samples) % max(self.num_classes, 1))
+        self.register_buffer("_bad", torch.zeros((), dtype=torch.bool), persistent=False)
+        self.status = "running"
+        self.divergence: dict[str, Any] | None = None
+        self._d_steps = 0
+        self._penalty_value: torch.Tensor | None = None
+        self.vbn_reference: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    # ----------------------------------------------------------------------------------- networks
+    @property
+    def resolved_arch(self) -> str:
+        arch = self.hparams.arch
+        if arch == "auto":
+            return "mlp" if len(self.data_shape) == 1 else self.image_arch
+        if len(self.data_shape) == 1 and arch != "mlp":
+            raise GanbenchError(f"model.arch={arch!r} needs images but the data are {self.data_shape[0]}-D "
+                                "vectors; use model.arch auto or mlp")
+        return arch
+
+    def network_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by G and D constructors."""
+        h = self.hparams
+        kw: dict[str, Any] = {"shape": self.data_shape, "num_classes": self.num_classes}
+        if h.width:
+            kw["width"] = h.width
+        return kw
+
+    def build_generator(self) -> nn.Module:
+        return GENERATORS[self.resolved_arch](latent_dim=self.latent_dim, norm=self.hparams.g_norm,
+                                              **self.network_kwargs())
+
+    def build_discriminator(self) -> nn.Module:
+        return DISCRIMINATORS[self.resolved_arch](norm=self.hparams.d_norm, minibatch=self.hparams.minibatch,
+                                                  **self.network_kwargs())
+
+    # ----------------------------------------------------------------------------------- sampling
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, device=self.fixed_z.device, generator=generator)
+
+    def sample_labels(self, n: int) -> torch.Tensor | None:
+        if self.num_classes == 0:
+            return None
+        return torch.randint(self.num_classes, (n,), device=self.fixed_z.device)
+
+    @torch.no_grad()
+    def sample(self, n: int, z: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+               ema: bool = True) -> torch.Tensor:
+        """``n`` samples from G (the EMA copy when present and ``ema``), in eval mode, without grad."""
+        net = self.ema_generator.module if (ema and self.ema_generator is not None) else self.generator
+        z = self.sample_latent(n) if z is None else z.to(self.fixed_z.device)
+        if labels is None:
+            labels = self.sample_labels(n)
+        was_training = net.training
+        net.eval()
+        try:
+            return net(z, labels)
+        finally:
+            net.train(was_training)
+
+    def generate(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
+        """G(z) for a fresh latent batch, in training mode (with graph)."""
+        return self.generator(self.sample_latent(n), labels)
+
+    # ------------------------------------------------------------------------------ discriminator
+    def noise_sigma(self) -> float:
+        from ganbench.tricks import instance_noise_sigma
+
+        h = self.hparams
+        if h.instance_noise <= 0:
+            return 0.0
+        if h.instance_noise_steps <= 0:
+            return h.instance_noise
+        return instance_noise_sigma(self.global_step, h.instance_noise, h.instance_noise_steps)
+
+    def d_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What D sees: the sample plus annealed instance noise when enabled."""
+        sigma = self.noise_sigma()
+        return x + sigma * torch.randn_like(x) if sigma > 0 else x
+
+    def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.discriminator(self.d_input(x), labels)
+
+    def penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Weighted D regularizer, applied every ``penalty_every`` D steps (lazy regularization)."""
+        h = self.hparams
+        if h.penalty == "none" or self._d_steps % h.penalty_every:
+            return real.new_zeros(())
+        value = self.penalty_fn(lambda x: self.discriminator(x, labels), real, fake)
+        self._penalty_value = value.detach()
+        return h.penalty_weight * h.penalty_every * value
+
+    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's loss on one real batch; returns (loss, values to log)."""
+        with torch.no_grad():
+            fake = self.generate(len(real), labels)
+        d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
+        kw = {"real_target": 1.0 - self.hparams.label_smoothing} if self.hparams.label_smoothing else {}
+        loss = self.objective.d(d_real, d_fake, **kw) + self.penalty(real, fake, labels)
+        return loss, {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean(),
+                      "critic_gap": (d_real.detach().mean() - d_fake.detach().mean())}
+
+    # ---------------------------------------------------------------------------------- generator
+    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G's loss for one fresh latent batch (``real`` is the last D batch, used by some objectives)."""
+        h = self.hparams
+        n = h.g_batch_size or len(real)
+        labels = self.sample_labels(n) if labels is not None else None
+        fake = self.generate(n, labels)
+        need_real = getattr(self.objective, "g_needs_real", False) or h.feature_matching > 0
+        if h.feature_matching > 0:
+            from ganbench.tricks import feature_matching_loss
+
+            f_fake = self.discriminator.features(self.d_input(fake), labels)
+            d_fake = self.discriminator.head(f_fake, labels)
+            real_labels = labels[: len(real)] if labels is not None else None
+            f_real = self.discriminator.features(self.d_input(real), real_labels)
+            d_real = self.discriminator.head(f_real, real_labels)
+            loss = self.objective.g(d_fake, d_real) + h.feature_matching * feature_matching_loss(f_real, f_fake)
+        else:
+            d_fake = self.discriminate(fake, labels)
+            d_real = self.discriminate(real, labels[: len(real)] if labels is not None else None) if need_real else None
+            loss = self.objective.g(d_fake, d_real)
+        return loss, {}
+
+    # ------------------------------------------------------------------------------ optimization
+    def _make_optimizer(self, factory: OptimizerCallable | None, params) -> torch.optim.Optimizer:
+        if factory is not None:
+            return factory(params)
+        cls, kwargs = self.paper_optimizer
+        return cls(params, **kwargs)
+
+    def configure_optimizers(self):
+        g_factory, d_factory = self.optimizer_factories
+        g_opt = self._make_optimizer(g_factory, self.generator.parameters())
+        d_opt = self._make_optimizer(d_factory, self.discriminator.parameters())
+        self._schedulers = [f(o) for f, o in zip(self.scheduler_factories, (g_opt, d_opt)) if f is not None]
+        return [g_opt, d_opt]
+
+    def _step(self, opt, loss: torch.Tensor, module: nn.Module, hist, counted: bool) -> None:
+        """zero_grad → backward → (historical averaging) → clip → step."""
+        h = self.hparams
+        if hist is not None:
+            loss = loss + h.historical_averaging * hist.penalty(module)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if h.grad_clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
+        if counted:
+            opt.step()
+        else:  # same precision plugin and hooks, but global_step keeps counting G iterations only
+            self.trainer.strategy.optimizer_step(opt.optimizer, closure=lambda: None, model=self)
+        if hist is not None:
+            hist.update(module)
+
+    def split_batch(self, batch) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The loader yields ``n_critic`` D batches at once; one slice per D step."""
+        x, y = batch
+        y = y if self.num_classes else None
+        xs = x.chunk(self.n_critic)
+        ys = y.chunk(self.n_critic) if y is not None else [None] * len(xs)
+        return list(zip(xs, ys))
+
+    @property
+    def uses_vbn(self) -> bool:
+        return "virtual_batch" in (self.hparams.g_norm, self.hparams.d_norm)
+
+    def refresh_reference_statistics(self, real: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """Virtual batch norm (Salimans et al. 2016 §3.4): recompute the statistics of the fixed
+        reference batch with the current parameters before each update."""
+        from ganbench.nn.layers import reference_pass
+
+        if self.vbn_reference is None:  # chosen once: the first real batch and the fixed latents
+            self.vbn_reference = (real.detach().clone(), None if labels is None else labels.clone())
+        ref_x, ref_y = self.vbn_reference
+        with reference_pass(self.generator):
+            self.generator(self.fixed_z[: len(ref_x)], None if ref_y is None else self.fixed_y[: len(ref_x)])
+        with reference_pass(self.discriminator):
+            self.discriminator(ref_x, ref_y)
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        g_opt, d_opt = self.optimizers()
+        d_logs: dict[str, torch.Tensor] = {}
+        d_loss = None
+        for real, labels in self.split_batch(batch):
+            if self.uses_vbn:
+                self.refresh_reference_statistics(real, labels)
+            with self.toggled_optimizer(d_opt):
+                d_loss, d_logs = self.d_loss(real, labels)
+                self._step(d_opt, d_loss, self.discriminator, self.hist_d, counted=False)
+            self.after_d_step()
+            self._d_steps += 1
+        if self.uses_vbn:
+            self.refresh_reference_statistics(real, labels)
+        with self.toggled_optimizer(g_opt):
+            g_loss, g_logs = self.g_loss(real, labels)
+            self._step(g_opt, g_loss, self.generator, self.hist_g, counted=True)
+        self.after_g_step()
+        self._watch(d_loss, g_loss)
+        self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()}, prog_bar=True)
+        logs = {f"train/{k}": v for k, v in {**d_logs, **g_logs}.items()}
+        if self._penalty_value is not None:
+            logs[f"train/penalty_{self.hparams.penalty}"] = self._penalty_value
+        if self.hparams.instance_noise > 0:
+            logs["train/instance_noise_sigma"] = self.noise_sigma()
+        self.log_dict(logs)
+
+    def after_d_step(self) -> None:
+        """Hook after each D update (WGAN clips weights here)."""
+
+    def after_g_step(self) -> None:
+        """Hook after each G update: EMA and schedulers."""
+        if self.ema_generator is not None:
+            self.ema_generator.update_parameters(self.generator)
+        for scheduler in getattr(self, "_schedulers", []):
+            scheduler.step()
+
+    # ------------------------------------------------------------------------- divergence watch
+    def _watch(self, *losses: torch.Tensor) -> None:
+        """Accumulate a divergence flag on the device; look at it only every ``check_every`` steps."""
+        bound = self.hparams.divergence_threshold
+        for loss in losses:
+            v = loss.detach()
+            self._bad |= ~torch.isfinite(v) | (v.abs() > bound)
+        step = self.global_step
+        if step % self.hparams.check_every == 0 or step >= (self.trainer.max_steps or 0) > 0:
+            if bool(self._bad):
+                values = ", ".join(f"{x.item():.4g}" for x in losses)
+                self.mark_diverged(f"loss non-finite or above {bound:g} (d_loss, g_loss = {values})")
+
+    def mark_diverged(self, reason: str) -> None:
+        self.status = "diverged"
+        self.divergence = {"step": int(self.global_step), "reason": reason}
+        self.trainer.should_stop = True
+
+    # -------------------------------------------------------------------------------- lifecycle
+    def on_fit_start(self) -> None:
+        self.status = "running"
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "batches_per_step"):
+            dm.batches_per_step = self.n_critic
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ganbench"] = {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "family": self.family,
+            "d_steps": self._d_steps,
+            "hist_g": self.hist_g.state_dict() if self.hist_g is not None else None,
+            "hist_d": self.hist_d.state_dict() if self.hist_d is not None else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("ganbench", {})
+        self._d_steps = state.get("d_steps", 0)
+        for name in ("hist_g", "hist_d"):
+            if getattr(self, name) is not None and state.get(name) is not None:
+                getattr(self, name).load_state_dict(state[name])
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        """Metrics live in callbacks; the validation loop only drives them."""
+
+
+def _check_choice(key: str, value: str, table: dict) -> None:
+    if value not in table:
+        raise GanbenchError(f"{key}={value!r} is not valid; choose one of: {', '.join(sorted(table))}")
+

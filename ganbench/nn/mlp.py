@@ -1,0 +1,52 @@
+"""Fully connected networks for the toy 2-D mixtures (and, flattened, for small images).
+
+The toy setting follows Metz et al. 2017 (Unrolled GAN): ReLU MLPs with a few hidden layers of
+``width`` units; the generator has a linear output for vectors and Tanh for images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ganbench.nn.common import ConditionalNorm, Discriminator, DiscriminatorHead, Minibatch
+from ganbench.nn.norms import feature_norm, linear
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, latent_dim: int = 2, shape: tuple[int, ...] = (2,), width: int = 128, depth: int = 3,
+                 norm: str = "none", num_classes: int = 0):
+        super().__init__()
+        self.shape = tuple(shape)
+        dims = [latent_dim] + [width] * depth
+        self.layers = nn.ModuleList(linear(norm, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(ConditionalNorm(norm, width, num_classes, spatial=False) for _ in range(depth))
+        self.out = linear(norm, width, math.prod(self.shape))
+        self.act = nn.ReLU()
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = z
+        for layer, norm in zip(self.layers, self.norms):
+            h = self.act(norm(layer(h), y))
+        x = self.out(h)
+        if len(self.shape) > 1:
+            x = torch.tanh(x)
+        return x.view(len(z), *self.shape)
+
+
+class MLPDiscriminator(Discriminator):
+    def __init__(self, shape: tuple[int, ...] = (2,), width: int = 128, depth: int = 3, norm: str = "none",
+                 num_classes: int = 0, minibatch: Minibatch = "none"):
+        super().__init__()
+        dims = [math.prod(shape)] + [width] * depth
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            layers += [linear(norm, a, b)] + ([] if i == 0 else [feature_norm(norm, b, spatial=False)])
+            layers += [nn.LeakyReLU(0.2)]
+        self.net = nn.Sequential(*layers)
+        self.head = DiscriminatorHead(width, norm, num_classes, minibatch)
+
+    def features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x.flatten(1))

@@ -1,0 +1,23 @@
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def have_fmnist() -> bool:
+    try:
+        from ganbench.data import GANDataModule
+
+        GANDataModule("fashion_mnist", download=False)
+        return True
+    except Exception:
+        return False
+
+
+needs_fmnist = pytest.mark.skipif(
+    not have_fmnist(), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")

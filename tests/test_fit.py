@@ -1,0 +1,175 @@
+"""`ganbench fit` end to end on CPU: every output of a run exists, parses and says the right thing."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ganbench.cli import EXIT_USAGE, main
+from tests.conftest import needs_fmnist
+
+TINY = ["--model.init_args.width", "4", "--data.batch_size", "8", "--trainer.accelerator", "cpu",
+        "--run.sample_every", "2", "--run.checkpoint_every", "2", "--trainer.enable_model_summary", "false",
+        "--trainer.log_every_n_steps", "1"]
+
+
+def fit(tmp_path: Path, *args: str, steps: int = 3, config: str = "configs/sngan.yaml") -> Path:
+    root = tmp_path / "run"
+    code = main(["fit", "--config", config, "--trainer.default_root_dir", str(root),
+                 "--trainer.max_steps", str(steps), *TINY, *args])
+    assert code == 0
+    return root
+
+
+def wandb_records(root: Path) -> list:
+    from tests.wandb_log import read_records
+
+    files = list(root.glob("wandb/*run-*/run-*.wandb"))
+    assert len(files) == 1, files
+    return read_records(files[0])
+
+
+def check_outputs(root: Path, steps: int) -> dict:
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["g_steps"] == steps
+    assert summary["family"] == "sngan"
+    assert summary["wall_s"] > 0
+    cfg = yaml.safe_load((root / "config.yaml").read_text())
+    assert cfg["trainer"]["max_steps"] == steps
+    assert cfg["model"]["class_path"] == "ganbench.models.SNGAN"
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    kept = sorted(p.name for p in (root / "checkpoints").glob("step_*.ckpt"))
+    assert kept == [f"step_{s:07d}.ckpt" for s in range(2, steps + 1, 2)]
+    samples = sorted(p.name for p in (root / "samples").glob("step_*.png"))
+    assert samples == sorted({f"step_{s:07d}.png" for s in [*range(2, steps + 1, 2), steps]})
+    with open(root / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"train/d_loss", "train/g_loss", "step"} <= set(rows[0])
+    losses = [float(r["train/d_loss"]) for r in rows if r.get("train/d_loss")]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    records = wandb_records(root)
+    kinds = {r.WhichOneof("record_type") for r in records}
+    assert {"run", "history", "config"} <= kinds
+    history_keys = {item.key or "/".join(item.nested_key) for r in records if r.HasField("history")
+                    for item in r.history.item}
+    assert "train/d_loss" in history_keys and "samples/_type" in history_keys
+    config_keys = {item.key for r in records if r.HasField("config") for item in r.config.update}
+    assert "model" in config_keys and "data" in config_keys
+    return summary
+
+
+@needs_fmnist
+def test_fit_sngan_on_fashion_mnist_writes_every_output(tmp_path):
+    root = fit(tmp_path, steps=3)
+    check_outputs(root, 3)
+    from ganbench.models import load_module
+
+    module = load_module(root / "checkpoints" / "last.ckpt")
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 3
+    x = module.sample(5)
+    assert x.shape == (5, 1, 32, 32) and x.abs().max() <= 1
+
+
+def test_fit_sngan_on_ring8(tmp_path):
+    root = fit(tmp_path, "--data.dataset", "ring8", "--data.n_toy_samples", "2000", steps=4)
+    summary = check_outputs(root, 4)
+    assert summary["protocol"]["n_critic"] == 5
+
+
+def test_max_steps_counts_generator_iterations(tmp_path):
+    """5 D updates + 1 G update per iteration: max_steps=4 means 4 G updates and 20 D updates."""
+    root = fit(tmp_path, "--data.dataset", "ring8", "--data.n_toy_samples", "2000", steps=4)
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4
+    assert ckpt["ganbench"]["d_steps"] == 20
+    g_state, d_state = ckpt["optimizer_states"]
+    assert {int(s["step"]) for s in g_state["state"].values()} == {4}
+    assert {int(s["step"]) for s in d_state["state"].values()} == {20}
+
+
+def test_resume_from_last_continues_the_count(tmp_path):
+    root = fit(tmp_path, "--data.dataset", "ring8", "--data.n_toy_samples", "2000", steps=2)
+    code = main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(root),
+                 "--trainer.max_steps", "4", *TINY, "--data.dataset", "ring8", "--data.n_toy_samples", "2000",
+                 "--ckpt_path", "last"])
+    assert code == 0
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["g_steps"] == 4 and summary["status"] == "completed"
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["ganbench"]["d_steps"] == 20
+
+
+@pytest.mark.parametrize("config", sorted(str(p) for p in Path("configs").rglob("*.yaml")))
+def test_every_config_instantiates(config, tmp_path):
+    from ganbench.cli import GanbenchCLI
+
+    data_args = ["--data.dataset", "ring8"] if "trainer/" not in config else []
+    cli = GanbenchCLI(args=["--config", config, *data_args, "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert cli.model.generator is not None and cli.trainer is not None
+    cli_images = None
+    if "trainer/" not in config:
+        from ganbench.data import GANDataModule
+
+        try:
+            GANDataModule("fashion_mnist", download=False)
+        except Exception:
+            return
+        cli_images = GanbenchCLI(args=["--config", config, "--trainer.default_root_dir", str(tmp_path)], run=False)
+        assert cli_images.model.data_shape == cli_images.datamodule.shape
+
+
+def test_unknown_key_names_the_key(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", "configs/sngan.yaml", "--model.init_args.nonsense", "1",
+              "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert "nonsense" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_dataset_lists_the_valid_ones(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", "configs/sngan.yaml", "--data.dataset", "imagenet",
+              "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert "data.dataset" in err and "imagenet" in err
+    for name in ("fashion_mnist", "cifar10", "ring8", "grid25"):
+        assert name in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unbuildable_resolution_is_one_line(tmp_path, capsys):
+    code = main(["fit", "--config", "configs/sngan.yaml", "--data.dataset", "digits", "--data.resolution", "24",
+                 "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ganbench: error: data.resolution=24 cannot be built")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_dataset_offline_names_every_place(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GANBENCH_DATA", str(tmp_path / "nowhere"))
+    code = main(["fit", "--config", "configs/sngan.yaml", "--data.dataset", "mnist", "--data.download", "false",
+                 "--data.root", str(tmp_path / "empty"), "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert str(tmp_path / "empty") in err[0] and str(tmp_path / "nowhere") in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_print_config_shows_linked_model(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", "configs/sngan.yaml", "--print_config"])
+    assert exc.value.code == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["model"]["init_args"]["loss"] == "hinge"
+    assert out["model"]["init_args"]["n_critic"] == 5
