@@ -1,18 +1,40 @@
-"""GAN families: one LightningModule each, registered in :data:`FAMILIES`."""
+"""GAN families: one LightningModule each.
+
+Every module in this package is imported here, and every subclass of :class:`GANModule` that sets
+its own ``family`` name is registered in :data:`FAMILIES` — adding a family is adding a file.
+"""
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from pathlib import Path
 
 import torch
 
 from ganbench import GanbenchError
 from ganbench.models.base import GANModule
-from ganbench.models.sngan import SNGAN
+
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_"):
+        _module = importlib.import_module(f"{__name__}.{_info.name}")
+        for _name in getattr(_module, "__all__", []):
+            globals()[_name] = getattr(_module, _name)
+
+
+def _families() -> dict[str, type[GANModule]]:
+    found: dict[str, type[GANModule]] = {}
+    stack: list[type[GANModule]] = list(GANModule.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if "family" in vars(cls) and cls.__module__.startswith(__name__ + "."):
+            found[cls.family] = cls
+    return dict(sorted(found.items()))
+
 
 #: family name → LightningModule class
-FAMILIES: dict[str, type[GANModule]] = {cls.family: cls for cls in (SNGAN,)}
+FAMILIES: dict[str, type[GANModule]] = _families()
 
 
 def load_module(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> GANModule:
@@ -30,6 +52,3 @@ def load_module(ckpt_path: str | Path, map_location: str | torch.device = "cpu")
     module_name, _, cls_name = info["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_name), cls_name)
     return cls.load_from_checkpoint(path, map_location=map_location)
-
-
-__all__ = ["FAMILIES", "GANModule", "SNGAN", "load_module"]

@@ -24,3 +24,5 @@ class SNGAN(GANModule):
     def __init__(self, loss: LossName = "hinge", d_norm: Norm = "spectral", g_norm: Norm = "batch", n_critic: int = 5,
                  **kwargs: Any):
         super().__init__(loss=loss, d_norm=d_norm, g_norm=g_norm, n_critic=n_critic, **kwargs)
+
+__all__ = ["SNGAN"]
