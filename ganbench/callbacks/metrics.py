@@ -1,0 +1,329 @@
+"""Metric callbacks: image metrics, toy-mixture metrics and training diagnostics.
+
+Metrics live outside the training module. Every number is logged through ``pl_module.log`` (so
+every logger receives it) under a key that carries its protocol; files are written on global rank
+0 only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.nn.utils import parametrize
+
+from ganbench import GanbenchError
+from ganbench.metrics.features import FEATURE_NETS, FeatureNet, load_feature_net
+from ganbench.metrics.image import (
+    IMAGE_METRICS,
+    StreamingImageMetrics,
+    check_metrics,
+    metric_keys,
+    swd_metrics,
+)
+from ganbench.metrics.reference import ReferenceStats, reference_statistics
+from ganbench.metrics.sampling import generate
+from ganbench.metrics.toy import mode_metrics, toy_scatter
+from ganbench.metrics.wasserstein import w1_exact
+
+
+class _Interval:
+    """Fires when ``global_step`` crosses a multiple of ``every`` (robust to steps that jump by > 1,
+    as they do under manual optimization where every optimizer step counts)."""
+
+    def __init__(self, every: int | None) -> None:
+        self.every = every
+        self.last = 0
+
+    def due(self, step: int) -> bool:
+        if not self.every or step <= 0:
+            return False
+        slot = step // self.every
+        if slot > self.last:
+            self.last = slot
+            return True
+        return False
+
+
+def _datamodule(trainer: L.Trainer) -> Any:
+    dm = getattr(trainer, "datamodule", None)
+    if dm is None:
+        raise GanbenchError("metric callbacks need the data module: pass datamodule= to Trainer.fit")
+    return dm
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """Directory of the current run (``trainer.default_root_dir``, where samples and checkpoints go)."""
+    return Path(trainer.default_root_dir)
+
+
+class ImageMetrics(L.Callback):
+    """FD/FID, IS, KID, precision/recall and SWD of the generator (EMA weights when present).
+
+    Runs every ``every_n_steps`` optimizer steps (``trainer.global_step``), or at the end of each
+    validation epoch when ``every_n_steps`` is None. ``n_fake`` samples are split across DDP ranks;
+    reference statistics of ``n_real`` real images (default ``n_fake``) from ``split`` are cached on
+    disk and injected on global rank 0. After ``setup``, ``protocol`` holds everything that
+    determines the numbers (for ``summary.json``).
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int | None = 1000,
+        n_fake: int = 10000,
+        features: str = "fmnist",
+        metrics: list[str] | None = None,
+        n_real: int | None = None,
+        split: str = "train",
+        n_projections: int = 128,
+        swd_samples: int = 4096,
+        batch_size: int = 250,
+        feature_weights: str | None = None,
+        ema: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if features not in FEATURE_NETS:
+            raise GanbenchError(f"unknown features '{features}'; valid choices: {', '.join(FEATURE_NETS)}")
+        metrics = list(IMAGE_METRICS if metrics is None else metrics)
+        check_metrics(metrics)
+        self.every_n_steps = every_n_steps
+        self.n_fake, self.n_real = n_fake, n_real or n_fake
+        self.features, self.metrics, self.split = features, metrics, split
+        self.n_projections, self.swd_samples, self.batch_size = n_projections, swd_samples, batch_size
+        self.feature_weights, self.ema, self.seed = feature_weights, ema, seed
+        self.keys = metric_keys(features, n_fake, metrics, n_projections)
+        self.protocol: dict[str, Any] = {}
+        self.net: FeatureNet | None = None
+        self.ref: ReferenceStats | None = None
+        self.suite: StreamingImageMetrics | None = None
+        self.real_pixels: Tensor | None = None
+        self._interval = _Interval(every_n_steps)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.suite is not None:
+            return
+        dm = _datamodule(trainer)
+        if getattr(dm, "is_toy", False):
+            raise GanbenchError("ImageMetrics needs an image data set; use ToyMetrics for 2-D toys")
+        self.net = load_feature_net(self.features, self.feature_weights)
+        # rank 0 fills the cache first; the others then read it
+        if trainer.is_global_zero:
+            self.ref = reference_statistics(dm, self.net, self.n_real, self.split, self.seed)
+        trainer.strategy.barrier("ganbench-reference-stats")
+        if not trainer.is_global_zero:
+            self.ref = reference_statistics(dm, self.net, self.n_real, self.split, self.seed)
+        if "swd" in self.metrics:
+            self.real_pixels = dm.real_samples(min(self.swd_samples, self.n_real), split=self.split, seed=self.seed + 1)
+        num_logits = 1008 if self.features == "inception" else int(self.net.extractor.net.config["num_classes"])
+        self.suite = StreamingImageMetrics(self.net.num_features, num_logits, self.n_fake, self.ref.n, self.metrics)
+        self.protocol = {
+            "implementation": "torchmetrics",
+            "features": self.features,
+            **self.net.protocol,
+            "dataset": dm.dataset,
+            "split": self.split,
+            "resolution": int(dm.resolution),
+            "n_real": self.ref.n,
+            "n_fake": self.n_fake,
+            "metrics": self.metrics,
+            "keys": {k: f"val/{v}" for k, v in self.keys.items()},
+            "ema": self.ema,
+            "seed": self.seed,
+            "quantization": "uint8",
+            "kid_subsets": self.suite.kid and 100,
+            "kid_subset_size": self.suite.kid_subset_size,
+            "is_splits": 10,
+            "pr_neighborhood": 3,
+            "swd_projections": self.n_projections,
+            "swd_samples": self.swd_samples,
+            "reference_stats_protocol": self.ref.protocol,
+        }
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._interval.due(trainer.global_step):
+            self.evaluate(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_steps is None and not trainer.sanity_checking:
+            self.evaluate(trainer, pl_module)
+
+    @torch.no_grad()
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Generate, extract features, compute and log; returns ``{key: value}`` with ``val/`` keys."""
+        assert self.suite is not None and self.net is not None and self.ref is not None
+        world, rank = trainer.world_size, trainer.global_rank
+        n_local = self.n_fake // world + (1 if rank < self.n_fake % world else 0)
+        offset = rank * (self.n_fake // world) + min(rank, self.n_fake % world)
+        device = pl_module.device
+        self.net.to(device)
+        self.suite.to(device)
+        self.suite.reset()
+        self.suite.set_reference(self.ref, include=trainer.is_global_zero)
+        keep_pixels, keep_feats, kept = [], [], 0
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            for images in generate(pl_module, n_local, self.batch_size, self.seed + rank, self.ema, offset):
+                out = self.net.extract(images)
+                self.suite.update(out["features"], out["logits"])
+                if "swd" in self.metrics and kept < self.swd_samples:
+                    keep_pixels.append(images.float().cpu())
+                    keep_feats.append(out["features"].cpu())
+                    kept += len(images)
+        finally:
+            pl_module.train(was_training)
+        values = self.suite.compute()
+        if "swd" in self.metrics:
+            fp, ff = torch.cat(keep_pixels)[: self.swd_samples], torch.cat(keep_feats)[: self.swd_samples]
+            values.update(
+                swd_metrics(
+                    fp,
+                    self.real_pixels,
+                    ff,
+                    self.ref.features[: self.swd_samples],
+                    self.n_projections,
+                    self.seed,
+                )
+            )
+        logged = {f"val/{self.keys[k]}": v for k, v in values.items()}
+        for key, value in logged.items():
+            # swd is computed on each rank's own samples: average; the rest are already global
+            pl_module.log(key, value, sync_dist=key.startswith("val/swd"))
+        return logged
+
+
+class ToyMetrics(L.Callback):
+    """Mode coverage, exact W1 and a scatter picture for 2-D Gaussian-mixture toys.
+
+    Logs ``val/modes_covered``, ``val/high_quality_frac``, ``val/kl_modes`` and ``val/w1_exact``
+    every ``every_n_steps`` optimizer steps; rank 0 saves ``<run>/samples/toy_step_XXXXXXX.png``
+    and hands it to each logger that has ``log_image``. W1 uses ``min(n_fake, w1_samples)`` points
+    of each side (the exact solver is cubic).
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 500,
+        n_fake: int = 2000,
+        threshold: float = 3.0,
+        w1_samples: int = 1000,
+        save_images: bool = True,
+        ema: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.every_n_steps, self.n_fake, self.threshold = every_n_steps, n_fake, threshold
+        self.w1_samples, self.save_images, self.ema, self.seed = w1_samples, save_images, ema, seed
+        self._interval = _Interval(every_n_steps)
+        self.protocol: dict[str, Any] = {
+            "n_fake": n_fake,
+            "threshold_std": threshold,
+            "w1_samples": w1_samples,
+            "ema": ema,
+            "seed": seed,
+        }
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._interval.due(trainer.global_step):
+            self.evaluate(trainer, pl_module)
+
+    @torch.no_grad()
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        dm = _datamodule(trainer)
+        mixture = dm.mixture
+        fake = torch.cat(list(generate(pl_module, self.n_fake, 4096, self.seed, self.ema))).float().cpu()
+        mm = mode_metrics(fake, mixture.centers, mixture.std, self.threshold)
+        n_w1 = min(self.n_fake, self.w1_samples)
+        real = dm.real_samples(n_w1, split="test", seed=self.seed).float().cpu()
+        values = {
+            "val/modes_covered": mm["modes_covered"],
+            "val/high_quality_frac": mm["high_quality_frac"],
+            "val/kl_modes": mm["kl_to_uniform"],
+            "val/w1_exact": w1_exact(fake[:n_w1], real),
+        }
+        for key, value in values.items():
+            pl_module.log(key, value)
+        if self.save_images and trainer.is_global_zero:
+            step = trainer.global_step
+            path = toy_scatter(
+                real,
+                fake,
+                run_dir(trainer) / "samples" / f"toy_step_{step:07d}.png",
+                title=f"step {step}: {int(mm['modes_covered'])}/{len(mixture.centers)} modes",
+                centers=mixture.centers,
+            )
+            for logger in trainer.loggers:
+                if hasattr(logger, "log_image"):
+                    logger.log_image(key="val/toy_scatter", images=[str(path)], step=step)
+        return values
+
+
+@torch.no_grad()
+def spectral_sigmas(module: torch.nn.Module) -> dict[str, float]:
+    """Power-iteration estimate sigma = u^T W v of the unnormalised weight of each spectrally
+    normalised layer (Miyato et al. 2018, eq. 6 / Algorithm 1), keyed by the layer's name.
+
+    Covers ``torch.nn.utils.parametrizations.spectral_norm`` and the older hook-based version.
+    """
+    out: dict[str, float] = {}
+    for name, m in module.named_modules():
+        if parametrize.is_parametrized(m, "weight"):
+            for p in m.parametrizations.weight:
+                if hasattr(p, "_u") and hasattr(p, "_v"):
+                    w = p._reshape_weight_to_matrix(m.parametrizations.weight.original)
+                    out[name] = float(torch.dot(p._u, torch.mv(w, p._v)))
+        elif hasattr(m, "weight_orig") and hasattr(m, "weight_u") and hasattr(m, "weight_v"):
+            hook = next((h for h in m._forward_pre_hooks.values() if type(h).__name__ == "SpectralNorm"), None)
+            if hook is not None:
+                w = hook.reshape_weight_to_matrix(m.weight_orig)
+                out[name] = float(torch.dot(m.weight_u, torch.mv(w, m.weight_v)))
+    return out
+
+
+class Diagnostics(L.Callback):
+    """Gradient norms of G and D, spectral-norm sigma per layer, and a collapse flag on toys.
+
+    ``diag/grad_norm_g`` / ``diag/grad_norm_d``: total L2 norm of the gradients an optimizer is
+    about to apply (``on_before_optimizer_step``, which Lightning also calls under manual
+    optimization; the optimizers are ``[g_opt, d_opt]``). ``diag/sn_sigma/<net>.<layer>``: see
+    ``spectral_sigmas``. ``diag/collapse``: on toys, 1 when fewer than half the modes are covered
+    by ``n_collapse`` samples (``mode_metrics`` at 3 std), else 0. All every ``every_n_steps``
+    optimizer steps.
+    """
+
+    def __init__(self, every_n_steps: int = 50, n_collapse: int = 1000) -> None:
+        self.every_n_steps, self.n_collapse = every_n_steps, n_collapse
+        self._grad_interval = {"g": _Interval(every_n_steps), "d": _Interval(every_n_steps)}
+        self._interval = _Interval(every_n_steps)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        inner = getattr(optimizer, "optimizer", optimizer)
+        idx = next((i for i, o in enumerate(trainer.optimizers) if o is inner or o is optimizer), None)
+        if idx not in (0, 1):
+            return
+        which = "g" if idx == 0 else "d"
+        # +1: global_step is incremented after this optimizer's step
+        if not self._grad_interval[which].due(trainer.global_step + 1):
+            return
+        grads = [p.grad.detach() for group in inner.param_groups for p in group["params"] if p.grad is not None]
+        norm = (
+            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            if grads
+            else torch.tensor(0.0)
+        )
+        pl_module.log(f"diag/grad_norm_{which}", float(norm))
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if not self._interval.due(trainer.global_step):
+            return
+        for net in ("generator", "discriminator"):
+            for layer, sigma in spectral_sigmas(getattr(pl_module, net)).items():
+                pl_module.log(f"diag/sn_sigma/{net}.{layer}", sigma)
+        dm = getattr(trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "is_toy", False):
+            fake = torch.cat(list(generate(pl_module, self.n_collapse, 4096, 0, ema=False))).float().cpu()
+            covered = mode_metrics(fake, dm.mixture.centers, dm.mixture.std)["modes_covered"]
+            pl_module.log("diag/collapse", float(covered < len(dm.mixture.centers) / 2))
