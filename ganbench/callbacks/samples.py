@@ -9,7 +9,6 @@ scatter of real vs generated points. Each picture also goes to every logger that
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning as L
@@ -38,8 +37,8 @@ class SampleGrid(L.Callback):
         self._last_step = step
         out = Path(trainer.default_root_dir) / self.dirname / f"step_{step:07d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        fake = pl_module.sample(len(pl_module.fixed_z), z=pl_module.fixed_z,
-                                labels=pl_module.fixed_y if pl_module.num_classes else None).float().cpu()
+        fake, ncol = pl_module.grid_images()
+        fake = fake.float().cpu()
         if fake.dim() == 2:
             real = None
             dm = trainer.datamodule
@@ -49,17 +48,11 @@ class SampleGrid(L.Callback):
                                                              generator=torch.Generator().manual_seed(0)))
             save_scatter(out, fake_many.float().cpu(), real, title=f"step {step}")
         else:
-            save_grid(out, fake, nrow=_grid_columns(len(fake), pl_module.num_classes))
+            save_grid(out, fake, nrow=ncol)
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="samples", images=[str(out)], step=step)
         return out
-
-
-def _grid_columns(n: int, num_classes: int) -> int:
-    if num_classes:
-        return min(n, num_classes)  # fixed_y cycles through the classes: one column per class
-    return max(1, int(math.sqrt(n)))
 
 
 def save_grid(path: Path | str, images: torch.Tensor, nrow: int = 8) -> None:

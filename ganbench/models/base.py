@@ -205,6 +205,15 @@ class GANModule(L.LightningModule):
         finally:
             net.train(was_training)
 
+    def grid_images(self) -> tuple[torch.Tensor, int]:
+        """The images of a sample grid and the number of columns: G on the fixed latent batch (one
+        column per class for conditional models). Image-to-image families override this to show
+        input | output | target rows."""
+        labels = self.fixed_y if self.num_classes else None
+        images = self.sample(len(self.fixed_z), z=self.fixed_z, labels=labels)
+        ncol = min(len(images), self.num_classes) if self.num_classes else max(1, int(len(images) ** 0.5))
+        return images, ncol
+
     def generate(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
         """G(z) for a fresh latent batch, in training mode (with graph)."""
         return self.generator(self.sample_latent(n), labels)
