@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "ganbench.commands.evaluate",
     "sample": "ganbench.commands.sample",
     "train-features": "ganbench.commands.train_features",
+    "bench": "ganbench.commands.bench",
 }
 
 EXIT_USAGE = 2
@@ -78,9 +79,7 @@ class GanbenchCLI(LightningCLI):
         parser.add_argument("--run.wandb_tags", type=list[str], default=[])
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand is None:
-            return
-        cfg = self.config[self.subcommand]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.trainer.default_root_dir is None:
             family = cfg.model.class_path.rsplit(".", 1)[-1].lower()
             cfg.trainer.default_root_dir = str(Path("runs") / f"{family}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -453,7 +453,11 @@ class GANDataModule(L.LightningDataModule):
                 f"data.dataset={self.dataset}"
             )
         if isinstance(data, tuple):
-            return TensorLoader(*data, batch_size=bs, shuffle=True, drop_last=True, seed=self.seed)
+            loader = TensorLoader(*data, batch_size=bs, shuffle=True, drop_last=True, seed=self.seed)
+            device = self.trainer.strategy.root_device if self.trainer is not None else None
+            if device is not None and device.type == "cuda":
+                loader.to(device)  # small data sets live on the GPU: a batch is one gather, no host copy
+            return loader
         return self._folder_loader(data, bs, shuffle=True)
 
     def val_dataloader(self) -> TensorLoader | DataLoader:

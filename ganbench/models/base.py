@@ -63,6 +63,15 @@ class GANModule(L.LightningModule):
         n_samples: size of the fixed latent batch used for sample grids.
         divergence_threshold: a loss whose magnitude exceeds this counts as diverged (as NaN/inf do).
         check_every: G iterations between divergence checks (the only host sync of the step).
+        channels_last: NHWC memory format for G, D and the real batches (faster convolutions on
+            tensor cores, especially with ``--trainer.precision bf16-mixed``).
+        compile: ``torch.compile`` G and D (in place: checkpoints keep their keys).
+        cuda_graph: capture one whole G iteration (n_critic D updates + 1 G update, latents drawn
+            inside) in one CUDA graph and replay it; needs CUDA, one device, static shapes and a
+            family whose step is the base step without Python-side state (see
+            :meth:`graph_unsupported_reason`); otherwise training falls back to the eager step with
+            a one-line notice. Bf16 autocast (``--trainer.precision bf16-mixed``) works in all paths;
+            penalties and losses are computed in fp32.
     """
 
     #: registry name of the family
@@ -106,6 +115,9 @@ class GANModule(L.LightningModule):
         n_samples: int = 64,
         divergence_threshold: float = 1e6,
         check_every: int = 50,
+        channels_last: bool = False,
+        compile: bool = False,
+        cuda_graph: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -153,6 +165,7 @@ class GANModule(L.LightningModule):
         self._d_steps = 0
         self._penalty_value: torch.Tensor | None = None
         self.vbn_reference: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._graph: Any = None  # None: not built yet, False: eager fallback, else the captured graph
 
     # ----------------------------------------------------------------------------------- networks
     @property
@@ -235,7 +248,8 @@ class GANModule(L.LightningModule):
         return x + sigma * torch.randn_like(x) if sigma > 0 else x
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        return self.discriminator(self.d_input(x), labels)
+        """D's scores in fp32, so losses are reduced in fp32 even under bf16 autocast."""
+        return self.discriminator(self.d_input(x), labels).float()
 
     def penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Weighted D regularizer, applied every ``penalty_every`` D steps (lazy regularization)."""
@@ -335,6 +349,8 @@ class GANModule(L.LightningModule):
             self.discriminator(ref_x, ref_y)
 
     def training_step(self, batch, batch_idx: int) -> None:
+        if self._graph is not False and self.hparams.cuda_graph:
+            return self._graph_training_step(batch)
         g_opt, d_opt = self.optimizers()
         d_logs: dict[str, torch.Tensor] = {}
         d_loss = None
@@ -353,6 +369,8 @@ class GANModule(L.LightningModule):
             self._step(g_opt, g_loss, self.generator, self.hist_g, counted=True)
         self.after_g_step()
         self._watch(d_loss, g_loss)
+        if not self.logging_step():
+            return
         self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()}, prog_bar=True)
         logs = {f"train/{k}": v for k, v in {**d_logs, **g_logs}.items()}
         if self._penalty_value is not None:
@@ -360,6 +378,14 @@ class GANModule(L.LightningModule):
         if self.hparams.instance_noise > 0:
             logs["train/instance_noise_sigma"] = self.noise_sigma()
         self.log_dict(logs)
+
+    def logging_step(self) -> bool:
+        """Log only on the steps Lightning sends to the loggers (every ``log_every_n_steps``) and at
+        the last step: logging builds Python objects per value, which a launch-bound step feels."""
+        trainer = self.trainer
+        step = self.global_step
+        every = max(1, trainer.log_every_n_steps)
+        return step % every == 0 or step >= (trainer.max_steps or 0) > 0 or trainer.should_stop
 
     def after_d_step(self) -> None:
         """Hook after each D update (WGAN clips weights here)."""
@@ -392,6 +418,106 @@ class GANModule(L.LightningModule):
     # -------------------------------------------------------------------------------- lifecycle
     def on_fit_start(self) -> None:
         self.status = "running"
+        if self.hparams.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+            self.discriminator.to(memory_format=torch.channels_last)
+        if self.hparams.compile:
+            self.generator.compile()
+            self.discriminator.compile()
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        return batch
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.hparams.channels_last and isinstance(batch, (tuple, list)) and batch[0].dim() == 4:
+            batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+        return batch
+
+    # ------------------------------------------------------------------------------ CUDA graph
+    def graph_unsupported_reason(self) -> str | None:
+        """Why this run cannot be captured in a CUDA graph, or None when it can."""
+        h = self.hparams
+        base = GANModule
+        if self.device.type != "cuda":
+            return "it is not on a CUDA device"
+        if self.trainer.world_size > 1:
+            return "it runs on several devices (DDP)"
+        for hook in ("d_loss", "g_loss", "after_d_step", "split_batch", "generate", "penalty"):
+            if getattr(type(self), hook) is not getattr(base, hook):
+                return f"the {self.family} family overrides {hook}()"
+        checks = {"penalty": h.penalty != "none", "historical_averaging": h.historical_averaging > 0,
+                  "instance_noise": h.instance_noise > 0, "virtual_batch norm": self.uses_vbn,
+                  "grad_clip": h.grad_clip > 0, "schedulers": any(self.scheduler_factories)}
+        for name, bad in checks.items():
+            if bad:
+                return f"{name} changes from step to step on the host"
+        if "16-mixed" == str(self.trainer.precision):
+            return "fp16 needs a dynamic loss scaler (use bf16-mixed)"
+        return None
+
+    def _raw_iteration(self, chunks, g_opt, d_opt) -> tuple[torch.Tensor, torch.Tensor]:
+        """One G iteration with plain ``backward``/``step`` (what the graph records)."""
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled="bf16" in str(self.trainer.precision))
+        for real, labels in chunks:
+            with self.toggled_optimizer(d_opt), autocast:
+                d_loss, _ = self.d_loss(real, labels)
+            d_opt.optimizer.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.optimizer.step()
+        with self.toggled_optimizer(g_opt), autocast:
+            g_loss, _ = self.g_loss(real, labels)
+        g_opt.optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_opt.optimizer.step()
+        return d_loss.detach(), g_loss.detach()
+
+    def _graph_training_step(self, batch, warmup: int = 3) -> None:
+        """One G iteration per call, as in the eager path: the first ``warmup`` calls run eagerly on a
+        side stream (PyTorch's recipe before a capture), the last of them also records the graph,
+        and every later call copies the batch into the static input and replays."""
+        g_opt, d_opt = self.optimizers()
+        if self._graph is None:
+            reason = self.graph_unsupported_reason()
+            if reason is not None:
+                from lightning.pytorch.utilities import rank_zero_info
+
+                rank_zero_info(f"ganbench: model.cuda_graph falls back to the eager step because {reason}.")
+                self._graph = False
+                return self.training_step(batch, 0)
+            for opt in (g_opt.optimizer, d_opt.optimizer):
+                for group in opt.param_groups:
+                    if "capturable" in group:
+                        group["capturable"] = True
+            self._static_x = batch[0].clone()
+            self._static_y = batch[1].clone()
+            self._graph_chunks = self.split_batch((self._static_x, self._static_y))
+            self._graph, self._warm = "warming", 0
+        self._static_x.copy_(batch[0])
+        self._static_y.copy_(batch[1])
+        if self._graph == "warming":
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                d_loss, g_loss = self._raw_iteration(self._graph_chunks, g_opt, d_opt)
+            torch.cuda.current_stream().wait_stream(side)
+            self._warm += 1
+            if self._warm == warmup:
+                g_opt.optimizer.zero_grad(set_to_none=True)
+                d_opt.optimizer.zero_grad(set_to_none=True)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):  # records only: nothing runs until replay
+                    self._static_losses = self._raw_iteration(self._graph_chunks, g_opt, d_opt)
+                self._graph = graph
+        else:
+            self._graph.replay()
+            d_loss, g_loss = self._static_losses
+        g_opt._on_before_step()  # count the G update as the eager path's g_opt.step() does
+        g_opt._on_after_step()
+        self._d_steps += self.n_critic
+        self.after_g_step()
+        self._watch(d_loss, g_loss)
+        if self.logging_step():
+            self.log_dict({"train/d_loss": d_loss.clone(), "train/g_loss": g_loss.clone()}, prog_bar=True)
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self._trainer is not None else None
