@@ -18,7 +18,6 @@ from ganbench.metrics.features import (
     load_labelled,
     save_domain_net,
     sha256_file,
-    train_domain_net,
 )
 
 
@@ -149,11 +148,27 @@ def test_labelled_digits_split_is_deterministic_and_disjoint():
     assert float(x.min()) == -1.0 and float(x.max()) == 1.0 and x.shape[1:] == (1, 8, 8)
 
 
-def test_digits_net_trains_above_95_percent(cache):
-    net, acc = train_domain_net("digits", epochs=30, progress=False)
+def test_train_features_command_on_digits(cache, capsys):
+    from ganbench.commands.train_features import main
+
+    assert main(["--data", "digits"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["test_accuracy"] >= 0.95
+    path = cache / "features" / f"digits-{report['sha256'][:12]}.pt"
+    assert report["path"] == str(path) and sha256_file(path) == report["sha256"]
+    net = load_feature_net("digits")
+    assert net.sha256 == report["sha256"]
     xt, yt = load_labelled("digits", "test")
-    assert acc == evaluate_accuracy(net, xt, yt)
-    assert acc >= 0.95
+    assert evaluate_accuracy(net.extractor.net, xt, yt) == pytest.approx(report["test_accuracy"], abs=5e-5)
+    stored = torch.load(path, weights_only=True)
+    assert (stored["epochs"], stored["dataset"]) == (30, "digits")
+
+
+def test_train_features_rejects_unknown_data(cache):
+    from ganbench.commands.train_features import main
+
+    with pytest.raises(GanbenchError, match=r"^unknown --data 'cifar10'; valid choices: fashion_mnist, digits$"):
+        main(["--data", "cifar10"])
 
 
 @pytest.mark.slow

@@ -21,17 +21,14 @@ from ganbench.metrics.sampling import generate
 class TinyGAN(L.LightningModule):
     """Manual-optimization GAN with the attributes and sampling methods the callbacks rely on."""
 
-    def __init__(self, data_shape: tuple, latent_dim: int = 8) -> None:
+    def __init__(self, data_shape: tuple, latent_dim: int = 8, sn: bool = True) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.latent_dim, self.num_classes, self.data_shape = latent_dim, 0, tuple(data_shape)
         out = math.prod(data_shape)
         self.generator = nn.Sequential(nn.Linear(latent_dim, 32), nn.ReLU(), nn.Linear(32, out), nn.Tanh())
-        self.discriminator = nn.Sequential(
-            parametrizations.spectral_norm(nn.Linear(out, 32)),
-            nn.ReLU(),
-            parametrizations.spectral_norm(nn.Linear(32, 1)),
-        )
+        wrap = parametrizations.spectral_norm if sn else (lambda layer: layer)
+        self.discriminator = nn.Sequential(wrap(nn.Linear(out, 32)), nn.ReLU(), wrap(nn.Linear(32, 1)))
         self.ema_generator = None
 
     def sample_latent(self, n, generator=None):
@@ -179,3 +176,32 @@ def test_spectral_sigma_converges_to_the_largest_singular_value():
         layer(torch.zeros(1, 6))  # each training-mode forward runs one power iteration
     w = layer.parametrizations.weight.original
     assert spectral_sigmas(layer)[""] == pytest.approx(float(torch.linalg.matrix_norm(w, 2)), rel=1e-5)
+
+
+def test_image_metrics_under_two_process_ddp_count_the_reference_once(tmp_path, digits_net):
+    dm = GANDataModule("digits", resolution=8, batch_size=32)
+    torch.manual_seed(0)
+    model = TinyGAN(dm.shape, sn=False)  # parametrized modules cannot be pickled for ddp_spawn
+    cb = ImageMetrics(every_n_steps=1, n_fake=200, features="digits", n_real=300, metrics=["fd"])
+    t = L.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=2,
+        callbacks=[cb],
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn_find_unused_parameters_true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    t.fit(model, datamodule=dm)
+    logged = float(t.callback_metrics["val/fd_digits_200"])
+    # rank r generated 100 samples from seed r with label offset 100 r; the reference entered once
+    net = load_feature_net("digits")
+    ref = reference_statistics(dm, net, 300)
+    fake = torch.cat([*generate(model, 100, 250, seed=0, ema=True), *generate(model, 100, 250, seed=1, ema=True)])
+    mu, sigma = mean_and_covariance(extract_features(net, fake)["features"])
+    assert logged == pytest.approx(frechet_distance(mu, sigma, ref.mu, ref.sigma), rel=1e-5)

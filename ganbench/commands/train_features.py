@@ -24,7 +24,7 @@ def build_parser() -> CommandParser:
     p.add_argument("--data", required=True, help=f"data set: {', '.join(DATASETS)}")
     p.add_argument(
         "--epochs",
-        type=int | None,
+        type=int,
         default=None,
         help="default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()),
     )
