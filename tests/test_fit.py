@@ -165,3 +165,18 @@ def test_print_config_shows_linked_model(capsys):
     out = yaml.safe_load(capsys.readouterr().out)
     assert out["model"]["init_args"]["loss"] == "hinge"
     assert out["model"]["init_args"]["n_critic"] == 5
+
+
+def test_divergence_stops_the_run_with_its_own_status_and_exit_code(tmp_path, capsys):
+    from ganbench.cli import EXIT_DIVERGED
+
+    root = tmp_path / "run"
+    code = main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(root),
+                 "--trainer.max_steps", "20", *TINY, "--data.dataset", "ring8", "--data.n_toy_samples", "2000",
+                 "--model.init_args.divergence_threshold", "1e-9", "--model.init_args.check_every", "4"])
+    assert code == EXIT_DIVERGED
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    assert summary["divergence"]["step"] == 4 and summary["g_steps"] == 4
+    assert "above 1e-09" in summary["divergence"]["reason"]
+    assert "diverged at G iteration 4" in capsys.readouterr().err

@@ -2,7 +2,11 @@
 plain-PyTorch loop of the same networks, optimizers, losses and batch sizes, in the same process.
 
     ganbench bench --config configs/sngan.yaml [--steps 300] [--warmup 20] [--device cuda]
+                   [--modes eager,compile,graph,bf16_cl_graph] [--tf32]
 
+A mode names the fast paths it enables, joined by ``_``: ``eager`` (none), ``compile``
+(torch.compile of G and D), ``graph`` (one CUDA graph per G iteration), ``bf16`` (bf16 autocast),
+``cl`` (channels_last). For each mode the plain loop uses the same paths, written by hand.
 Both loops run on random data already on the device (throughput does not depend on content) and
 are timed after ``warmup`` iterations with a device synchronization at both ends. One JSON line per
 loop and one with the ratio ``ganbench / plain`` are printed. Extra arguments after ``--`` go to the
@@ -40,40 +44,80 @@ def random_batches(model, dm, device: torch.device, n: int = 4) -> torch.Tensor:
     return torch.randn(n * per_step, *model.data_shape, device=device).clamp_(-1, 1)
 
 
-def plain_loop(model, data: torch.Tensor, steps: int, warmup: int, batch_size: int, device: torch.device) -> float:
+def plain_loop(model, data: torch.Tensor, steps: int, warmup: int, batch_size: int, device: torch.device,
+               mode: str = "eager") -> float:
     """The hand-written reference: n_critic D updates then one G update, nothing else."""
     g, d = copy.deepcopy(model.generator).to(device), copy.deepcopy(model.discriminator).to(device)
+    if "cl" in mode.split("_"):
+        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
+        data = data.contiguous(memory_format=torch.channels_last)
+    graph = "graph" in mode.split("_")
     g_opt = model._make_optimizer(model.optimizer_factories[0], g.parameters())
     d_opt = model._make_optimizer(model.optimizer_factories[1], d.parameters())
+    for opt in (g_opt, d_opt):
+        for group in opt.param_groups:
+            if graph and "capturable" in group:
+                group["capturable"] = True
+    gf, df = (torch.compile(g), torch.compile(d)) if "compile" in mode.split("_") else (g, d)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in mode.split("_"))
     obj, n_critic, nz = model.objective, model.n_critic, model.latent_dim
     g_bs = model.hparams.g_batch_size or batch_size
-    chunks = data.split(batch_size)
+    static = data[: batch_size * n_critic].clone()
+    chunks = static.split(batch_size)
 
-    def iteration(i: int) -> None:
-        for k in range(n_critic):
-            x = chunks[(i * n_critic + k) % len(chunks)]
-            with torch.no_grad():
-                fake = g(torch.randn(batch_size, nz, device=device))
-            ld = obj.d(d(x), d(fake))
+    def iteration() -> None:
+        for x in chunks:
+            with amp:
+                with torch.no_grad():
+                    fake = gf(torch.randn(batch_size, nz, device=device))
+                ld = obj.d(df(x).float(), df(fake).float())
             d_opt.zero_grad(set_to_none=True)
             ld.backward()
             d_opt.step()
-        lg = obj.g(d(g(torch.randn(g_bs, nz, device=device))))
+        with amp:
+            lg = obj.g(df(gf(torch.randn(g_bs, nz, device=device))).float())
         g_opt.zero_grad(set_to_none=True)
         lg.backward()
         g_opt.step()
 
+    batches = data.split(batch_size * n_critic)
+    run = iteration
+    if graph:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                iteration()
+        torch.cuda.current_stream().wait_stream(side)
+        g_opt.zero_grad(set_to_none=True)
+        d_opt.zero_grad(set_to_none=True)
+        cuda_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(cuda_graph):
+            iteration()
+        run = cuda_graph.replay
     for i in range(warmup):
-        iteration(i)
+        static.copy_(batches[i % len(batches)])
+        run()
     _sync(device)
     t0 = time.perf_counter()
     for i in range(steps):
-        iteration(i)
+        static.copy_(batches[i % len(batches)])  # a fresh real batch each iteration, as a loader gives
+        run()
     _sync(device)
     return steps / (time.perf_counter() - t0)
 
 
-def ganbench_loop(model, data: torch.Tensor, steps: int, warmup: int, batch_size: int, device: torch.device) -> float:
+MODE_OVERRIDES = {
+    "compile": ["--model.init_args.compile", "true"],
+    "graph": ["--model.init_args.cuda_graph", "true"],
+    "cl": ["--model.init_args.channels_last", "true"],
+    "bf16": ["--trainer.precision", "bf16-mixed"],
+    "eager": [],
+}
+
+
+def ganbench_loop(model, data: torch.Tensor, steps: int, warmup: int, batch_size: int, device: torch.device,
+                  precision: str = "32-true") -> float:
     """The real ganbench path: the family module inside a Lightning Trainer (manual optimization)."""
     import lightning as L
 
@@ -124,29 +168,36 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convolutions (both loops)")
+    ap.add_argument("--modes", default="eager", help="comma-separated, e.g. eager,compile,graph,bf16_cl_graph")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GanbenchError("--device cuda was asked for but torch sees no CUDA device")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for mode in modes:
+        bad = [p for p in mode.split("_") if p not in MODE_OVERRIDES]
+        if bad:
+            raise GanbenchError(f"--modes: unknown fast path {bad[0]!r} in {mode!r}; valid parts: "
+                                f"{', '.join(MODE_OVERRIDES)}")
+        if "graph" in mode and device.type != "cuda":
+            raise GanbenchError(f"--modes {mode}: CUDA graphs need --device cuda")
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
-    model, dm = build(args.config, overrides)
-    torch.manual_seed(0)
-    data = random_batches(model, dm, device)
-    results: dict[str, Any] = {
-        "config": args.config,
-        "device": str(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "batch_size": dm.batch_size,
-        "n_critic": model.n_critic,
-        "steps": args.steps,
-    }
-    plain = plain_loop(model, data, args.steps, args.warmup, dm.batch_size, device)
-    print(json.dumps({"loop": "plain", "g_it_per_s": round(plain, 3)}), flush=True)
-    ours = ganbench_loop(model, data, args.steps, args.warmup, dm.batch_size, device)
-    print(json.dumps({"loop": "ganbench_eager", "g_it_per_s": round(ours, 3)}), flush=True)
-    results.update(plain_g_it_per_s=round(plain, 3), ganbench_g_it_per_s=round(ours, 3), ratio=round(ours / plain, 3))
-    print(json.dumps(results), flush=True)
+    for mode in modes:
+        overrides_m = [x for part in mode.split("_") for x in MODE_OVERRIDES[part]]
+        model, dm = build(args.config, [*overrides, *overrides_m])
+        torch.manual_seed(0)
+        data = random_batches(model, dm, device)
+        precision = "bf16-mixed" if "bf16" in mode.split("_") else "32-true"
+        plain = plain_loop(model, data, args.steps, args.warmup, dm.batch_size, device, mode)
+        ours = ganbench_loop(model, data, args.steps, args.warmup, dm.batch_size, device, precision)
+        result: dict[str, Any] = {
+            "mode": mode, "config": args.config, "tf32": args.tf32, "steps": args.steps,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__, "batch_size": dm.batch_size, "n_critic": model.n_critic,
+            "plain_g_it_per_s": round(plain, 3), "ganbench_g_it_per_s": round(ours, 3),
+            "ratio": round(ours / plain, 3)}
+        print(json.dumps(result), flush=True)
     return 0

@@ -138,12 +138,14 @@ class TensorLoader:
         if self.position >= n_batches or (self.restart_each_iter and self.position > 0):
             self.epoch += 1
             self.position = 0
-        idx = self.indices()
+        # one host-to-device copy of the epoch's order: a copy per batch would make the host wait for
+        # the device every step (a pageable copy is synchronous), which a launch-bound GAN step feels
+        idx = self.indices().to(self.tensors[0].device)
         while self.position < n_batches:
             start = self.position * self.batch_size
             sel = idx[start : start + self.batch_size]
             self.position += 1
-            yield tuple(t[sel.to(t.device)] for t in self.tensors)
+            yield tuple(t[sel] for t in self.tensors)
         self.epoch += 1
         self.position = 0
 

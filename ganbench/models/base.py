@@ -16,6 +16,7 @@ same hooks such as ``on_before_optimizer_step``) without advancing the step coun
 
 from __future__ import annotations
 
+import sys
 from typing import Any, ClassVar
 
 import lightning as L
@@ -342,6 +343,8 @@ class GANModule(L.LightningModule):
 
         if self.vbn_reference is None:  # chosen once: the first real batch and the fixed latents
             self.vbn_reference = (real.detach().clone(), None if labels is None else labels.clone())
+            if self.trainer.world_size > 1:  # one reference batch for all ranks: global rank 0's
+                self.vbn_reference = self.trainer.strategy.broadcast(self.vbn_reference)
         ref_x, ref_y = self.vbn_reference
         with reference_pass(self.generator):
             self.generator(self.fixed_z[: len(ref_x)], None if ref_y is None else self.fixed_y[: len(ref_x)])
@@ -398,15 +401,20 @@ class GANModule(L.LightningModule):
             scheduler.step()
 
     # ------------------------------------------------------------------------- divergence watch
-    def _watch(self, *losses: torch.Tensor) -> None:
+    def _accumulate_divergence(self, *losses: torch.Tensor) -> None:
+        """Fold NaN/inf or |loss| > divergence_threshold into a device flag (no host sync)."""
+        v = torch.stack([loss.detach().float() for loss in losses])
+        self._bad |= (~torch.isfinite(v) | (v.abs() > self.hparams.divergence_threshold)).any()
+
+    def _watch(self, *losses: torch.Tensor, accumulate: bool = True) -> None:
         """Accumulate a divergence flag on the device; look at it only every ``check_every`` steps."""
         bound = self.hparams.divergence_threshold
-        for loss in losses:
-            v = loss.detach()
-            self._bad |= ~torch.isfinite(v) | (v.abs() > bound)
+        if accumulate:
+            self._accumulate_divergence(*losses)
         step = self.global_step
         if step % self.hparams.check_every == 0 or step >= (self.trainer.max_steps or 0) > 0:
-            if bool(self._bad):
+            # every rank must stop at the same step under DDP: stop when any rank saw a divergence
+            if self.trainer.strategy.reduce_boolean_decision(bool(self._bad), all=False):
                 values = ", ".join(f"{x.item():.4g}" for x in losses)
                 self.mark_diverged(f"loss non-finite or above {bound:g} (d_loss, g_loss = {values})")
 
@@ -418,12 +426,26 @@ class GANModule(L.LightningModule):
     # -------------------------------------------------------------------------------- lifecycle
     def on_fit_start(self) -> None:
         self.status = "running"
+        self.seed_rank()
         if self.hparams.channels_last:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
         if self.hparams.compile:
             self.generator.compile()
             self.discriminator.compile()
+
+    def seed_rank(self) -> None:
+        """Give every data-parallel rank its own random stream: latents, labels and instance noise.
+
+        ``seed_everything`` seeds every process alike, so without this all ranks would draw the same
+        latents and a G update on N devices would see N copies of one fake batch instead of N times
+        as many samples. The torch generators are reseeded with a hash of (initial seed, global
+        rank), so a run stays reproducible for a given seed and world size. A single-process run is
+        left untouched (its random stream is that of ``seed_everything``)."""
+        if self.trainer.world_size > 1:
+            from ganbench.data.loader import mix_seed
+
+            torch.manual_seed(mix_seed(torch.initial_seed(), self.global_rank))
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         return batch
@@ -479,9 +501,9 @@ class GANModule(L.LightningModule):
         if self._graph is None:
             reason = self.graph_unsupported_reason()
             if reason is not None:
-                from lightning.pytorch.utilities import rank_zero_info
-
-                rank_zero_info(f"ganbench: model.cuda_graph falls back to the eager step because {reason}.")
+                if self.trainer.is_global_zero:
+                    print(f"ganbench: model.cuda_graph falls back to the eager step because {reason}.",
+                          file=sys.stderr)
                 self._graph = False
                 return self.training_step(batch, 0)
             for opt in (g_opt.optimizer, d_opt.optimizer):
@@ -507,15 +529,17 @@ class GANModule(L.LightningModule):
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):  # records only: nothing runs until replay
                     self._static_losses = self._raw_iteration(self._graph_chunks, g_opt, d_opt)
+                    self._accumulate_divergence(*self._static_losses)
                 self._graph = graph
+            self._accumulate_divergence(d_loss, g_loss)
         else:
-            self._graph.replay()
+            self._graph.replay()  # also folds the losses into the divergence flag
             d_loss, g_loss = self._static_losses
         g_opt._on_before_step()  # count the G update as the eager path's g_opt.step() does
         g_opt._on_after_step()
         self._d_steps += self.n_critic
         self.after_g_step()
-        self._watch(d_loss, g_loss)
+        self._watch(d_loss, g_loss, accumulate=False)
         if self.logging_step():
             self.log_dict({"train/d_loss": d_loss.clone(), "train/g_loss": g_loss.clone()}, prog_bar=True)
 
