@@ -120,3 +120,21 @@ def test_arithmetic_latents_are_mean_a_minus_mean_b_plus_mean_c():
     torch.testing.assert_close(lat[3], a, rtol=0, atol=0)
     torch.testing.assert_close(lat[12], a - b + c, rtol=0, atol=0)
     torch.testing.assert_close(lat[13:], (a - b + c).expand(3, 2), rtol=0, atol=0)
+
+
+def test_datamodule_is_rebuilt_from_hyper_parameters_saved_by_lightning_cli(tmp_path):
+    path = tmp_path / "x.ckpt"
+    torch.save(
+        {
+            "datamodule_hyper_parameters": {
+                "dataset": "digits",
+                "resolution": 12,
+                "_instantiator": "cli",
+                "_class_path": "ganbench.data.GANDataModule",
+            }
+        },
+        path,
+    )
+    dm = evaluate.datamodule_for(path, None, None)
+    assert (dm.dataset, dm.resolution, dm.shape) == ("digits", 12, (1, 12, 12))
+    assert evaluate.datamodule_for(path, "ring8", None).dataset == "ring8"

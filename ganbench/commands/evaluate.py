@@ -10,6 +10,7 @@ Toy data: mode coverage, exact W1 and SWD. Prints one JSON object and writes it 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,9 @@ def datamodule_for(ckpt: str | Path, data: str | None, root: str | None) -> Any:
     if "dataset" not in hp:
         raise GanbenchError(f"checkpoint {ckpt} does not record its data set; pass --data NAME")
     hp["download"] = False
-    return GANDataModule(**hp)
+    # LightningCLI stores its own entries (``_instantiator``, ``_class_path``) next to the arguments
+    accepted = inspect.signature(GANDataModule.__init__).parameters
+    return GANDataModule(**{k: v for k, v in hp.items() if k in accepted})
 
 
 def build_parser() -> CommandParser:

@@ -146,13 +146,12 @@ class StreamingImageMetrics(nn.Module):
     def set_reference(self, ref: ReferenceStats, include: bool = True) -> None:
         """Load reference statistics; under DDP pass ``include`` True on global rank 0 only."""
         empty = ref.features[:0]
-        device = next(iter(self.buffers()), torch.zeros(0)).device
         if self.fd is not None:
             set_real_statistics(self.fd, ref.mu, ref.sigma, ref.n, include)
         if self.kid is not None:
-            self.kid.real_features = [(ref.features if include else empty).to(device)]
+            self.kid.real_features = [(ref.features if include else empty).to(self.kid.device)]
         if self.pr is not None:
-            self.pr.real_features = [(ref.features if include else empty).to(device)]
+            self.pr.real_features = [(ref.features if include else empty).to(self.pr.device)]
 
     def update(self, features: Tensor, logits: Tensor) -> None:
         if self.fd is not None:
