@@ -1,0 +1,92 @@
+"""Class-conditional GANs; G always takes the class through conditional batch norm (de Vries et al. 2017).
+
+* ``mode: projection`` — Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018: D adds
+  ``<embed(y), φ(x)>`` to its score (eq. 3); hinge loss, spectral norm in D, n_dis = 5,
+  Adam(2e-4, β=(0, 0.9)) and the ResNet networks of §5.
+* ``mode: acgan`` — Odena, Olah & Shlens, "Conditional Image Synthesis with Auxiliary Classifier
+  GANs", ICML 2017: D is unconditional and a linear classifier on its features predicts the class.
+  With ``L_C`` the class cross-entropy on real and generated samples, D minimizes its adversarial
+  loss + ``class_weight · L_C`` and G its adversarial loss + ``class_weight · L_C(fake)`` (eqs. 2-3).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ganbench import GanbenchError
+from ganbench.losses import LossName
+from ganbench.models.base import GANModule
+from ganbench.nn import DISCRIMINATORS
+from ganbench.nn.norms import Norm
+
+
+def auxiliary_class_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """AC-GAN class loss ``-E[log P(C = c | X)]`` (Odena et al. 2017, eq. 2, negated) on class logits (N, K)."""
+    return F.cross_entropy(logits, labels)
+
+
+class CGAN(GANModule):
+    family: ClassVar[str] = "cgan"
+    image_arch: ClassVar[str] = "resnet"
+    paper_optimizer: ClassVar[tuple[type[torch.optim.Optimizer], dict[str, Any]]] = (
+        torch.optim.Adam, {"lr": 2e-4, "betas": (0.0, 0.9)})
+
+    def __init__(self, mode: Literal["projection", "acgan"] = "projection", class_weight: float = 1.0,
+                 loss: LossName = "hinge", g_norm: Norm = "batch", d_norm: Norm = "spectral", n_critic: int = 5,
+                 **kwargs: Any):
+        """``mode``: how D uses the class; ``class_weight``: weight of the AC-GAN class loss."""
+        if mode == "acgan" and kwargs.get("feature_matching", 0.0) > 0:
+            raise GanbenchError("model.feature_matching cannot be combined with model.mode='acgan'; "
+                                "use model.mode projection or model.feature_matching 0")
+        super().__init__(conditional=True, loss=loss, g_norm=g_norm, d_norm=d_norm, n_critic=n_critic, **kwargs)
+        if self.num_classes < 2:
+            raise GanbenchError(f"model class cgan needs labelled data with >= 2 classes, got {self.num_classes}")
+        self._class_logits: list[torch.Tensor] = []
+        self._fake_labels: torch.Tensor | None = None
+
+    def build_discriminator(self) -> nn.Module:
+        if self.hparams.mode == "projection":
+            return super().build_discriminator()
+        kw = {**self.network_kwargs(), "num_classes": 0}
+        disc = DISCRIMINATORS[self.resolved_arch](norm=self.hparams.d_norm, minibatch=self.hparams.minibatch, **kw)
+        with torch.no_grad():
+            dim = disc.eval().features(torch.zeros(2, *self.data_shape)).shape[1]
+        disc.train().add_module("classifier", nn.Linear(dim, self.num_classes))
+        return disc
+
+    def generate(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
+        self._fake_labels = labels
+        return super().generate(n, labels)
+
+    def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if self.hparams.mode == "projection":
+            return super().discriminate(x, labels)
+        h = self.discriminator.features(self.d_input(x), labels)
+        self._class_logits.append(self.discriminator.classifier(h))
+        return self.discriminator.head(h, labels)
+
+    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self._class_logits = []
+        loss, logs = super().d_loss(real, labels)
+        if self.hparams.mode == "acgan":
+            real_logits, fake_logits = self._class_logits
+            cls = auxiliary_class_loss(real_logits, labels) + auxiliary_class_loss(fake_logits, self._fake_labels)
+            loss = loss + self.hparams.class_weight * cls
+            logs |= {"d_class_loss": cls.detach(), "d_class_acc": (real_logits.argmax(1) == labels).float().mean()}
+        return loss, logs
+
+    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self._class_logits = []
+        loss, logs = super().g_loss(real, labels)
+        if self.hparams.mode == "acgan":
+            cls = auxiliary_class_loss(self._class_logits[0], self._fake_labels)
+            loss = loss + self.hparams.class_weight * cls
+            logs |= {"g_class_loss": cls.detach()}
+        return loss, logs
+
+
+__all__ = ["CGAN", "auxiliary_class_loss"]

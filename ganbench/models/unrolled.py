@@ -1,0 +1,91 @@
+"""Unrolled GAN — Metz, Poole, Pfau & Sohl-Dickstein, "Unrolled Generative Adversarial Networks", ICLR 2017.
+
+G descends the surrogate ``f_K(θ_G, θ_D) = f(θ_G, θ_D^K(θ_G, θ_D))`` (eq. 5-6): D's parameters after
+K more optimizer steps on D's loss, taken on a copy of them with :func:`torch.func.functional_call`
+and kept in the autograd graph (``create_graph=True``), so G's gradient includes how D would react
+to it (the second term of eq. 7). D's real parameters, buffers and optimizer state are not touched
+by the G update. The unrolled steps are plain SGD or Adam (the paper's choice), starting from D's
+optimizer moments when it has them. Toy defaults (§3.1): ReLU MLPs, latent 256, Adam(1e-4, β1 = 0.5), K = 5.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch.func import functional_call
+
+from ganbench import GanbenchError
+from ganbench.models.base import GANModule
+from ganbench.nn.norms import Norm
+
+Params = dict[str, torch.Tensor]
+
+
+class UnrolledGAN(GANModule):
+    family: ClassVar[str] = "unrolled"
+    image_arch: ClassVar[str] = "dcgan"
+    paper_optimizer: ClassVar[tuple[type[torch.optim.Optimizer], dict[str, Any]]] = (
+        torch.optim.Adam, {"lr": 1e-4, "betas": (0.5, 0.999)})
+
+    def __init__(self, unroll_steps: int = 5, unroll_optimizer: Literal["sgd", "adam"] = "adam",
+                 unroll_lr: float | None = None, g_norm: Norm = "none", d_norm: Norm = "none", latent_dim: int = 256,
+                 **kwargs: Any):
+        """``unroll_steps``: K; ``unroll_optimizer``/``unroll_lr``: the unrolled update (lr: D's lr when None)."""
+        if unroll_steps < 0:
+            raise GanbenchError(f"model.unroll_steps must be >= 0, got {unroll_steps}")
+        if unroll_steps and kwargs.get("feature_matching", 0.0) > 0:
+            raise GanbenchError("model.feature_matching cannot be combined with model.unroll_steps > 0")
+        super().__init__(g_norm=g_norm, d_norm=d_norm, latent_dim=latent_dim, **kwargs)
+
+    def _d_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """D optimizer's hyper-parameters and per-parameter state (empty outside a fit)."""
+        if self._trainer is None:
+            return dict(zip(("lr", "betas"), self.paper_optimizer[1].values())), {}
+        opt = self.optimizers()[1].optimizer
+        return opt.param_groups[0], opt.state
+
+    def unroll(self, real: torch.Tensor, labels: torch.Tensor | None, fake: torch.Tensor,
+               fake_labels: torch.Tensor | None) -> Params:
+        """θ_D^K: K differentiable updates of a copy of D's parameters on D's loss (eq. 4)."""
+        h, disc = self.hparams, self.discriminator
+        group, state = self._d_state()
+        lr = group["lr"] if h.unroll_lr is None else h.unroll_lr
+        (b1, b2), eps = group.get("betas", (0.9, 0.999)), group.get("eps", 1e-8)
+        names = [n for n, _ in disc.named_parameters()]
+        params = {n: p.detach().clone().requires_grad_(True) for n, p in disc.named_parameters()}
+        buffers = {n: b.clone() for n, b in disc.named_buffers()}
+        moments = {n: (state.get(p, {}).get("exp_avg", torch.zeros_like(p)),
+                       state.get(p, {}).get("exp_avg_sq", torch.zeros_like(p)),
+                       float(state.get(p, {}).get("step", 0))) for n, p in disc.named_parameters()}
+        for _ in range(h.unroll_steps):
+            theta = {**params, **buffers}
+            loss = self.objective.d(functional_call(disc, theta, (real, labels)),
+                                    functional_call(disc, theta, (fake, fake_labels)))
+            grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True, allow_unused=True)
+            for n, g in zip(names, grads):
+                g = torch.zeros_like(params[n]) if g is None else g
+                if h.unroll_optimizer == "sgd":
+                    params[n] = params[n] - lr * g
+                    continue
+                m, v, t = moments[n]
+                m, v, t = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g, t + 1
+                moments[n] = (m, v, t)
+                # + 1e-30 keeps d sqrt(v)/dv finite where a gradient is exactly zero
+                params[n] = params[n] - lr * (m / (1 - b1**t)) / ((v / (1 - b2**t) + 1e-30).sqrt() + eps)
+        return {**params, **buffers}
+
+    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.hparams.unroll_steps == 0:
+            return super().g_loss(real, labels)
+        n = self.hparams.g_batch_size or len(real)
+        fake_labels = self.sample_labels(n) if labels is not None else None
+        fake = self.generate(n, fake_labels)
+        theta = self.unroll(real, labels, fake, fake_labels)
+        d_fake = functional_call(self.discriminator, theta, (self.d_input(fake), fake_labels))
+        d_real = (functional_call(self.discriminator, theta, (self.d_input(real), labels))
+                  if self.objective.g_needs_real else None)
+        return self.objective.g(d_fake, d_real), {}
+
+
+__all__ = ["UnrolledGAN"]
