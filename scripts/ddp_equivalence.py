@@ -21,6 +21,9 @@ update, lr·g/|g|, would hide it.
 With ``--devices > 1`` the strategy is the one in configs/trainer/ddp.yaml; Lightning's launcher
 re-runs this script once per extra rank. Each rank writes ``<out>/<case>-rank<r>.pt``; a case whose
 family is not in :data:`ganbench.models.FAMILIES` writes ``<out>/<case>.missing`` instead.
+``--cases families`` instead trains every registered family with its own defaults (BatchNorm,
+paper optimizers, n_critic): no equivalence is expected there, only that DDP runs and leaves the
+ranks' parameters identical.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ class Case:
     kwargs: dict[str, Any] = field(default_factory=dict)
     fallback: str | None = None
     fallback_kwargs: dict[str, Any] = field(default_factory=dict)
-    lr: float = 0.05
+    #: SGD learning rate of both players; None: the family's own optimizers and n_critic
+    lr: float | None = 0.05
 
 
 #: case name → what it trains
@@ -151,17 +155,19 @@ def run_case(name: str, case: Case, devices: int, batch_size: int, steps: int, o
         return
     cls, kwargs = resolved
     L.seed_everything(SEED, verbose=False)
-    sgd = functools.partial(torch.optim.SGD, lr=case.lr)
-    model = cls(data_shape=SHAPE, latent_dim=LATENT_DIM, width=4, n_critic=N_CRITIC, g_optimizer=sgd,
-                d_optimizer=sgd, n_samples=4, **kwargs)
+    if case.lr is not None:
+        sgd = functools.partial(torch.optim.SGD, lr=case.lr)
+        kwargs = {"n_critic": N_CRITIC, "g_optimizer": sgd, "d_optimizer": sgd, **kwargs}
+    model = cls(data_shape=SHAPE, latent_dim=LATENT_DIM, width=4, num_classes=10, n_samples=4, **kwargs)
+    n_critic = model.n_critic
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     fixed_latents(model)
     fixed_interpolation(model)
-    n = batch_size * devices * N_CRITIC * steps  # the same rows for every world size
+    n = batch_size * devices * n_critic * steps  # the same rows for every world size
     g = torch.Generator().manual_seed(7)
     x = torch.rand(n, *SHAPE, generator=g) * 2 - 1
-    y = torch.zeros(n, dtype=torch.long)
-    loader = TensorLoader(x, y, batch_size=batch_size * N_CRITIC, shuffle=False, drop_last=True)
+    y = torch.arange(n) % 10  # class labels for the conditional families
+    loader = TensorLoader(x, y, batch_size=batch_size * n_critic, shuffle=False, drop_last=True)
     probe = ProbeRankStream()
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=ddp_strategy() if devices > 1 else "auto",
                         max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -169,9 +175,11 @@ def run_case(name: str, case: Case, devices: int, batch_size: int, steps: int, o
                         callbacks=[probe])
     trainer.fit(model, train_dataloaders=loader)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    torch.save({"family": cls.family, "kwargs": kwargs, "world": trainer.world_size, "rank": trainer.global_rank,
-                "g_steps": trainer.global_step, "d_steps": model._d_steps, "state": state, "initial": initial,
-                "probe": probe.latents}, out / f"{name}-rank{trainer.global_rank}.pt")
+    torch.save({"family": cls.family, "world": trainer.world_size, "rank": trainer.global_rank,
+                "g_steps": trainer.global_step, "d_steps": model._d_steps, "n_critic": n_critic,
+                "state": state, "initial": initial, "probe": probe.latents,
+                "parameters": [k for k, _ in model.named_parameters()]},
+               out / f"{name}-rank{trainer.global_rank}.pt")
     print(f"ddp_equivalence: {name} ({cls.__name__}) rank {trainer.global_rank}/{trainer.world_size} "
           f"g_steps={trainer.global_step}", flush=True)
 
@@ -181,13 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, required=True, help="CPU processes (>1: DDP over gloo)")
     parser.add_argument("--batch-size", type=int, required=True, help="real samples per D step per process")
     parser.add_argument("--steps", type=int, default=2, help=f"G iterations ({N_CRITIC} D steps + 1 G step each)")
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated subset of {', '.join(CASES)}, or 'families': every registered "
+                             "family with its own defaults (norms, optimizers, n_critic)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # two ranks on two shared cores
-    for name in args.cases.split(","):
-        run_case(name, CASES[name], args.devices, args.batch_size, args.steps, args.out)
+    cases = ({f"family-{f}": Case((f,), lr=None) for f in FAMILIES} if args.cases == "families"
+             else {name: CASES[name] for name in args.cases.split(",")})
+    for name, case in cases.items():
+        run_case(name, case, args.devices, args.batch_size, args.steps, args.out)
     return 0
 
 
