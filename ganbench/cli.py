@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -72,6 +72,17 @@ class GanbenchCLI(LightningCLI):
                             help="G iterations between sample grids (samples/step_XXXXXXX.png)")
         parser.add_argument("--run.checkpoint_every", type=int, default=1000,
                             help="G iterations between kept checkpoints (checkpoints/last.ckpt always)")
+        parser.add_argument("--run.metrics_every", type=int, default=1000,
+                            help="G iterations between metric evaluations (and at the last step); 0 turns them off. "
+                                 "Toy data: modes covered, high-quality fraction, KL, exact W1. Images: see "
+                                 "--run.image_features")
+        parser.add_argument("--run.image_features", type=Literal["auto", "none", "inception", "fmnist", "digits"],
+                            default="auto",
+                            help="feature net of the image metrics (FD/IS/KID/PR keyed by it); auto = the domain net "
+                                 "of fashion_mnist/digits when its weights exist (ganbench train-features)")
+        parser.add_argument("--run.image_metrics_n", type=int, default=10000, help="generated samples per evaluation")
+        parser.add_argument("--run.diagnostics_every", type=int, default=50,
+                            help="G iterations between gradient-norm / spectral-norm diagnostics; 0 turns them off")
         parser.add_argument("--run.wandb", type=bool, default=True,
                             help="log to Weights & Biases (offline unless WANDB_API_KEY or WANDB_MODE say otherwise)")
         parser.add_argument("--run.wandb_project", type=str, default="ganbench")
@@ -100,8 +111,37 @@ class GanbenchCLI(LightningCLI):
                      GANCheckpoint(dirpath=str(root / "checkpoints"), every_n_train_steps=run.checkpoint_every)]
         if trainer_cfg.get("enable_progress_bar", True) is not False:
             callbacks.append(GIterationBar())
+        callbacks += self.metric_callbacks(run)
         self.trainer_defaults["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
+
+    def metric_callbacks(self, run) -> list:
+        """Diagnostics always; toy metrics for 2-D data; image metrics with the chosen feature net."""
+        from ganbench.callbacks.metrics import Diagnostics, ImageMetrics, ToyMetrics
+
+        callbacks: list = [Diagnostics(every_n_steps=run.diagnostics_every)] if run.diagnostics_every > 0 else []
+        dm = getattr(self, "datamodule", None)
+        if run.metrics_every <= 0 or dm is None:
+            return callbacks
+        if dm.is_toy:
+            if dm.mixture is not None:
+                callbacks.append(ToyMetrics(every_n_steps=run.metrics_every))
+            return callbacks
+        features = run.image_features
+        if features == "auto":
+            features = {"fashion_mnist": "fmnist", "digits": "digits"}.get(dm.dataset, "none")
+            if features != "none":
+                from ganbench.metrics.features import find_domain_weights
+
+                try:
+                    find_domain_weights(features)
+                except GanbenchError as err:
+                    print(f"ganbench: no image metrics during training ({err})", file=sys.stderr)
+                    features = "none"
+        if features != "none":
+            callbacks.append(ImageMetrics(every_n_steps=run.metrics_every, n_fake=run.image_metrics_n,
+                                          features=features))
+        return callbacks
 
     def make_loggers(self, root: Path, run) -> list:
         from lightning.pytorch.loggers import CSVLogger

@@ -13,7 +13,7 @@ from tests.conftest import needs_fmnist
 
 TINY = ["--model.init_args.width", "4", "--data.batch_size", "8", "--trainer.accelerator", "cpu",
         "--run.sample_every", "2", "--run.checkpoint_every", "2", "--trainer.enable_model_summary", "false",
-        "--trainer.log_every_n_steps", "1"]
+        "--trainer.log_every_n_steps", "1", "--run.image_metrics_n", "256"]
 
 
 def fit(tmp_path: Path, *args: str, steps: int = 3, config: str = "configs/sngan.yaml") -> Path:
@@ -63,8 +63,10 @@ def check_outputs(root: Path, steps: int) -> dict:
 
 
 @needs_fmnist
-def test_fit_sngan_on_fashion_mnist_writes_every_output(tmp_path):
+def test_fit_sngan_on_fashion_mnist_writes_every_output(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "cache"))  # no feature net: metrics are skipped, said once
     root = fit(tmp_path, steps=3)
+    assert "ganbench: no image metrics during training (no weights for feature net 'fmnist'" in capsys.readouterr().err
     check_outputs(root, 3)
     from ganbench.models import load_module
 
@@ -76,9 +78,29 @@ def test_fit_sngan_on_fashion_mnist_writes_every_output(tmp_path):
 
 
 def test_fit_sngan_on_ring8(tmp_path):
-    root = fit(tmp_path, "--data.dataset", "ring8", "--data.n_toy_samples", "2000", steps=4)
+    root = fit(tmp_path, "--data.dataset", "ring8", "--data.n_toy_samples", "2000", "--run.diagnostics_every", "2",
+               steps=4)
     summary = check_outputs(root, 4)
     assert summary["protocol"]["n_critic"] == 5
+    # toy metrics at the last step: integers in range, and the picture
+    assert summary["metrics"]["val/modes_covered"] in range(9)
+    assert 0.0 <= summary["metrics"]["val/high_quality_frac"] <= 1.0
+    assert summary["metrics"]["val/w1_exact"] > 0
+    assert (root / "samples" / "toy_step_0000004.png").is_file()
+    assert any(k.startswith("diag/") for k in summary["metrics"])
+
+
+def test_image_metrics_use_the_domain_feature_net_and_say_so(tmp_path, monkeypatch):
+    """With digits feature weights in the cache, a digits run logs fd_digits_256 and records its protocol."""
+    from ganbench.metrics.features import DomainCNN, save_domain_net
+
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    path, sha = save_domain_net(DomainCNN(resolution=8), "digits", accuracy=0.0)
+    root = fit(tmp_path, "--data.dataset", "digits", "--data.resolution", "16", steps=2)
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["metrics"]["val/fd_digits_256"] > 0
+    assert summary["protocol"]["feature_sha256"] == sha
 
 
 def test_max_steps_counts_generator_iterations(tmp_path):

@@ -47,6 +47,12 @@ class _Interval:
             return True
         return False
 
+    def fires(self, trainer: L.Trainer) -> bool:
+        """Due at this step, or the last step of the run (so summary.json has final values)."""
+        due = self.due(trainer.global_step)
+        last = bool(self.every) and trainer.max_steps is not None and trainer.global_step == trainer.max_steps > 0
+        return due or last
+
 
 def _datamodule(trainer: L.Trainer) -> Any:
     dm = getattr(trainer, "datamodule", None)
@@ -143,7 +149,7 @@ class ImageMetrics(L.Callback):
         }
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if self._interval.due(trainer.global_step):
+        if self._interval.fires(trainer):
             self.evaluate(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -226,7 +232,7 @@ class ToyMetrics(L.Callback):
         }
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if self._interval.due(trainer.global_step):
+        if self._interval.fires(trainer):
             self.evaluate(trainer, pl_module)
 
     @torch.no_grad()

@@ -447,9 +447,6 @@ class GANModule(L.LightningModule):
 
             torch.manual_seed(mix_seed(torch.initial_seed(), self.global_rank))
 
-    def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        return batch
-
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.hparams.channels_last and isinstance(batch, (tuple, list)) and batch[0].dim() == 4:
             batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
