@@ -77,8 +77,12 @@ CASES: dict[str, Case] = {
                     fallback="sngan",
                     fallback_kwargs={"g_norm": "layer", "d_norm": "layer", "loss": "wasserstein", "penalty": "gp"},
                     lr=1e-3),  # the critic's output is unbounded: a larger SGD step blows it up
-    # an autoencoder discriminator (energy = reconstruction error)
-    "autoencoder": Case(("ebgan", "began"), {"g_norm": "layer", "d_norm": "none"}),
+    # an autoencoder discriminator (energy = reconstruction error). EBGAN without its pulling-away term:
+    # that term compares every pair of a batch's codes, so under DDP it covers the pairs within a rank
+    # only (a batch statistic, like BatchNorm)
+    "ebgan": Case(("ebgan",), {"g_norm": "layer", "d_norm": "none", "pt_weight": 0.0}),
+    # BEGAN: its control variable k is updated from energies averaged over the ranks
+    "began": Case(("began",), {"g_norm": "layer", "d_norm": "none"}),
 }
 
 
@@ -177,7 +181,7 @@ def run_case(name: str, case: Case, devices: int, batch_size: int, steps: int, o
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save({"family": cls.family, "world": trainer.world_size, "rank": trainer.global_rank,
                 "g_steps": trainer.global_step, "d_steps": model._d_steps, "n_critic": n_critic,
-                "state": state, "initial": initial, "probe": probe.latents,
+                "state": state, "initial": initial, "probe": probe.latents, "began_k": getattr(model, "k", None),
                 "parameters": [k for k, _ in model.named_parameters()]},
                out / f"{name}-rank{trainer.global_rank}.pt")
     print(f"ddp_equivalence: {name} ({cls.__name__}) rank {trainer.global_rank}/{trainer.world_size} "

@@ -84,6 +84,9 @@ def test_ddp_equals_one_process_with_the_doubled_batch(runs, case):
                 key, (r0["state"][key] - value).abs().max().item())
         else:
             assert torch.equal(r0["state"][key], value), key
+    if case == "began":  # k_t (eq. 4) is driven by the energies averaged over ranks: k_1 > 0 entered step 2
+        assert r0["began_k"] == r1["began_k"] and r0["began_k"] > 1e-6
+        assert abs(r0["began_k"] - ref["began_k"]) <= 1e-6 * r0["began_k"]
     for player in ("generator.", "discriminator."):
         moved = max((ref["state"][k] - ref["initial"][k]).abs().max().item()
                     for k in ref["state"] if k.startswith(player) and ref["state"][k].is_floating_point())
