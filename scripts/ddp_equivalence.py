@@ -23,7 +23,8 @@ re-runs this script once per extra rank. Each rank writes ``<out>/<case>-rank<r>
 family is not in :data:`ganbench.models.FAMILIES` writes ``<out>/<case>.missing`` instead.
 ``--cases families`` instead trains every registered family with its own defaults (BatchNorm,
 paper optimizers, n_critic): no equivalence is expected there, only that DDP runs and leaves the
-ranks' parameters identical.
+ranks' parameters identical; a family whose G does not map latents to samples (image-to-image) is
+skipped with ``<out>/<case>.skipped``.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class Case:
     fallback_kwargs: dict[str, Any] = field(default_factory=dict)
     #: SGD learning rate of both players; None: the family's own optimizers and n_critic
     lr: float | None = 0.05
+    #: sample shape (the DCGAN networks need 32x32: they stop at 4x4 after a reflect-padded stage)
+    shape: tuple[int, ...] = SHAPE
 
 
 #: case name → what it trains
@@ -162,14 +165,20 @@ def run_case(name: str, case: Case, devices: int, batch_size: int, steps: int, o
     if case.lr is not None:
         sgd = functools.partial(torch.optim.SGD, lr=case.lr)
         kwargs = {"n_critic": N_CRITIC, "g_optimizer": sgd, "d_optimizer": sgd, **kwargs}
-    model = cls(data_shape=SHAPE, latent_dim=LATENT_DIM, width=4, num_classes=10, n_samples=4, **kwargs)
+    model = cls(data_shape=case.shape, latent_dim=LATENT_DIM, width=4, num_classes=10, n_samples=4, **kwargs)
     n_critic = model.n_critic
+    if case.lr is None:  # families mode: only families that map latents to samples fit this data
+        try:
+            model.sample(2)
+        except Exception as err:  # image-to-image families need paired/unpaired image data
+            (out / f"{name}.skipped").write_text(f"{type(err).__name__}: {err}\n")
+            return
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     fixed_latents(model)
     fixed_interpolation(model)
     n = batch_size * devices * n_critic * steps  # the same rows for every world size
     g = torch.Generator().manual_seed(7)
-    x = torch.rand(n, *SHAPE, generator=g) * 2 - 1
+    x = torch.rand(n, *case.shape, generator=g) * 2 - 1
     y = torch.arange(n) % 10  # class labels for the conditional families
     loader = TensorLoader(x, y, batch_size=batch_size * n_critic, shuffle=False, drop_last=True)
     probe = ProbeRankStream()
@@ -200,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # two ranks on two shared cores
-    cases = ({f"family-{f}": Case((f,), lr=None) for f in FAMILIES} if args.cases == "families"
+    cases = ({f"family-{f}": Case((f,), lr=None, shape=(1, 32, 32)) for f in FAMILIES} if args.cases == "families"
              else {name: CASES[name] for name in args.cases.split(",")})
     for name, case in cases.items():
         run_case(name, case, args.devices, args.batch_size, args.steps, args.out)
