@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ganbench import GanbenchError
+from ganbench.reliability import EXIT_INTERRUPTED, ResumeState, check_argv, check_output_dir, check_resume_checkpoint
 
 #: sub-commands that are not Lightning's: name → module with ``main(argv) -> int``
 COMMANDS: dict[str, str] = {
@@ -32,6 +34,8 @@ COMMANDS: dict[str, str] = {
     "sample": "ganbench.commands.sample",
     "train-features": "ganbench.commands.train_features",
     "bench": "ganbench.commands.bench",
+    "sweep": "ganbench.commands.sweep",
+    "leaderboard": "ganbench.commands.leaderboard",
 }
 
 EXIT_USAGE = 2
@@ -93,10 +97,15 @@ class GanbenchCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.trainer.default_root_dir is None:
             family = cfg.model.class_path.rsplit(".", 1)[-1].lower()
-            cfg.trainer.default_root_dir = str(Path("runs") / f"{family}-{time.strftime('%Y%m%d-%H%M%S')}")
+            # one name for every rank: processes Lightning launches inherit this environment
+            job = os.environ.get("SLURM_JOB_ID")
+            default_stamp = f"slurm{job}" if job else time.strftime("%Y%m%d-%H%M%S")
+            stamp = os.environ.setdefault("GANBENCH_RUN_STAMP", default_stamp)
+            cfg.trainer.default_root_dir = str(Path("runs") / f"{family}-{stamp}")
         root = Path(cfg.trainer.default_root_dir)
         # a directory this invocation creates is removed again if the run fails on a user error
         GanbenchCLI.created_root = None if root.exists() else root
+        check_output_dir(root)
 
     def instantiate_trainer(self, **kwargs: Any):
         from ganbench.callbacks import GANCheckpoint, GIterationBar, RunSummary, SampleGrid
@@ -107,13 +116,17 @@ class GanbenchCLI(LightningCLI):
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = self.make_loggers(root, run)
-        callbacks = [RunSummary(), SampleGrid(every_n_steps=run.sample_every),
+        callbacks = [ResumeState(), RunSummary(), SampleGrid(every_n_steps=run.sample_every),
                      GANCheckpoint(dirpath=str(root / "checkpoints"), every_n_train_steps=run.checkpoint_every)]
         if trainer_cfg.get("enable_progress_bar", True) is not False:
             callbacks.append(GIterationBar())
         callbacks += self.metric_callbacks(run)
         self.trainer_defaults["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:
+        """A resumed fit needs a complete checkpoint of the configured family (one line otherwise)."""
+        check_resume_checkpoint(self.config.fit.ckpt_path, Path(self.config.fit.trainer.default_root_dir), self.model)
 
     def metric_callbacks(self, run) -> list:
         """Diagnostics always; toy metrics for 2-D data; image metrics with the chosen feature net."""
@@ -164,8 +177,13 @@ GanbenchCLI.created_root = None
 def _run_lightning(argv: list[str]) -> int:
     GanbenchCLI.created_root = None
     GanbenchError.last = None
+    check_argv(argv)
     try:
         cli = GanbenchCLI(args=argv, auto_configure_optimizers=False)
+    except SIGTERMException:
+        print("ganbench: interrupted by SIGTERM; last.ckpt and summary.json are written, resume with --ckpt_path last",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as err:
         user_error = err if isinstance(err, GanbenchError) else GanbenchError.last
         if user_error is None:
