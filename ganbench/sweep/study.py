@@ -1,0 +1,230 @@
+"""Studies: storage, samplers, heartbeats, resumption and local worker processes.
+
+Storage URLs:
+
+* ``sqlite:///sweeps/NAME.db`` (default) and any SQLAlchemy URL (``postgresql://user@host/db``):
+  :class:`optuna.storages.RDBStorage` with a heartbeat — a trial whose process stops beating for
+  ``grace_period`` seconds (default 2 × ``heartbeat_interval``) is marked FAIL and
+  :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` enqueues a copy of its parameters, which the
+  next worker runs first;
+* ``journal:///path/to/study.log``: :class:`optuna.storages.JournalStorage` over a shared file
+  (NFS), for many machines without a database server. Optuna's journal storage has no heartbeat,
+  so a killed trial stays RUNNING there.
+
+``--n-trials N`` is the number of finished (COMPLETE or PRUNED) trials the study should hold: a
+call runs ``N - finished`` more, split over its ``--workers`` processes, so a killed study resumes
+where it stopped (``load_if_exists``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ganbench import GanbenchError
+from ganbench.sweep.space import SweepSpace, load_space
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+#: sampler name → factory(seed, n_objectives); random sampling keeps the per-cell distributions unbiased
+SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+}
+
+
+def default_storage(space: SweepSpace) -> str:
+    return f"sqlite:///sweeps/{space.name}.db"
+
+
+def make_storage(url: str, space: SweepSpace | None = None) -> optuna.storages.BaseStorage:
+    """Open (creating when needed) the storage at ``url``; unreachable storage is one GanbenchError line."""
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url[len("journal://"):])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as err:
+            raise GanbenchError(f"--storage {url}: cannot open the journal file ({err.strerror or err})") from None
+    url = _driver(url)
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {}
+    if space is not None and space.heartbeat_interval > 0:
+        kwargs = {"heartbeat_interval": space.heartbeat_interval, "grace_period": space.grace_period,
+                  "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                      max_retry=space.max_retry)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+    except Exception as err:  # sqlalchemy's OperationalError / ArgumentError / missing driver
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GanbenchError(f"--storage {_redact(url)} is unreachable: {first}") from None
+
+
+def _driver(url: str) -> str:
+    """``postgresql://`` with the installed driver: SQLAlchemy 2.1 means psycopg 3 by it, while
+    ``ganbench[postgres]`` installs psycopg2."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("postgresql"):
+        return {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {}
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_study(space: SweepSpace, storage: optuna.storages.BaseStorage, study_name: str,
+               seed: int | None = None) -> optuna.Study:
+    """Create the study or load it (``load_if_exists``); the space is kept as a study attribute."""
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(space.metrics_every, 1))
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name, directions=space.directions,
+                                    sampler=SAMPLERS[space.sampler](seed), pruner=pruner, load_if_exists=True)
+    except ValueError as err:  # existing study with other directions
+        raise GanbenchError(f"--study-name {study_name}: {str(err).splitlines()[0]}") from None
+    if [d.name.lower() for d in study.directions] != space.directions:
+        raise GanbenchError(f"--study-name {study_name} exists with directions "
+                            f"{[d.name.lower() for d in study.directions]}, the sweep has {space.directions}")
+    study.set_user_attr("space", space.to_dict())
+    return study
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def split(n: int, k: int) -> list[int]:
+    """``n`` trials over ``k`` workers, as evenly as possible (the first ones get one more)."""
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+
+def worker(config: str, storage_url: str, study_name: str, n_trials: int, runs_root: str, index: int,
+           threads: int, extra_args: list[str] | None = None) -> int:
+    """One sweep worker: load the study and run ``n_trials`` trials (a spawned process or the caller)."""
+    import torch
+
+    from ganbench.sweep.objective import Objective
+
+    torch.set_num_threads(max(1, threads))
+    os.environ.setdefault("WANDB_SILENT", "true")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric"):  # one fit per seed: keep quiet
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    space = load_space(config)
+    storage = make_storage(storage_url, space)
+    seed = None if os.environ.get("GANBENCH_SWEEP_SEED") is None else int(os.environ["GANBENCH_SWEEP_SEED"]) + index
+    study = open_study(space, storage, study_name, seed)
+    objective = Objective(space, study_name, Path(runs_root), extra_args)
+    study.optimize(objective, n_trials=n_trials, catch=(), gc_after_trial=True)
+    return 0
+
+
+def _spawned(*args: Any) -> None:
+    import sys
+
+    try:
+        worker(*args)
+    except GanbenchError as err:
+        print(f"ganbench: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_sweep(config: str, storage_url: str | None, study_name: str | None, n_trials: int, workers: int,
+              runs_root: str | None = None, threads: int | None = None, extra_args: list[str] | None = None,
+              progress: bool = True) -> optuna.Study:
+    """Validate, open the study, fail stale trials, and run the missing trials on ``workers`` processes."""
+    space = load_space(config)
+    url = storage_url or default_storage(space)
+    name = study_name or space.name
+    if n_trials < 0 or workers < 1:
+        raise GanbenchError(f"--n-trials must be >= 0 and --workers >= 1, got {n_trials} and {workers}")
+    storage = make_storage(url, space)
+    study = open_study(space, storage, name)
+    if isinstance(storage, optuna.storages.RDBStorage) and space.heartbeat_interval > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    todo = max(0, n_trials - finished_count(study))
+    runs_root = runs_root or str(Path("runs") / "sweeps")
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    shares = [s for s in split(todo, workers) if s > 0]
+    stop = threading.Event()
+    bar = threading.Thread(target=_progress, args=(study, n_trials, stop), daemon=True) if progress else None
+    if bar is not None:
+        bar.start()
+    try:
+        if len(shares) == 1:
+            worker(config, url, name, shares[0], runs_root, 0, threads, extra_args)
+        elif shares:
+            ctx = mp.get_context("spawn")
+            procs = [ctx.Process(target=_spawned, args=(config, url, name, share, runs_root, i, threads, extra_args))
+                     for i, share in enumerate(shares)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+            bad = [p.exitcode for p in procs if p.exitcode]
+            if bad:
+                raise GanbenchError(f"{len(bad)} of {len(procs)} sweep workers failed (exit codes {bad}); "
+                                    f"rerun the same command to resume study {name}")
+    finally:
+        stop.set()
+        if bar is not None:
+            bar.join()
+    return study
+
+
+def _progress(study: optuna.Study, total: int, stop: threading.Event) -> None:
+    """A rich progress bar over finished trials, read from the storage every second."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[states]}"), TimeElapsedColumn())
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(f"study {study.study_name}", total=total, states="")
+        while True:
+            done = stop.wait(1.0)
+            try:
+                trials = study.get_trials(deepcopy=False)
+            except Exception:  # storage busy: try again next second
+                continue
+            counts: dict[str, int] = {}
+            for t in trials:
+                counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+            bar.update(task, completed=sum(counts.get(s.name.lower(), 0) for s in FINISHED),
+                       states=" ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+            if done:
+                return
+
