@@ -1,0 +1,52 @@
+"""Loss-Sensitive GAN — Qi, "Loss-Sensitive Generative Adversarial Networks on Lipschitz Densities", IJCV 2019
+(arXiv:1701.06264, 2017).
+
+D is a learned loss function ``L_θ(x)`` (the raw output of an ordinary discriminator; it is not
+constrained to be ≥ 0). It minimizes ``S(θ, φ*) = E[L_θ(x)] + λ·E[(Δ(x, G(z)) + L_θ(x) - L_θ(G(z)))⁺]``
+(§3, :func:`~ganbench.losses.d_loss_sensitive`): a generated sample's loss must exceed a real
+sample's by at least the margin ``Δ`` (:func:`~ganbench.losses.ls_margin`, the per-sample mean
+absolute pixel difference between the i-th real and i-th generated sample of the batch). G minimizes
+``T(θ*, φ) = E[L_θ(G(z))]`` (§3, :func:`~ganbench.losses.g_loss_sensitive`). L_θ is kept Lipschitz
+(the Lipschitz-density assumption of the paper) by the one-sided gradient penalty ``lp`` of
+:mod:`ganbench.regularizers` (``penalty``, ``penalty_weight``; ``gp`` is the two-sided alternative).
+Defaults: λ = 1, ``penalty: lp`` with weight 10, no normalization in D (the penalty is per sample),
+batch norm in G, Adam(2e-4, β=(0.5, 0.999)).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from ganbench.losses import d_loss_sensitive, g_loss_sensitive, ls_margin
+from ganbench.models.base import GANModule
+from ganbench.nn.norms import Norm
+from ganbench.regularizers import PenaltyName
+
+
+class LossSensitiveGAN(GANModule):
+    """Args (besides :class:`GANModule`'s): ``lam`` λ, the weight of the margin hinge in S(θ, φ)."""
+
+    family: ClassVar[str] = "loss_sensitive"
+
+    def __init__(self, lam: float = 1.0, penalty: PenaltyName = "lp", penalty_weight: float = 10.0,
+                 d_norm: Norm = "none", g_norm: Norm = "batch", **kwargs: Any):
+        super().__init__(penalty=penalty, penalty_weight=penalty_weight, d_norm=d_norm, g_norm=g_norm, **kwargs)
+
+    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.no_grad():
+            fake = self.generate(len(real), labels)
+        l_real, l_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
+        delta = ls_margin(real, fake)
+        loss = d_loss_sensitive(l_real, l_fake, delta, self.hparams.lam) + self.penalty(real, fake, labels)
+        return loss, {"loss_real": l_real.detach().mean(), "loss_fake": l_fake.detach().mean(),
+                      "ls_margin": delta.mean()}
+
+    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        n = self.hparams.g_batch_size or len(real)
+        labels = self.sample_labels(n) if labels is not None else None
+        return g_loss_sensitive(self.discriminate(self.generate(n, labels), labels)), {}
+
+
+__all__ = ["LossSensitiveGAN"]
