@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
 
 from ganbench import GanbenchError
-from ganbench.data import sources
+from ganbench.data import paired, sources
 from ganbench.data.loader import TensorLoader, mix_seed
 from ganbench.data.toy import SwissRoll, ToyMixture, make_toy
 
@@ -29,6 +29,10 @@ DatasetName = Literal[
     "ring8",
     "grid25",
     "swissroll",
+    "fashion_edges2image",
+    "fashion_a2b",
+    "imagefolder_pairs",
+    "imagefolder_unpaired",
 ]
 Split = Literal["train", "test"]
 
@@ -43,12 +47,17 @@ class DatasetInfo:
         channels: image channels (0 for toys).
         num_classes: label classes; ``-1`` when it depends on the files (``imagefolder``).
         native: the stored image side (None where images vary or for toys).
+        source: the data set whose files it is made from (``fashion_edges2image`` from ``fashion_mnist``).
+        layout: ``single`` (batches ``(x, y)``), or ``paired``/``unpaired`` image-to-image batches
+            ``(B, A)`` (see :mod:`ganbench.data.paired`).
     """
 
     kind: Literal["tensor", "folder", "toy"]
     channels: int
     num_classes: int
     native: int | None = None
+    source: str | None = None
+    layout: paired.Layout = "single"
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -62,6 +71,10 @@ DATASETS: dict[str, DatasetInfo] = {
     "ring8": DatasetInfo("toy", 0, 8),
     "grid25": DatasetInfo("toy", 0, 25),
     "swissroll": DatasetInfo("toy", 0, 0),
+    "fashion_edges2image": DatasetInfo("tensor", 1, 0, 28, source="fashion_mnist", layout="paired"),
+    "fashion_a2b": DatasetInfo("tensor", 1, 0, 28, source="fashion_mnist", layout="unpaired"),
+    "imagefolder_pairs": DatasetInfo("folder", 3, 0, layout="paired"),
+    "imagefolder_unpaired": DatasetInfo("folder", 3, 0, layout="unpaired"),
 }
 assert set(DATASETS) == set(get_args(DatasetName))
 
@@ -239,15 +252,15 @@ class GANDataModule(L.LightningDataModule):
             "cifar10": "cifar-10-batches-py/",
             "celeba": "celeba/img_align_celeba/",
             "lsun": ", ".join(f"{c}_lmdb/" for c in self.lsun_classes),
-        }[self.dataset]
+        }[self.source]
         sub = {
             "fashion_mnist": " (each also in FashionMNIST/raw/, fashion-mnist/, fashion_mnist/)",
             "mnist": " (each also in MNIST/raw/, mnist/)",
-        }.get(self.dataset, "")
+        }.get(self.source, "")
         dl = extra or ("download disabled (data.download=false)" if not self.download else "")
         return GanbenchError(
             f"data.dataset={self.dataset}: {what} not found in {sources.describe_places(places)}{sub}"
-            f"{'; ' + dl if dl else ''}; {_FETCH_HINT[self.dataset]}"
+            f"{'; ' + dl if dl else ''}; {_FETCH_HINT[self.source]}"
         )
 
     def _try_download(self) -> str:
@@ -255,7 +268,7 @@ class GANDataModule(L.LightningDataModule):
         import torchvision.datasets as tvd
 
         cls = {"fashion_mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10}.get(
-            self.dataset
+            self.source
         )
         try:
             if cls is not None:
@@ -270,12 +283,19 @@ class GANDataModule(L.LightningDataModule):
             return f"download into {sources.cache_dir()} failed ({type(e).__name__}: {msg[:200]})"
         return ""
 
+    @property
+    def source(self) -> str:
+        """The data set whose files are read (itself, or the one it is made from)."""
+        return self.info.source or self.dataset
+
     def _locate(self) -> Any:
-        name = self.dataset
+        name = self.source
         if self.is_toy or name == "digits":
             return None
         if name == "imagefolder":
             return self._locate_imagefolder()
+        if name in ("imagefolder_pairs", "imagefolder_unpaired"):
+            return paired.locate_folder(name, self.root)
         finder = {
             "fashion_mnist": lambda: sources.find_idx(name, self.root),
             "mnist": lambda: sources.find_idx(name, self.root),
@@ -354,7 +374,7 @@ class GANDataModule(L.LightningDataModule):
         return self._tensors[split]
 
     def _load_tensor(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
-        name = self.dataset
+        name = self.source
         if self.is_toy:
             assert self.toy is not None
             n = self.n_toy_samples
@@ -374,6 +394,8 @@ class GANDataModule(L.LightningDataModule):
         x = to_resolution(
             x, self.info.native or x.shape[-1], self.resolution, mnist_like=self.info.native == 28
         )
+        if self.dataset in paired.TENSOR_MAKERS:  # image-to-image sets: (B, A), see ganbench.data.paired
+            return paired.TENSOR_MAKERS[self.dataset](x.contiguous(), y, mix_seed(self.seed, split == "test"))
         return x.contiguous(), y.to(torch.long)
 
     def _image_transform(self) -> Any:
@@ -393,6 +415,8 @@ class GANDataModule(L.LightningDataModule):
         import torchvision.datasets as tvd
 
         tf = self._image_transform()
+        if self.info.layout != "single":
+            return paired.open_folder(self.dataset, self._location, split, tf)
         if self.dataset == "imagefolder":
             folder, classes = self._location
             if classes:
@@ -512,3 +536,16 @@ class GANDataModule(L.LightningDataModule):
             return data[0][idx]
         loader = DataLoader(Subset(data, idx.tolist()), batch_size=256, num_workers=self.num_workers)
         return torch.cat([x for x, _ in loader])
+
+    def real_pairs(self, n: int, split: Split = "test", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` items ``(B, A)`` of an image-to-image data set (a seeded subset of ``split``), e.g. the
+        fixed inputs and targets of a sample grid."""
+        if self.info.layout == "single":
+            raise GanbenchError(f"data.dataset={self.dataset} is not an image-to-image data set; use one of: "
+                                f"{', '.join(k for k, v in DATASETS.items() if v.layout != 'single')}")
+        data = self._split(split)
+        total = len(data[0]) if isinstance(data, tuple) else len(data)  # type: ignore[arg-type]
+        idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: min(n, total)]
+        if isinstance(data, tuple):
+            return data[0][idx], data[1][idx]
+        return paired.take(data, idx.tolist())

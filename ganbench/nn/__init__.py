@@ -10,6 +10,7 @@ from ganbench.nn.cnn import CNNDiscriminator, CNNGenerator, DCGANDiscriminator, 
 from ganbench.nn.common import Discriminator, DiscriminatorHead
 from ganbench.nn.mlp import MLPDiscriminator, MLPGenerator
 from ganbench.nn.norms import NORMS, Norm
+from ganbench.nn.patch import PatchDiscriminator
 from ganbench.nn.resnet import ResNetDiscriminator, ResNetGenerator
 
 Arch = Literal["auto", "cnn", "resnet", "dcgan", "mlp"]
@@ -20,10 +21,11 @@ DISCRIMINATORS = {
     "resnet": ResNetDiscriminator,
     "dcgan": DCGANDiscriminator,
     "mlp": MLPDiscriminator,
+    "patch": PatchDiscriminator,
 }
 
 __all__ = [
     "Arch", "GENERATORS", "DISCRIMINATORS", "Discriminator", "DiscriminatorHead", "NORMS", "Norm",
     "CNNGenerator", "CNNDiscriminator", "DCGANGenerator", "DCGANDiscriminator", "ResNetGenerator",
-    "ResNetDiscriminator", "MLPGenerator", "MLPDiscriminator",
+    "ResNetDiscriminator", "MLPGenerator", "MLPDiscriminator", "PatchDiscriminator",
 ]

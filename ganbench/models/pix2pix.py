@@ -1,0 +1,128 @@
+"""Pix2Pix — Isola, Zhu, Zhou & Efros, "Image-to-Image Translation with Conditional Adversarial
+Networks", CVPR 2017.
+
+G* = arg min_G max_D L_cGAN(G, D) + λ L_L1(G) (eq. 4), λ = 100: a U-Net G (:mod:`ganbench.nn.unet`)
+whose only noise is dropout (kept on at test time, §3.2.1), a PatchGAN D that sees the input with the
+real or generated output (:class:`ganbench.nn.patch.PairedPatchDiscriminator`), the non-saturating
+objective (or ``ls``), D's objective divided by 2 (§3.3), Adam(2e-4, β=(0.5, 0.999)), batch norm.
+
+Data: a paired data set (``fashion_edges2image``, ``imagefolder_pairs``) whose batches are
+``(target B, input A)`` (:mod:`ganbench.data.paired`). Validation logs ``val/l1``, ``val/psnr`` and
+``val/ssim`` of G(A) against B on the test split, images scaled to [0, 1] (torchmetrics).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+from torchmetrics import MeanAbsoluteError
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from ganbench import GanbenchError
+from ganbench.losses import LossName
+from ganbench.models.base import GANModule
+from ganbench.nn.norms import Norm
+from ganbench.nn.patch import PairedPatchDiscriminator
+from ganbench.nn.unet import UNetGenerator
+
+
+class ImageToImage(GANModule):
+    """What paired and unpaired translation share: ``(B, A)`` batches, a fixed grid of test inputs and
+    targets (filled from the data module when training starts, kept in checkpoints), no latent space.
+
+    Args:
+        n_grid: test pairs shown in the sample grid (one column each).
+    """
+
+    def __init__(self, n_grid: int = 8, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.register_buffer("grid_b", torch.zeros(n_grid, *self.data_shape))
+        self.register_buffer("grid_a", torch.zeros(n_grid, *self.data_shape))
+        self.register_buffer("grid_ready", torch.zeros((), dtype=torch.bool))
+
+    def split_batch(self, batch) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """``(B, A)`` → one ``(B slice, A slice)`` per D step: the input image takes the labels' place."""
+        b, a = batch
+        return list(zip(b.chunk(self.n_critic), a.chunk(self.n_critic)))
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        dm = self.trainer.datamodule
+        if not bool(self.grid_ready) and dm is not None:
+            if not hasattr(dm, "real_pairs"):
+                raise GanbenchError(f"model family {self.family} needs an image-to-image data module (batches (B, A))")
+            b, a = dm.real_pairs(len(self.grid_a), split="test")
+            self.grid_b, self.grid_a = b.to(self.grid_b), a.to(self.grid_a)
+            self.grid_ready.fill_(True)
+
+    def translator(self, ema: bool = True) -> nn.Module:
+        return self.ema_generator.module if (ema and self.ema_generator is not None) else self.generator
+
+    def sample(self, n: int, z: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+               ema: bool = True) -> torch.Tensor:
+        raise GanbenchError(f"model family {self.family} translates images and has no latent space: use its "
+                            "translate(a) method; metrics that draw samples from latents do not apply")
+
+
+class Pix2Pix(ImageToImage):
+    """Args (besides :class:`GANModule`'s): ``l1_weight`` λ of eq. 4; ``dropout`` of G's noisy layers;
+    ``n_grid`` test pairs in the sample grid."""
+
+    family: ClassVar[str] = "pix2pix"
+
+    def __init__(self, loss: LossName = "ns", g_norm: Norm = "batch", d_norm: Norm = "batch", width: int = 64,
+                 l1_weight: float = 100.0, dropout: float = 0.5, n_grid: int = 8, **kwargs: Any):
+        super().__init__(loss=loss, g_norm=g_norm, d_norm=d_norm, width=width, n_grid=n_grid, **kwargs)
+        self.val_l1 = MeanAbsoluteError()
+        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+
+    def build_generator(self) -> nn.Module:
+        h = self.hparams
+        return UNetGenerator(self.data_shape, h.width, h.g_norm, dropout=h.dropout)
+
+    def build_discriminator(self) -> nn.Module:
+        return PairedPatchDiscriminator(self.data_shape, self.hparams.width, self.hparams.d_norm)
+
+    def generate(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
+        """G(A): the input images come where the labels would."""
+        return self.generator(labels)
+
+    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Half the base D loss on (A, B) vs (A, G(A)) (§3.3: "we divide the objective by 2 while optimizing D")."""
+        loss, logs = super().d_loss(real, labels)
+        return 0.5 * loss, logs
+
+    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``L_cGAN`` generator term + λ·E‖B − G(A)‖₁ (eq. 3, 4)."""
+        fake = self.generator(labels)
+        d_real = self.discriminate(real, labels) if self.objective.g_needs_real else None
+        l1 = (fake - real).abs().mean()
+        return self.objective.g(self.discriminate(fake, labels), d_real) + self.hparams.l1_weight * l1, {"l1": l1}
+
+    @torch.no_grad()
+    def translate(self, a: torch.Tensor, ema: bool = True) -> torch.Tensor:
+        """G(A) in eval mode (dropout stays on: it is G's noise)."""
+        net = self.translator(ema)
+        was_training = net.training
+        net.eval()
+        try:
+            return net(a.to(self.grid_a))
+        finally:
+            net.train(was_training)
+
+    def grid_images(self) -> tuple[torch.Tensor, int]:
+        """Rows: input A | output G(A) | target B."""
+        return torch.cat([self.grid_a, self.translate(self.grid_a), self.grid_b]), len(self.grid_a)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        b, a = batch
+        fake, target = (self.translate(a) + 1) / 2, (b + 1) / 2
+        for name, metric in (("l1", self.val_l1), ("psnr", self.val_psnr), ("ssim", self.val_ssim)):
+            metric(fake, target)
+            self.log(f"val/{name}", metric, on_step=False, on_epoch=True)
+
+
+__all__ = ["ImageToImage", "Pix2Pix"]
