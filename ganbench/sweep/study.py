@@ -61,14 +61,14 @@ def make_storage(url: str, space: SweepSpace | None = None) -> optuna.storages.B
     url = _driver(url)
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, Any] = {}
-    if space is not None and space.heartbeat_interval > 0:
-        kwargs = {"heartbeat_interval": space.heartbeat_interval, "grace_period": space.grace_period,
-                  "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                      max_retry=space.max_retry)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            kwargs: dict[str, Any] = {}
+            if space is not None and space.heartbeat_interval > 0:
+                kwargs = {"heartbeat_interval": space.heartbeat_interval, "grace_period": space.grace_period,
+                          "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                              max_retry=space.max_retry)}
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
     except Exception as err:  # sqlalchemy's OperationalError / ArgumentError / missing driver
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
