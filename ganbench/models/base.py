@@ -23,6 +23,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities.parsing import AttributeDict
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganbench import GanbenchError
@@ -120,8 +121,15 @@ class GANModule(L.LightningModule):
         compile: bool = False,
         cuda_graph: bool = False,
     ):
+        args = dict(locals())
+        args.pop("self")
+        args.pop("__class__", None)
         super().__init__()
         self.save_hyperparameters()
+        # The values this base received. Under LightningCLI, hparams hold only the config of the
+        # family's own signature (what load_from_checkpoint replays), not what a family fixes in
+        # its super().__init__ call (WGAN-GP's penalty), so the training code reads cfg.
+        self.cfg = AttributeDict(args)
         self.automatic_optimization = False
         _check_choice("model.loss", loss, LOSSES)
         _check_choice("model.penalty", penalty, PENALTIES)
@@ -171,7 +179,7 @@ class GANModule(L.LightningModule):
     # ----------------------------------------------------------------------------------- networks
     @property
     def resolved_arch(self) -> str:
-        arch = self.hparams.arch
+        arch = self.cfg.arch
         if arch == "auto":
             return "mlp" if len(self.data_shape) == 1 else self.image_arch
         if len(self.data_shape) == 1 and arch != "mlp":
@@ -181,18 +189,18 @@ class GANModule(L.LightningModule):
 
     def network_kwargs(self) -> dict[str, Any]:
         """Keyword arguments shared by G and D constructors."""
-        h = self.hparams
+        h = self.cfg
         kw: dict[str, Any] = {"shape": self.data_shape, "num_classes": self.num_classes}
         if h.width:
             kw["width"] = h.width
         return kw
 
     def build_generator(self) -> nn.Module:
-        return GENERATORS[self.resolved_arch](latent_dim=self.latent_dim, norm=self.hparams.g_norm,
+        return GENERATORS[self.resolved_arch](latent_dim=self.latent_dim, norm=self.cfg.g_norm,
                                               **self.network_kwargs())
 
     def build_discriminator(self) -> nn.Module:
-        return DISCRIMINATORS[self.resolved_arch](norm=self.hparams.d_norm, minibatch=self.hparams.minibatch,
+        return DISCRIMINATORS[self.resolved_arch](norm=self.cfg.d_norm, minibatch=self.cfg.minibatch,
                                                   **self.network_kwargs())
 
     # ----------------------------------------------------------------------------------- sampling
@@ -236,7 +244,7 @@ class GANModule(L.LightningModule):
     def noise_sigma(self) -> float:
         from ganbench.tricks import instance_noise_sigma
 
-        h = self.hparams
+        h = self.cfg
         if h.instance_noise <= 0:
             return 0.0
         if h.instance_noise_steps <= 0:
@@ -254,7 +262,7 @@ class GANModule(L.LightningModule):
 
     def penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Weighted D regularizer, applied every ``penalty_every`` D steps (lazy regularization)."""
-        h = self.hparams
+        h = self.cfg
         if h.penalty == "none" or self._d_steps % h.penalty_every:
             return real.new_zeros(())
         value = self.penalty_fn(lambda x: self.discriminator(x, labels), real, fake)
@@ -266,7 +274,7 @@ class GANModule(L.LightningModule):
         with torch.no_grad():
             fake = self.generate(len(real), labels)
         d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
-        kw = {"real_target": 1.0 - self.hparams.label_smoothing} if self.hparams.label_smoothing else {}
+        kw = {"real_target": 1.0 - self.cfg.label_smoothing} if self.cfg.label_smoothing else {}
         loss = self.objective.d(d_real, d_fake, **kw) + self.penalty(real, fake, labels)
         return loss, {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean(),
                       "critic_gap": (d_real.detach().mean() - d_fake.detach().mean())}
@@ -274,7 +282,7 @@ class GANModule(L.LightningModule):
     # ---------------------------------------------------------------------------------- generator
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """G's loss for one fresh latent batch (``real`` is the last D batch, used by some objectives)."""
-        h = self.hparams
+        h = self.cfg
         n = h.g_batch_size or len(real)
         labels = self.sample_labels(n) if labels is not None else None
         fake = self.generate(n, labels)
@@ -310,7 +318,7 @@ class GANModule(L.LightningModule):
 
     def _step(self, opt, loss: torch.Tensor, module: nn.Module, hist, counted: bool) -> None:
         """zero_grad → backward → (historical averaging) → clip → step."""
-        h = self.hparams
+        h = self.cfg
         if hist is not None:
             loss = loss + h.historical_averaging * hist.penalty(module)
         opt.zero_grad(set_to_none=True)
@@ -334,7 +342,7 @@ class GANModule(L.LightningModule):
 
     @property
     def uses_vbn(self) -> bool:
-        return "virtual_batch" in (self.hparams.g_norm, self.hparams.d_norm)
+        return "virtual_batch" in (self.cfg.g_norm, self.cfg.d_norm)
 
     def refresh_reference_statistics(self, real: torch.Tensor, labels: torch.Tensor | None) -> None:
         """Virtual batch norm (Salimans et al. 2016 §3.4): recompute the statistics of the fixed
@@ -352,7 +360,7 @@ class GANModule(L.LightningModule):
             self.discriminator(ref_x, ref_y)
 
     def training_step(self, batch, batch_idx: int) -> None:
-        if self._graph is not False and self.hparams.cuda_graph:
+        if self._graph is not False and self.cfg.cuda_graph:
             return self._graph_training_step(batch)
         g_opt, d_opt = self.optimizers()
         d_logs: dict[str, torch.Tensor] = {}
@@ -377,8 +385,8 @@ class GANModule(L.LightningModule):
         self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()}, prog_bar=True)
         logs = {f"train/{k}": v for k, v in {**d_logs, **g_logs}.items()}
         if self._penalty_value is not None:
-            logs[f"train/penalty_{self.hparams.penalty}"] = self._penalty_value
-        if self.hparams.instance_noise > 0:
+            logs[f"train/penalty_{self.cfg.penalty}"] = self._penalty_value
+        if self.cfg.instance_noise > 0:
             logs["train/instance_noise_sigma"] = self.noise_sigma()
         self.log_dict(logs)
 
@@ -404,15 +412,15 @@ class GANModule(L.LightningModule):
     def _accumulate_divergence(self, *losses: torch.Tensor) -> None:
         """Fold NaN/inf or |loss| > divergence_threshold into a device flag (no host sync)."""
         v = torch.stack([loss.detach().float() for loss in losses])
-        self._bad |= (~torch.isfinite(v) | (v.abs() > self.hparams.divergence_threshold)).any()
+        self._bad |= (~torch.isfinite(v) | (v.abs() > self.cfg.divergence_threshold)).any()
 
     def _watch(self, *losses: torch.Tensor, accumulate: bool = True) -> None:
         """Accumulate a divergence flag on the device; look at it only every ``check_every`` steps."""
-        bound = self.hparams.divergence_threshold
+        bound = self.cfg.divergence_threshold
         if accumulate:
             self._accumulate_divergence(*losses)
         step = self.global_step
-        if step % self.hparams.check_every == 0 or step >= (self.trainer.max_steps or 0) > 0:
+        if step % self.cfg.check_every == 0 or step >= (self.trainer.max_steps or 0) > 0:
             # every rank must stop at the same step under DDP: stop when any rank saw a divergence
             if self.trainer.strategy.reduce_boolean_decision(bool(self._bad), all=False):
                 values = ", ".join(f"{x.item():.4g}" for x in losses)
@@ -427,10 +435,10 @@ class GANModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self.status = "running"
         self.seed_rank()
-        if self.hparams.channels_last:
+        if self.cfg.channels_last:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
-        if self.hparams.compile:
+        if self.cfg.compile:
             self.generator.compile()
             self.discriminator.compile()
 
@@ -448,14 +456,14 @@ class GANModule(L.LightningModule):
             torch.manual_seed(mix_seed(torch.initial_seed(), self.global_rank))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.hparams.channels_last and isinstance(batch, (tuple, list)) and batch[0].dim() == 4:
+        if self.cfg.channels_last and isinstance(batch, (tuple, list)) and batch[0].dim() == 4:
             batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
         return batch
 
     # ------------------------------------------------------------------------------ CUDA graph
     def graph_unsupported_reason(self) -> str | None:
         """Why this run cannot be captured in a CUDA graph, or None when it can."""
-        h = self.hparams
+        h = self.cfg
         base = GANModule
         if self.device.type != "cuda":
             return "it is not on a CUDA device"

@@ -52,7 +52,7 @@ class CGAN(GANModule):
         if self.hparams.mode == "projection":
             return super().build_discriminator()
         kw = {**self.network_kwargs(), "num_classes": 0}
-        disc = DISCRIMINATORS[self.resolved_arch](norm=self.hparams.d_norm, minibatch=self.hparams.minibatch, **kw)
+        disc = DISCRIMINATORS[self.resolved_arch](norm=self.cfg.d_norm, minibatch=self.cfg.minibatch, **kw)
         with torch.no_grad():
             dim = disc.eval().features(torch.zeros(2, *self.data_shape)).shape[1]
         disc.train().add_module("classifier", nn.Linear(dim, self.num_classes))
