@@ -84,7 +84,7 @@ class Pix2Pix(ImageToImage):
         return UNetGenerator(self.data_shape, h.width, h.g_norm, dropout=h.dropout)
 
     def build_discriminator(self) -> nn.Module:
-        return PairedPatchDiscriminator(self.data_shape, self.hparams.width, self.hparams.d_norm)
+        return PairedPatchDiscriminator(self.data_shape, self.cfg.width, self.cfg.d_norm)
 
     def generate(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
         """G(A): the input images come where the labels would."""
