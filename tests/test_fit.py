@@ -202,3 +202,16 @@ def test_divergence_stops_the_run_with_its_own_status_and_exit_code(tmp_path, ca
     assert summary["divergence"]["step"] == 4 and summary["g_steps"] == 4
     assert "above 1e-09" in summary["divergence"]["reason"]
     assert "diverged at G iteration 4" in capsys.readouterr().err
+
+
+def test_any_family_can_use_the_patchgan_discriminator(tmp_path):
+    """d_arch patch: D scores every 70x70-style patch and the objective averages over them."""
+    root = fit(tmp_path, "--data.dataset", "digits", "--data.resolution", "16", "--model.init_args.d_arch", "patch",
+               "--run.metrics_every", "0", steps=2)
+    from ganbench.models import load_module
+    from ganbench.nn.patch import PatchDiscriminator
+
+    module = load_module(root / "checkpoints" / "last.ckpt")
+    assert isinstance(module.discriminator, PatchDiscriminator)
+    assert module.discriminator(torch.zeros(3, 1, 16, 16)).shape == (3, 1, 6, 6)  # (16/2 - 2)^2 patches
+    assert json.loads((root / "summary.json").read_text())["status"] == "completed"

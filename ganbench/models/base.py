@@ -17,7 +17,7 @@ same hooks such as ``on_before_optimizer_step``) without advancing the step coun
 from __future__ import annotations
 
 import sys
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -33,6 +33,8 @@ from ganbench.nn.common import Minibatch
 from ganbench.nn.norms import BATCH_DEPENDENT, Norm
 from ganbench.regularizers import PENALTIES, PenaltyName
 
+DArch = Literal["same", "cnn", "resnet", "dcgan", "mlp", "patch"]
+
 
 class GANModule(L.LightningModule):
     """Base of all families. Parameters common to every family:
@@ -42,6 +44,8 @@ class GANModule(L.LightningModule):
         num_classes: classes in the data — linked from the data module; used when ``conditional``.
         latent_dim: dimension of z ~ N(0, I).
         arch: network table key; ``auto`` = the family's image architecture, ``mlp`` for 2-D data.
+        d_arch: D's network when it differs from G's: ``same`` (= arch) or a key of
+            ``DISCRIMINATORS`` such as ``patch`` (PatchGAN: one score per patch, averaged by the losses).
         width: base channel count (conv) or hidden units (MLP).
         g_norm, d_norm: normalization of G and D (see :mod:`ganbench.nn.norms`).
         conditional: class-conditional G (conditional norm) and D (projection).
@@ -92,6 +96,7 @@ class GANModule(L.LightningModule):
         num_classes: int = 0,
         latent_dim: int = 128,
         arch: Arch = "auto",
+        d_arch: DArch = "same",
         width: int = 64,
         g_norm: Norm = "batch",
         d_norm: Norm = "spectral",
@@ -200,7 +205,10 @@ class GANModule(L.LightningModule):
                                               **self.network_kwargs())
 
     def build_discriminator(self) -> nn.Module:
-        return DISCRIMINATORS[self.resolved_arch](norm=self.cfg.d_norm, minibatch=self.cfg.minibatch,
+        d_arch = self.resolved_arch if self.cfg.d_arch == "same" else self.cfg.d_arch
+        if d_arch != "mlp" and len(self.data_shape) == 1:
+            raise GanbenchError(f"model.d_arch={d_arch!r} needs images but the data are 2-D vectors; use same or mlp")
+        return DISCRIMINATORS[d_arch](norm=self.cfg.d_norm, minibatch=self.cfg.minibatch,
                                                   **self.network_kwargs())
 
     # ----------------------------------------------------------------------------------- sampling
