@@ -266,7 +266,7 @@ def _run_keys(cli_cls: Any) -> set[str]:
 
 
 class _RunOnly:
-    """Parser stand-in that records ``--run.*`` options and ignores argument links."""
+    """Parser stand-in that records ``--run.*`` options and ignores everything else."""
 
     def __init__(self, parser: Any):
         self.parser = parser
@@ -274,8 +274,8 @@ class _RunOnly:
     def add_argument(self, *args: Any, **kwargs: Any) -> None:
         self.parser.add_argument(*args, **kwargs)
 
-    def link_arguments(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    def __getattr__(self, name: str) -> Any:  # links, defaults, groups: irrelevant to the option names
+        return lambda *args, **kwargs: None
 
 
 def _need(raw: dict[str, Any], key: str, where: str) -> Any:
