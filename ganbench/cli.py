@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import sys
 import time
+import warnings
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, Literal
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -103,6 +107,12 @@ class GanbenchCLI(LightningCLI):
             stamp = os.environ.setdefault("GANBENCH_RUN_STAMP", default_stamp)
             cfg.trainer.default_root_dir = str(Path("runs") / f"{family}-{stamp}")
         root = Path(cfg.trainer.default_root_dir)
+        for key in ("sample_every", "checkpoint_every", "metrics_every", "diagnostics_every"):
+            if cfg.run[key] < 0:
+                raise GanbenchError(f"run.{key} must be >= 0 (0: never), got {cfg.run[key]}")
+        if cfg.run.image_metrics_n < 2:
+            raise GanbenchError(f"run.image_metrics_n must be >= 2 (a covariance needs two samples), "
+                                f"got {cfg.run.image_metrics_n}")
         # a directory this invocation creates is removed again if the run fails on a user error
         GanbenchCLI.created_root = None if root.exists() else root
         check_output_dir(root)
@@ -122,7 +132,12 @@ class GanbenchCLI(LightningCLI):
             callbacks.append(GIterationBar())
         callbacks += self.metric_callbacks(run)
         self.trainer_defaults["callbacks"] = callbacks
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (ValueError, TypeError, ImportError, MisconfigurationException) as err:
+            # Lightning validates accelerator, precision, strategy, ... here; a missing backend is an ImportError
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise GanbenchError(f"trainer: {first}") from None
 
     def before_fit(self) -> None:
         """A resumed fit needs a complete checkpoint of the configured family (one line otherwise)."""
@@ -179,7 +194,11 @@ def _run_lightning(argv: list[str]) -> int:
     GanbenchError.last = None
     check_argv(argv)
     try:
-        cli = GanbenchCLI(args=argv, auto_configure_optimizers=False)
+        with warnings.catch_warnings():  # main() passes sys.argv on purpose
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            cli = GanbenchCLI(args=argv, auto_configure_optimizers=False, parser_kwargs={"exit_on_error": False})
+    except ArgumentError as err:
+        raise GanbenchError(parse_error_line(str(err))) from None
     except SIGTERMException:
         print("ganbench: interrupted by SIGTERM; last.ckpt and summary.json are written, resume with --ckpt_path last",
               file=sys.stderr)
@@ -200,6 +219,35 @@ def _run_lightning(argv: list[str]) -> int:
         print(f"ganbench: run diverged at G iteration {div.get('step')}: {div.get('reason')}", file=sys.stderr)
         return EXIT_DIVERGED
     return 0
+
+
+_NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Expected a <class 'NoneType'>", "Given value type:",
+          "Given value:", "Parser key", "Problem with given class_path")
+
+
+def parse_error_line(message: str) -> str:
+    """jsonargparse's (multi-line, union-nested) parse error as one line naming the full key.
+
+    ``Parser key "model": … class_path 'ganbench.models.SNGAN': Parser key "g_norm": Expected a
+    typing.Literal['none', …]. Got value: weird`` becomes ``model.init_args.g_norm: expected one of
+    none, …; got 'weird'``."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    nested = re.search(r"Problem with given class_path '([^']+)'", message)
+    key = ".init_args.".join([keys[0], ".".join(keys[1:])]) if nested and keys else ".".join(keys)
+    key = key.rstrip(".")
+    reasons = []
+    for line in message.splitlines():
+        line = line.strip().lstrip("-").strip()
+        if line and not line.startswith(_NOISE):
+            literal = re.match(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)$", line)
+            if literal:
+                line = f"expected one of {literal.group(1).replace(chr(39), '')}; got {literal.group(2)!r}"
+            reasons.append(line)
+    reason = "; ".join(dict.fromkeys(reasons)) or message.strip().splitlines()[0]
+    if nested:
+        reason += f" ({nested.group(1)})"
+    return f"{key}: {reason}; ganbench fit --help lists the options" if key else \
+        f"{reason}; ganbench fit --help lists the options"
 
 
 def _finish_wandb() -> None:

@@ -107,6 +107,12 @@ class GIterationBar(TQDMProgressBar):
         if not self.train_progress_bar.disable:
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """End the bar's line, so the one-line error that follows starts a line of its own."""
+        for bar in (self._train_progress_bar, self._val_progress_bar):
+            if bar is not None and not bar.disable:
+                bar.close()
+
     def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
@@ -122,6 +128,7 @@ class GANCheckpoint(ModelCheckpoint):
         kwargs.setdefault("auto_insert_metric_name", False)
         kwargs.setdefault("save_top_k", -1)
         kwargs.setdefault("save_last", True)
+        kwargs.setdefault("enable_version_counter", False)  # a resumed run rewrites step_N.ckpt, not step_N-v1
         super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, **kwargs)
 
     def on_train_end(self, trainer, pl_module) -> None:

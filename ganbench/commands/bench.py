@@ -52,8 +52,8 @@ def plain_loop(model, data: torch.Tensor, steps: int, warmup: int, batch_size: i
         g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
         data = data.contiguous(memory_format=torch.channels_last)
     graph = "graph" in mode.split("_")
-    g_opt = model._make_optimizer(model.optimizer_factories[0], g.parameters())
-    d_opt = model._make_optimizer(model.optimizer_factories[1], d.parameters())
+    g_opt = model._make_optimizer(model.optimizer_factories[0], g.parameters(), "g_optimizer")
+    d_opt = model._make_optimizer(model.optimizer_factories[1], d.parameters(), "d_optimizer")
     for opt in (g_opt, d_opt):
         for group in opt.param_groups:
             if graph and "capturable" in group:

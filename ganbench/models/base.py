@@ -16,7 +16,9 @@ same hooks such as ``on_before_optimizer_step``) without advancing the step coun
 
 from __future__ import annotations
 
+import math
 import sys
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import lightning as L
@@ -140,6 +142,7 @@ class GANModule(L.LightningModule):
         _check_choice("model.penalty", penalty, PENALTIES)
         if n_critic < 1:
             raise GanbenchError(f"model.n_critic must be >= 1, got {n_critic}")
+        _check_ranges(args)
         if penalty in self.per_sample_penalties and d_norm in BATCH_DEPENDENT:
             raise GanbenchError(
                 f"model.d_norm={d_norm!r} cannot be combined with model.penalty={penalty!r}: the penalty is a "
@@ -213,7 +216,8 @@ class GANModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------- sampling
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=self.fixed_z.device, generator=generator)
+        return torch.randn(n, self.latent_dim, device=self.fixed_z.device, dtype=self.fixed_z.dtype,
+                           generator=generator)
 
     def sample_labels(self, n: int) -> torch.Tensor | None:
         if self.num_classes == 0:
@@ -225,7 +229,7 @@ class GANModule(L.LightningModule):
                ema: bool = True) -> torch.Tensor:
         """``n`` samples from G (the EMA copy when present and ``ema``), in eval mode, without grad."""
         net = self.ema_generator.module if (ema and self.ema_generator is not None) else self.generator
-        z = self.sample_latent(n) if z is None else z.to(self.fixed_z.device)
+        z = self.sample_latent(n) if z is None else z.to(self.fixed_z.device, self.fixed_z.dtype)
         if labels is None:
             labels = self.sample_labels(n)
         was_training = net.training
@@ -311,17 +315,26 @@ class GANModule(L.LightningModule):
         return loss, {}
 
     # ------------------------------------------------------------------------------ optimization
-    def _make_optimizer(self, factory: OptimizerCallable | None, params) -> torch.optim.Optimizer:
-        if factory is not None:
-            return factory(params)
-        cls, kwargs = self.paper_optimizer
-        return cls(params, **kwargs)
+    def _make_optimizer(self, factory: OptimizerCallable | None, params, key: str) -> torch.optim.Optimizer:
+        try:
+            if factory is not None:
+                return factory(params)
+            cls, kwargs = self.paper_optimizer
+            return cls(params, **kwargs)
+        except (ValueError, TypeError) as err:  # torch.optim validates lr, betas, eps, ... on construction
+            raise GanbenchError(f"model.{key}: {err}") from None
 
     def configure_optimizers(self):
         g_factory, d_factory = self.optimizer_factories
-        g_opt = self._make_optimizer(g_factory, self.generator.parameters())
-        d_opt = self._make_optimizer(d_factory, self.discriminator.parameters())
-        self._schedulers = [f(o) for f, o in zip(self.scheduler_factories, (g_opt, d_opt)) if f is not None]
+        g_opt = self._make_optimizer(g_factory, self.generator.parameters(), "g_optimizer")
+        d_opt = self._make_optimizer(d_factory, self.discriminator.parameters(), "d_optimizer")
+        self._schedulers = []
+        for key, factory, opt in zip(("g_scheduler", "d_scheduler"), self.scheduler_factories, (g_opt, d_opt)):
+            if factory is not None:
+                try:
+                    self._schedulers.append(factory(opt))
+                except (ValueError, TypeError) as err:
+                    raise GanbenchError(f"model.{key}: {err}") from None
         return [g_opt, d_opt]
 
     def _step(self, opt, loss: torch.Tensor, module: nn.Module, hist, counted: bool) -> None:
@@ -560,6 +573,14 @@ class GANModule(L.LightningModule):
         dm = self.trainer.datamodule if self._trainer is not None else None
         if dm is not None and hasattr(dm, "batches_per_step"):
             dm.batches_per_step = self.n_critic
+        batch = getattr(dm, "batch_size", None)
+        if batch is not None:  # batch norm in training mode needs two samples per channel
+            h = self.cfg
+            for net, norm, n, key in (("G", h.g_norm, h.g_batch_size or batch, "model.g_batch_size or data.batch_size"),
+                                      ("D", h.d_norm, batch, "data.batch_size")):
+                if norm in BATCH_DEPENDENT and n < 2:
+                    raise GanbenchError(f"{key}={n} is too small for batch normalization in {net} "
+                                        f"(model.{net.lower()}_norm={norm!r} needs >= 2 samples per batch)")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ganbench"] = {
@@ -579,6 +600,36 @@ class GANModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         """Metrics live in callbacks; the validation loop only drives them."""
+
+
+#: base argument → (test, what it must be); every value is checked before a network is built
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "num_classes": (lambda v: v >= 0, ">= 0"),
+    "latent_dim": (lambda v: v >= 1, ">= 1"),
+    "width": (lambda v: v >= 0, ">= 0 (0: the network's default)"),
+    "penalty_weight": (lambda v: 0 <= v < math.inf, "finite and >= 0"),
+    "penalty_every": (lambda v: v >= 1, ">= 1"),
+    "g_batch_size": (lambda v: v is None or v >= 1, ">= 1 (or null: data.batch_size)"),
+    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0: no EMA)"),
+    "grad_clip": (lambda v: 0 <= v < math.inf, "finite and >= 0 (0: no clipping)"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "instance_noise": (lambda v: 0 <= v < math.inf, "finite and >= 0"),
+    "instance_noise_steps": (lambda v: v >= 0, ">= 0"),
+    "feature_matching": (lambda v: 0 <= v < math.inf, "finite and >= 0"),
+    "historical_averaging": (lambda v: 0 <= v < math.inf, "finite and >= 0"),
+    "n_samples": (lambda v: v >= 1, ">= 1"),
+    "divergence_threshold": (lambda v: v > 0, "> 0 (inf: only NaN/inf stop a run)"),
+    "check_every": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def _check_ranges(args: dict[str, Any]) -> None:
+    for key, (ok, what) in RANGES.items():
+        value = args.get(key)
+        if key not in args or (value is None and key == "g_batch_size"):
+            continue
+        if value is None or isinstance(value, bool) or not (value == value and ok(value)):  # NaN != NaN
+            raise GanbenchError(f"model.{key} must be {what}, got {value}")
 
 
 def _check_choice(key: str, value: str, table: dict) -> None:
