@@ -197,45 +197,64 @@ def _axes_keys(board: Board) -> tuple[str, str]:
     return rows, cols
 
 
-def heatmap_grid(board: Board, stat: str) -> tuple[list[Any], list[Any], np.ndarray]:
+def heatmap_grid(board: Board, stat: str) -> tuple[list[Any], list[Any], np.ndarray, np.ndarray]:
     """Median quality (``stat="quality"``) or mean divergence rate per (row, column) value pair,
-    pooling every trial with those two values; NaN where there is none."""
+    pooling every trial with those two values (NaN where there is none), and the number of trials."""
     rk, ck = _axes_keys(board)
     ri, ci = board.factors.index(rk), board.factors.index(ck)
     space_rows = sorted({r.cell[ri] for r in board.rows}, key=str)
     space_cols = sorted({r.cell[ci] for r in board.rows}, key=str)
     grid = np.full((len(space_rows), len(space_cols)), np.nan)
+    counts = np.zeros(grid.shape, dtype=int)
     for i, a in enumerate(space_rows):
         for j, b in enumerate(space_cols):
             sel = [r for r in board.rows if r.cell[ri] == a and r.cell[ci] == b]
+            counts[i, j] = len(sel)
             if sel:
                 grid[i, j] = (statistics.median(r.quality for r in sel) if stat == "quality"
                               else statistics.fmean(r.diverged_frac for r in sel))
-    return space_rows, space_cols, grid
+    return space_rows, space_cols, grid, counts
 
 
 def plot_heatmap(board: Board, stat: str, path: Path) -> Path:
+    """Rates on a fixed [0, 1] scale; quality on the range of the squares up to their 90th percentile,
+    so that one exploded cell does not wash out the others (its number is still written on it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, cols, grid = heatmap_grid(board, stat)
+    rows, cols, grid, counts = heatmap_grid(board, stat)
     rk, ck = _axes_keys(board)
     good_low = (stat != "quality") or board.direction == "minimize"
-    fig, ax = plt.subplots(figsize=(1.4 + 1.1 * len(cols), 1.2 + 0.6 * len(rows)))
-    im = ax.imshow(grid, cmap="viridis_r" if good_low else "viridis", aspect="auto")
+    finite = grid[np.isfinite(grid)]
+    if stat != "quality":
+        vmin, vmax, clipped = 0.0, 1.0, False
+    elif finite.size:
+        vmin, vmax = float(finite.min()), float(np.percentile(finite, 90))
+        clipped = bool((finite > vmax).any())
+    else:
+        vmin, vmax, clipped = 0.0, 1.0, False
+    fig, ax = plt.subplots(figsize=(1.4 + 1.2 * len(cols), 1.2 + 0.7 * len(rows)))
+    im = ax.imshow(grid, cmap="viridis_r" if good_low else "viridis", aspect="auto", vmin=vmin,
+                   vmax=max(vmax, vmin + 1e-12))
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
     ax.set_xlabel(short(ck))
     ax.set_ylabel(short(rk))
     for i in range(len(rows)):
         for j in range(len(cols)):
-            if not math.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", color="w", fontsize=8)
-    title = f"median {board.metric}" if stat == "quality" else "divergence rate"
-    ax.set_title(f"{board.study}: {title}")
-    fig.colorbar(im, ax=ax)
+            if math.isnan(grid[i, j]):
+                ax.text(j, i, "no trials", ha="center", va="center", color="0.4", fontsize=7)
+                continue
+            r, g, b, _ = im.cmap(im.norm(grid[i, j]))
+            ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+            ax.text(j, i, f"{grid[i, j]:.3g}\nn={counts[i, j]}", ha="center", va="center", color=ink, fontsize=8)
+    title = f"median {board.metric}" if stat == "quality" else "fraction of seeds diverged"
+    ax.set_title(f"{board.study}: {title}", fontsize=10)
+    bar = fig.colorbar(im, ax=ax, extend="max" if clipped else "neither")
+    if clipped:
+        bar.set_label("colour capped at the 90th percentile", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
