@@ -27,8 +27,7 @@ from ganbench.data import GANDataModule
 from ganbench.metrics.toy import mode_metrics
 from ganbench.models import FAMILIES
 
-DATE = "2026-11-23"
-MACHINE = "2-core CPU"
+MACHINE = f"{os.cpu_count()}-core CPU ({platform.machine()})"
 
 
 def train_and_score(family: str, args: argparse.Namespace, dm: GANDataModule) -> dict[str, float | str]:
@@ -64,7 +63,8 @@ def render(rows: dict[str, dict], args: argparse.Namespace, command: str) -> str
         "high-quality samples' mode histogram (0 = all modes equally often; log 8 = 2.08 = one mode).",
         "",
         f"- command: `{command}`",
-        f"- seed: {args.seed} · date: {DATE} · machine: {MACHINE} (shared; wall times are indicative)",
+        f"- seed: {args.seed} · date: {time.strftime('%Y-%m-%d')} · machine: {MACHINE}, {args.jobs} families at a "
+        f"time, {args.threads} torch thread(s) each (wall times are indicative)",
         f"- torch {torch.__version__}, lightning {L.__version__}, Python {platform.python_version()}",
         "",
         "A single seed and a short budget: a family's row says what this budget gives, not what the family can",
@@ -86,6 +86,20 @@ def render(rows: dict[str, dict], args: argparse.Namespace, command: str) -> str
     return "\n".join(lines) + "\n"
 
 
+def _one(job: tuple[str, argparse.Namespace]) -> tuple[str, dict]:
+    """One family in this process (a pool worker with ``--jobs``): same data, seed and threads as alone."""
+    family, args = job
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)  # small MLPs: one thread avoids spin-waiting on a shared CPU
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    dm = GANDataModule("ring8", batch_size=args.batch_size, n_toy_samples=50_000, seed=args.seed)
+    return family, train_and_score(family, args, dm)
+
+
+def _report(family: str, row: dict) -> None:
+    print(family, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1500, help="generator iterations per family")
@@ -95,17 +109,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=2500, help="generated samples that are scored")
     parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--jobs", type=int, default=1, help="families trained at the same time (processes)")
     parser.add_argument("--out", type=Path, default=Path("docs/mode_coverage.md"))
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "disabled")
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)  # small MLPs: one thread avoids spin-waiting on a shared CPU
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    dm = GANDataModule("ring8", batch_size=args.batch_size, n_toy_samples=50_000, seed=args.seed)
     rows = {}
-    for family in args.families:
-        rows[family] = train_and_score(family, args, dm)
-        print(family, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[family].items()}, flush=True)
+    if args.jobs > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(args.jobs) as pool:
+            for family, row in pool.imap(_one, [(f, args) for f in args.families]):
+                rows[family] = row
+                _report(family, row)
+    else:
+        for family in args.families:
+            rows[family] = _one((family, args))[1]
+            _report(family, rows[family])
     command = "python scripts/mode_coverage.py " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out.write_text(render(rows, args, command.strip()))
     print(f"wrote {args.out}")

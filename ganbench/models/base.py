@@ -288,8 +288,8 @@ class GANModule(L.LightningModule):
         d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
         kw = {"real_target": 1.0 - self.cfg.label_smoothing} if self.cfg.label_smoothing else {}
         loss = self.objective.d(d_real, d_fake, **kw) + self.penalty(real, fake, labels)
-        return loss, {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean(),
-                      "critic_gap": (d_real.detach().mean() - d_fake.detach().mean())}
+        # per-sample scores: training_step reduces logged values only on the steps that log
+        return loss, {"d_real": d_real.detach(), "d_fake": d_fake.detach()}
 
     # ---------------------------------------------------------------------------------- generator
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -389,9 +389,11 @@ class GANModule(L.LightningModule):
         for real, labels in self.split_batch(batch):
             if self.uses_vbn:
                 self.refresh_reference_statistics(real, labels)
-            with self.toggled_optimizer(d_opt):
-                d_loss, d_logs = self.d_loss(real, labels)
-                self._step(d_opt, d_loss, self.discriminator, self.hist_d, counted=False)
+            # no toggle for D: G's forward in d_loss runs without grad, and _step's zero_grad clears
+            # whatever a family's D loss might leave in G; toggling every parameter per D step costs
+            # a few percent of a small model's step
+            d_loss, d_logs = self.d_loss(real, labels)
+            self._step(d_opt, d_loss, self.discriminator, self.hist_d, counted=False)
             self.after_d_step()
             self._d_steps += 1
         if self.uses_vbn:
@@ -404,7 +406,10 @@ class GANModule(L.LightningModule):
         if not self.logging_step():
             return
         self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()}, prog_bar=True)
-        logs = {f"train/{k}": v for k, v in {**d_logs, **g_logs}.items()}
+        logs = {f"train/{k}": v.float().mean() if torch.is_tensor(v) and v.dim() else v
+                for k, v in {**d_logs, **g_logs}.items()}
+        if "train/d_real" in logs and "train/d_fake" in logs and "train/critic_gap" not in logs:
+            logs["train/critic_gap"] = logs["train/d_real"] - logs["train/d_fake"]
         if self._penalty_value is not None:
             logs[f"train/penalty_{self.cfg.penalty}"] = self._penalty_value
         if self.cfg.instance_noise > 0:

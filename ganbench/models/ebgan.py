@@ -28,8 +28,8 @@ class EnergyGAN(GANModule):
 
     def __init__(self, code_dim: int = 64, energy: Energy = "mse", **kwargs: Any):
         super().__init__(**kwargs)
-        if self.hparams.minibatch != "none":
-            raise GanbenchError(f"model.minibatch={self.hparams.minibatch!r} is not supported by the autoencoder "
+        if self.cfg.minibatch != "none":
+            raise GanbenchError(f"model.minibatch={self.cfg.minibatch!r} is not supported by the autoencoder "
                                 "discriminator; use model.minibatch none")
 
     def build_discriminator(self) -> nn.Module:
@@ -49,7 +49,7 @@ class EnergyGAN(GANModule):
 
     def g_energies(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Energy and embedding of a fresh generated batch of ``g_batch_size`` samples, with graph into G."""
-        return self.energies(self.generate(self.hparams.g_batch_size or len(real), labels))
+        return self.energies(self.generate(self.cfg.g_batch_size or len(real), labels))
 
 
 class EBGAN(EnergyGAN):

@@ -44,7 +44,7 @@ class LossSensitiveGAN(GANModule):
                       "ls_margin": delta.mean()}
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        n = self.hparams.g_batch_size or len(real)
+        n = self.cfg.g_batch_size or len(real)
         labels = self.sample_labels(n) if labels is not None else None
         return g_loss_sensitive(self.discriminate(self.generate(n, labels), labels)), {}
 

@@ -57,7 +57,7 @@ class MMDGAN(GANModule):
 
     def build_discriminator(self) -> nn.Module:
         d = super().build_discriminator()
-        d.head = FeatureHead(self.hparams.d_norm, d.head.linear.in_features, self.hparams.feature_dim)
+        d.head = FeatureHead(self.cfg.d_norm, d.head.linear.in_features, self.hparams.feature_dim)
         return d
 
     def critic_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +88,7 @@ class MMDGAN(GANModule):
         return loss + self.witness_penalty(real, fake, phi_real, phi_fake), {"mmd2": -loss.detach()}
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        fake = self.generate(self.hparams.g_batch_size or len(real), None)
+        fake = self.generate(self.cfg.g_batch_size or len(real), None)
         return g_mmd(self.critic_features(fake), self.critic_features(real), kernel=self.hparams.kernel), {}
 
 
