@@ -27,6 +27,8 @@ from ganbench.data import GANDataModule
 from ganbench.metrics.toy import mode_metrics
 from ganbench.models import FAMILIES
 
+#: what follows this line in the output file is written by hand and kept when the table is regenerated
+NOTES = "<!-- reading: kept by scripts/mode_coverage.py -->"
 MACHINE = f"{os.cpu_count()}-core CPU ({platform.machine()})"
 
 
@@ -126,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             rows[family] = _one((family, args))[1]
             _report(family, rows[family])
     command = "python scripts/mode_coverage.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    args.out.write_text(render(rows, args, command.strip()))
+    text = render(rows, args, command.strip())
+    if args.out.exists() and NOTES in args.out.read_text():  # the hand-written reading stays
+        text += "\n" + NOTES + args.out.read_text().split(NOTES, 1)[1]
+    args.out.write_text(text)
     print(f"wrote {args.out}")
     return 0
 
