@@ -117,7 +117,6 @@ def test_each_rank_draws_its_own_reproducible_latents(runs):
     assert not torch.allclose(r0["probe"], r1["probe"])
 
 
-@pytest.mark.slow  # ~30 s on 2 idle cores (3 processes import the CLI); with the equivalence above > 60 s
 def test_ddp_fit_writes_one_summary_one_grid_per_interval_one_wandb_run(tmp_path):
     """``ganbench fit`` with configs/trainer/ddp.yaml on 2 CPU processes: 4 G iterations, a grid
     every 2; rank 0 alone writes, so the run directory holds exactly one of each output and
@@ -154,7 +153,6 @@ def test_ddp_fit_writes_one_summary_one_grid_per_interval_one_wandb_run(tmp_path
     assert (ckpt["global_step"], ckpt["ganbench"]["d_steps"]) == (4, 20)
 
 
-@pytest.mark.slow
 def test_every_family_trains_under_ddp_with_identical_ranks(tmp_path):
     """Every registered family with its own defaults (BatchNorm, paper optimizers, n_critic, unrolled
     D steps, weight clipping, penalties) runs 2 G iterations on 2 gloo processes; afterwards both

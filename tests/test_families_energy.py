@@ -60,7 +60,6 @@ def test_fit_on_ring8(family, tmp_path):
     assert (ckpt["global_step"], ckpt["ganbench"]["d_steps"]) == (3, 3 * n_critic)
 
 
-@pytest.mark.slow
 @needs_fmnist
 @pytest.mark.parametrize("family", sorted(FAMILY_CLASSES))
 def test_fit_on_fashion_mnist_16(family, tmp_path):

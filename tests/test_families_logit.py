@@ -73,7 +73,7 @@ def test_fit_on_ring8(name, tmp_path):
 
 
 @needs_fmnist
-@pytest.mark.parametrize("name", ["gan", "dcgan", "lsgan", "cgan"])  # mlp, dcgan, cnn, resnet
+@pytest.mark.parametrize("name", sorted(PAPER))
 def test_fit_on_fashion_mnist(name, tmp_path):
     root = fit(tmp_path, steps=2, config=f"configs/{name}.yaml")
     summary, ckpt = summary_and_ckpt(root)

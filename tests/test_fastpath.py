@@ -32,7 +32,6 @@ def _losses(compile: bool, steps: int = 3) -> list[tuple[float, float]]:
     return seen
 
 
-@pytest.mark.slow
 def test_compiled_step_matches_eager_losses():
     """torch.compile changes kernels, not math: losses of the first steps agree to 1e-5."""
     eager, compiled = _losses(False), _losses(True)

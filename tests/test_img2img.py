@@ -227,7 +227,6 @@ def test_cyclegan_fits_on_fashion_a2b_and_checkpoints_its_pools(tmp_path):
 
 
 @needs_fmnist
-@pytest.mark.slow
 def test_stackgan_trains_stage_by_stage(tmp_path):
     args = ["--data.resolution", "32", "--model.init_args.c_dim", "8", "--model.init_args.stage1_resolution", "16"]
     fit("configs/stackgan.yaml", tmp_path / "s1", 2, *args)

@@ -56,10 +56,8 @@ def kill_and_resume(tmp_path: Path, family: str, sig: signal.Signals) -> tuple[i
     return code, run_root
 
 
-CASES = [pytest.param("sngan", signal.SIGKILL, id="sngan-SIGKILL")] + [
-    pytest.param(f, s, id=f"{f}-{s.name}", marks=pytest.mark.slow)
-    for f, s in [("wgan_gp", signal.SIGKILL), ("began", signal.SIGKILL), ("sngan", signal.SIGTERM),
-                 ("wgan_gp", signal.SIGTERM), ("began", signal.SIGTERM)]]
+CASES = [pytest.param(f, s, id=f"{f}-{s.name}") for s in (signal.SIGKILL, signal.SIGTERM)
+         for f in ("sngan", "wgan_gp", "began")]
 
 
 @pytest.mark.parametrize(("family", "sig"), CASES)

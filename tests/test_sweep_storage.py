@@ -20,8 +20,8 @@ from tests.test_sweep import TINY
 VALID = {**TINY, "factors": {"model.init_args.loss": ["hinge", "ns", "ls"], "model.init_args.d_norm": ["spectral"]}}
 
 
-@pytest.mark.slow
 def test_two_workers_on_postgres_record_every_trial_once(tmp_path):
+    """Default suite: CI installs Debian's postgresql for it (tests/pg.py skips with the reason otherwise)."""
     from tests.pg import postgres_url
 
     config = tmp_path / "pg.yaml"
@@ -54,7 +54,6 @@ def _poll(storage: str, predicate, timeout: float) -> list:
     raise AssertionError(f"condition not reached within {timeout} s")
 
 
-@pytest.mark.slow
 def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(tmp_path):
     config = tmp_path / "kill.yaml"
     config.write_text(yaml.safe_dump({**VALID, "name": "kill", "budget": 60, "metrics_every": 20,
