@@ -10,7 +10,6 @@ import sys
 import time
 
 import optuna
-import pytest
 import yaml
 from optuna.trial import TrialState
 
