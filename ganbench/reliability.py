@@ -208,29 +208,35 @@ def check_class_path(value: str, source: str = "model.class_path") -> str:
                         "(or the dotted path of a GANModule subclass)")
 
 
+def read_yaml(name: str | os.PathLike, option: str = "--config") -> Any:
+    """The contents of the YAML file ``name`` given to ``option``; a missing, unreadable or malformed
+    file is one GanbenchError line (with the line and column of a syntax error)."""
+    import yaml
+
+    path = Path(name)
+    if not path.is_file():
+        raise GanbenchError(f"{option} {name}: no such file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise GanbenchError(f"{option} {name} is not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise GanbenchError(f"{option} {name} cannot be read ({type(err).__name__}: {err})") from None
+
+
 def check_argv(argv: list[str]) -> None:
     """Checks made before jsonargparse parses ``argv``: every ``--config`` file exists and is a YAML
     mapping, every model class path (in the files and on the command line) names a family, and a
     ``--ckpt_path`` file is complete and of that family — LightningCLI would otherwise read the
     checkpoint's hyper-parameters (a traceback when it is truncated) and silently switch the model to
     the checkpoint's class."""
-    import yaml
-
     family: str | None = None
 
     for name in _config_files(argv):
-        path = Path(name)
-        if not path.is_file():
-            raise GanbenchError(f"--config {name}: no such file")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise GanbenchError(f"--config {name} is not valid YAML{where}: {problem}") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise GanbenchError(f"--config {name} cannot be read ({type(err).__name__}: {err})") from None
+        data = read_yaml(name)
         if data is None:
             continue
         if not isinstance(data, dict):

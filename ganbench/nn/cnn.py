@@ -25,7 +25,21 @@ def _channels(width: int, levels: int) -> list[int]:
     return [min(8 * width, width * 2 ** (levels - i)) for i in range(levels + 1)]
 
 
-class CNNGenerator(nn.Module):
+class _UpsamplingGenerator(nn.Module):
+    """z → a 4×4 map (``stem``), then (norm → ReLU → ``up``) per stage, then norm → ReLU → ``out`` → tanh.
+    Subclasses build ``norms`` (one per stage plus the last), ``ups``, ``out`` and ``act``."""
+
+    def stem(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.stem(z)
+        for norm, up in zip(self.norms, self.ups):
+            h = up(self.act(norm(h, y)))
+        return torch.tanh(self.out(self.act(self.norms[-1](h, y))))
+
+
+class CNNGenerator(_UpsamplingGenerator):
     """z (N, latent_dim) [+ labels] → images (N, C, R, R) in [-1, 1]."""
 
     def __init__(self, latent_dim: int = 128, shape: tuple[int, ...] = (3, 32, 32), width: int = 64,
@@ -41,11 +55,8 @@ class CNNGenerator(nn.Module):
         self.out = conv(norm, ch[-1], channels, 3, 1, 1)
         self.act = nn.ReLU()
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.fc(z).view(len(z), self.ch0, 4, 4)
-        for norm, up in zip(self.norms, self.ups):
-            h = up(self.act(norm(h, y)))
-        return torch.tanh(self.out(self.act(self.norms[-1](h, y))))
+    def stem(self, z: torch.Tensor) -> torch.Tensor:
+        return self.fc(z).view(len(z), self.ch0, 4, 4)
 
 
 class CNNDiscriminator(Discriminator):
@@ -76,7 +87,7 @@ class CNNDiscriminator(Discriminator):
         return self.net(x).flatten(1)
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(_UpsamplingGenerator):
     """Radford et al. 2016 generator: project z to 4×4, then 4×4 stride-2 transposed convolutions."""
 
     def __init__(self, latent_dim: int = 100, shape: tuple[int, ...] = (3, 64, 64), width: int = 64,
@@ -85,18 +96,14 @@ class DCGANGenerator(nn.Module):
         channels, resolution = shape[0], shape[-1]
         levels = power_of_two_levels(resolution, type(self).__name__)
         ch = _channels(width, levels - 1)
-        self.ch0 = ch[0]
         self.project = deconv(norm, latent_dim, ch[0], 4, 1, 0, bias=False)
         self.norms = nn.ModuleList(ConditionalNorm(norm, c, num_classes) for c in ch)
         self.ups = nn.ModuleList(deconv(norm, ch[i], ch[i + 1], 4, 2, 1, bias=False) for i in range(levels - 1))
         self.out = deconv(norm, ch[-1], channels, 4, 2, 1)
         self.act = nn.ReLU()
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.project(z[:, :, None, None])
-        for norm, up in zip(self.norms, self.ups):
-            h = up(self.act(norm(h, y)))
-        return torch.tanh(self.out(self.act(self.norms[-1](h, y))))
+    def stem(self, z: torch.Tensor) -> torch.Tensor:
+        return self.project(z[:, :, None, None])
 
 
 class DCGANDiscriminator(Discriminator):

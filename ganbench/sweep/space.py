@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
-
 from ganbench import GanbenchError
+from ganbench.reliability import read_yaml
 
 Direction = Literal["minimize", "maximize"]
 SamplerName = Literal["random", "tpe", "nsga2"]
@@ -307,7 +306,7 @@ def parse_space(raw: dict[str, Any], where: str, root: Path | None = None) -> Sw
     base_path = Path(base_config) if Path(base_config).is_absolute() else root / base_config
     if not base_path.is_file():
         raise GanbenchError(f"{where}: base_config {base_config!r} does not exist")
-    base = yaml.safe_load(base_path.read_text()) or {}
+    base = read_yaml(base_path, f"{where}: base_config") or {}
     checker = KeyChecker(base)
 
     budget = _need(raw, "budget", where)
@@ -426,11 +425,4 @@ def _dollar_names(value: Any) -> set[str]:
 
 def load_space(path: str | Path) -> SweepSpace:
     """Read and validate ``sweeps/NAME.yaml`` (paths inside are relative to the working directory)."""
-    path = Path(path)
-    if not path.is_file():
-        raise GanbenchError(f"--config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise GanbenchError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return parse_space(raw, str(path))
+    return parse_space(read_yaml(path), str(path))
