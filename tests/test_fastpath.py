@@ -67,6 +67,18 @@ def test_bench_prints_both_loops_and_their_ratio(capsys):
     assert r["ratio"] == pytest.approx(r["ganbench_g_it_per_s"] / r["plain_g_it_per_s"], abs=2e-3)
 
 
+def test_bench_repeats_report_the_median_of_alternating_pairs(capsys):
+    from ganbench.cli import main
+
+    code = main(["bench", "--config", "configs/sngan.yaml", "--steps", "2", "--warmup", "1", "--device", "cpu",
+                 "--repeats", "3", "--", "--data.dataset", "ring8", "--data.n_toy_samples", "1000",
+                 "--model.init_args.width", "8"])
+    assert code == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert len(lines) == 1 and len(lines[0]["ratios"]) == 3
+    assert lines[0]["ratio"] == pytest.approx(sorted(lines[0]["ratios"])[1], abs=1e-3)
+
+
 def test_bench_rejects_unknown_fast_path(capsys):
     from ganbench.cli import EXIT_USAGE, main
 

@@ -117,6 +117,35 @@ def cases(seed: int, n: int) -> list[list[str]]:
     return [draw_case(rng) for _ in range(n)]
 
 
+#: cases the 300-case slow fuzz found crashing with a traceback, pinned here with the line they now give
+FOUND = {
+    "negative size": (["--model.init_args.n_samples", "-2"], "ganbench: error: model.n_samples must be >= 1, got -2"),
+    "null float": (["--model.init_args.ema_decay", "null"],
+                   "ganbench: error: model.ema_decay must be in [0, 1) (0: no EMA), got None"),
+    "negative weight": (["--model.init_args.penalty_weight", "-0.5"],
+                        "ganbench: error: model.penalty_weight must be finite and >= 0, got -0.5"),
+    "bad Adam betas": (["--model.init_args.d_optimizer.init_args.betas", "[-1, 0.9]"],
+                       "ganbench: error: model.d_optimizer: Invalid beta parameter at index 0: -1.0"),
+    "batch norm on one sample": (["--model.init_args.g_batch_size", "1"],
+                                 "ganbench: error: model.g_batch_size or data.batch_size=1 is too small for batch "
+                                 "normalization in G (model.g_norm='batch' needs >= 2 samples per batch)"),
+    "unknown accelerator backend": (["--trainer.accelerator", "tpu"], "ganbench: error: trainer: "),
+    "negative interval": (["--run.checkpoint_every", "-1"],
+                          "ganbench: error: run.checkpoint_every must be >= 0 (0: never), got -1"),
+    "float64 run": (["--trainer.precision", "64"], None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOUND))
+def test_cases_the_fuzz_found(tmp_path, capsys, name):
+    overrides, line = FOUND[name]
+    code, message = run_case(tmp_path, capsys, overrides)
+    if line is None:
+        assert code == 0
+    else:
+        assert code == EXIT_USAGE and message.startswith(line), message
+
+
 OUTCOMES: list[int] = []
 
 
