@@ -1,7 +1,6 @@
 """Metric callbacks inside a real Lightning fit (CPU), with a tiny GAN that honours GANModule's API."""
 
 import math
-from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -10,7 +9,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from ganbench.callbacks.metrics import Diagnostics, ImageMetrics, ToyMetrics, spectral_sigmas
+from ganbench.callbacks.metrics import Diagnostics, ImageMetrics, ToyMetrics, grad_norm, spectral_sigmas
 from ganbench.data import GANDataModule
 from ganbench.metrics import frechet_distance, load_feature_net, mean_and_covariance, mode_metrics
 from ganbench.metrics.features import DomainCNN, save_domain_net
@@ -155,18 +154,40 @@ def test_diagnostics_log_grad_norms_and_spectral_sigmas(tmp_path):
     assert logged["diag/sn_sigma/discriminator.0"] == pytest.approx(spectral_sigmas(model.discriminator)["0"])
 
 
-def test_grad_norm_is_the_total_l2_norm_of_the_step():
+def test_grad_norm_is_the_total_l2_norm_of_an_optimizers_gradients():
     g_param, d_param = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(3))
     g_opt, d_opt = torch.optim.SGD([g_param], 0.1), torch.optim.SGD([d_param], 0.1)
     g_param.grad, d_param.grad = torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0, 2.0])
-    logs = {}
-    module = SimpleNamespace(log=lambda k, v, **kw: logs.__setitem__(k, v))
-    diag = Diagnostics(every_n_steps=1)
-    fake_trainer = SimpleNamespace(optimizers=[g_opt, d_opt], global_step=0)
-    diag.on_before_optimizer_step(fake_trainer, module, d_opt)
-    fake_trainer.global_step = 1
-    diag.on_before_optimizer_step(fake_trainer, module, g_opt)
-    assert logs == {"diag/grad_norm_d": 3.0, "diag/grad_norm_g": 5.0}
+    assert (grad_norm(g_opt), grad_norm(d_opt)) == (5.0, 3.0)
+    assert grad_norm(torch.optim.SGD([nn.Parameter(torch.zeros(1))], 0.1)) == 0.0  # no gradient yet
+
+
+def test_diagnostics_grad_norms_are_what_the_last_d_and_g_updates_applied():
+    """Read at the end of a G iteration, the norms equal those each optimizer's last ``step()`` saw
+    (recorded by torch's optimizer step pre-hooks, after the module's gradient clipping), and reading
+    them there leaves the module free to skip Lightning's per-step hook dispatch."""
+    from ganbench.models import SNGAN
+
+    seen: dict[int, list[float]] = {0: [], 1: []}
+
+    class Record(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            for i, opt in enumerate(trainer.optimizers):
+                opt.register_step_pre_hook(lambda o, args, kwargs, i=i: seen[i].append(grad_norm(o)))
+
+    L.seed_everything(0, verbose=False)
+    dm = GANDataModule("ring8", n_toy_samples=512, batch_size=16)
+    model = SNGAN(data_shape=dm.shape, latent_dim=8, width=16, grad_clip=0.05)
+    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, callbacks=[Record(), Diagnostics(every_n_steps=3)])
+    trainer.fit(model, dm)
+    assert model._direct_steps is True
+    assert (len(seen[0]), len(seen[1])) == (3, 3 * model.n_critic)
+    assert max(seen[0] + seen[1]) <= 0.05 + 1e-6  # clipped before the step
+    logged = trainer.callback_metrics
+    assert float(logged["diag/grad_norm_g"]) == pytest.approx(seen[0][-1], rel=1e-6)
+    assert float(logged["diag/grad_norm_d"]) == pytest.approx(seen[1][-1], rel=1e-6)
 
 
 def test_spectral_sigma_converges_to_the_largest_singular_value():

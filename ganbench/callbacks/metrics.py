@@ -288,43 +288,39 @@ def spectral_sigmas(module: torch.nn.Module) -> dict[str, float]:
     return out
 
 
+def grad_norm(optimizer: Any) -> float:
+    """Total L2 norm of the gradients held by an optimizer's parameters (0 when there are none)."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    grads = [p.grad.detach() for group in inner.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+
+
 class Diagnostics(L.Callback):
     """Gradient norms of G and D, spectral-norm sigma per layer, and a collapse flag on toys.
 
-    ``diag/grad_norm_g`` / ``diag/grad_norm_d``: total L2 norm of the gradients an optimizer is
-    about to apply (``on_before_optimizer_step``, which Lightning also calls under manual
-    optimization; the optimizers are ``[g_opt, d_opt]``). ``diag/sn_sigma/<net>.<layer>``: see
-    ``spectral_sigmas``. ``diag/collapse``: on toys, 1 when fewer than half the modes are covered
-    by ``n_collapse`` samples (``mode_metrics`` at 3 std), else 0. All every ``every_n_steps``
-    optimizer steps.
+    ``diag/grad_norm_g`` / ``diag/grad_norm_d``: total L2 norm of the gradients the last G update and
+    the last D update of the G iteration applied (the optimizers are ``[g_opt, d_opt]``; gradients
+    stay on the parameters until the next ``zero_grad``, and the G step runs with D's parameters
+    frozen, so at the end of an iteration they are exactly what each optimizer used, after any
+    clipping). Reading them there rather than in ``on_before_optimizer_step`` keeps the per-step
+    hooks free, so the module can skip Lightning's hook dispatch (see ``GANModule.direct_step_blocker``),
+    and works for the CUDA-graph step too. ``diag/sn_sigma/<net>.<layer>``: see ``spectral_sigmas``.
+    ``diag/collapse``: on toys, 1 when fewer than half the modes are covered by ``n_collapse``
+    samples (``mode_metrics`` at 3 std), else 0. All every ``every_n_steps`` G iterations.
     """
 
     def __init__(self, every_n_steps: int = 50, n_collapse: int = 1000) -> None:
         self.every_n_steps, self.n_collapse = every_n_steps, n_collapse
-        self._grad_interval = {"g": _Interval(every_n_steps), "d": _Interval(every_n_steps)}
         self._interval = _Interval(every_n_steps)
-
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        inner = getattr(optimizer, "optimizer", optimizer)
-        idx = next((i for i, o in enumerate(trainer.optimizers) if o is inner or o is optimizer), None)
-        if idx not in (0, 1):
-            return
-        which = "g" if idx == 0 else "d"
-        # +1: global_step is incremented after this optimizer's step
-        if not self._grad_interval[which].due(trainer.global_step + 1):
-            return
-        grads = [p.grad.detach() for group in inner.param_groups for p in group["params"] if p.grad is not None]
-        norm = (
-            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-            if grads
-            else torch.tensor(0.0)
-        )
-        pl_module.log(f"diag/grad_norm_{which}", float(norm))
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if not self._interval.due(trainer.global_step):
             return
+        for which, optimizer in zip("gd", trainer.optimizers):
+            pl_module.log(f"diag/grad_norm_{which}", grad_norm(optimizer))
         for net in ("generator", "discriminator"):
             for layer, sigma in spectral_sigmas(getattr(pl_module, net)).items():
                 pl_module.log(f"diag/sn_sigma/{net}.{layer}", sigma)
