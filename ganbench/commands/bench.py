@@ -2,15 +2,18 @@
 plain-PyTorch loop of the same networks, optimizers, losses and batch sizes, in the same process.
 
     ganbench bench --config configs/sngan.yaml [--steps 300] [--warmup 20] [--device cuda]
-                   [--modes eager,compile,graph,bf16_cl_graph] [--tf32]
+                   [--modes eager,compile,graph,bf16_cl_graph] [--tf32] [--block 25] [--repeats 1]
+                   [--run-callbacks]
 
 A mode names the fast paths it enables, joined by ``_``: ``eager`` (none), ``compile``
 (torch.compile of G and D), ``graph`` (one CUDA graph per G iteration), ``bf16`` (bf16 autocast),
 ``cl`` (channels_last). For each mode the plain loop uses the same paths, written by hand.
 Both loops run on random data already on the device (throughput does not depend on content) and
-are timed after ``warmup`` iterations with a device synchronization at both ends. One JSON line per
-loop and one with the ratio ``ganbench / plain`` are printed. Extra arguments after ``--`` go to the
-config parser, e.g. ``-- --model.init_args.width 32``.
+are timed after ``warmup`` iterations with a device synchronization around every timed stretch.
+By default they are interleaved in blocks of ``--block`` iterations inside one Trainer run (see
+:func:`ganbench_loop`); ``--block 0`` runs the plain loop first, then ganbench. One JSON line per
+mode is printed with both G-it/s and the ratio ``ganbench / plain`` (medians over ``--repeats``).
+Extra arguments after ``--`` go to the config parser, e.g. ``-- --model.init_args.width 32``.
 """
 
 from __future__ import annotations
@@ -45,67 +48,92 @@ def random_batches(model, dm, device: torch.device, n: int = 4) -> torch.Tensor:
     return torch.randn(n * per_step, *model.data_shape, device=device).clamp_(-1, 1)
 
 
+class PlainLoop:
+    """The hand-written reference: n_critic D updates then one G update, nothing else.
+
+    Own copies of the model's networks and optimizers; ``run(n)`` times ``n`` iterations (with a
+    device synchronization at both ends), each on the next real batch of ``data``."""
+
+    def __init__(self, model, data: torch.Tensor, batch_size: int, device: torch.device, mode: str = "eager"):
+        parts = mode.split("_")
+        g, d = copy.deepcopy(model.generator).to(device), copy.deepcopy(model.discriminator).to(device)
+        if "cl" in parts:
+            g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
+            data = data.contiguous(memory_format=torch.channels_last)
+        graph = "graph" in parts
+        g_opt = model._make_optimizer(model.optimizer_factories[0], g.parameters(), "g_optimizer")
+        d_opt = model._make_optimizer(model.optimizer_factories[1], d.parameters(), "d_optimizer")
+        for opt in (g_opt, d_opt):
+            for group in opt.param_groups:
+                if graph and "capturable" in group:
+                    group["capturable"] = True
+        gf, df = (torch.compile(g), torch.compile(d)) if "compile" in parts else (g, d)
+        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in parts)
+        obj, n_critic, nz = model.objective, model.n_critic, model.latent_dim
+        g_bs = model.cfg.g_batch_size or batch_size
+        self.static = data[: batch_size * n_critic].clone()
+        chunks = self.static.split(batch_size)
+
+        def iteration() -> None:
+            for x in chunks:
+                with amp:
+                    with torch.no_grad():
+                        fake = gf(torch.randn(batch_size, nz, device=device))
+                    ld = obj.d(df(x).float(), df(fake).float())
+                d_opt.zero_grad(set_to_none=True)
+                ld.backward()
+                d_opt.step()
+            with amp:
+                lg = obj.g(df(gf(torch.randn(g_bs, nz, device=device))).float())
+            g_opt.zero_grad(set_to_none=True)
+            lg.backward()
+            g_opt.step()
+
+        self.batches, self.device, self.done = data.split(batch_size * n_critic), device, 0
+        self.iteration = iteration
+        if graph:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    iteration()
+            torch.cuda.current_stream().wait_stream(side)
+            g_opt.zero_grad(set_to_none=True)
+            d_opt.zero_grad(set_to_none=True)
+            cuda_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cuda_graph):
+                iteration()
+            self.iteration = cuda_graph.replay
+
+    def run(self, n: int) -> float:
+        """Seconds for ``n`` iterations."""
+        _sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.static.copy_(self.batches[self.done % len(self.batches)])  # a fresh real batch, as a loader gives
+            self.iteration()
+            self.done += 1
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+
 def plain_loop(model, data: torch.Tensor, steps: int, warmup: int, batch_size: int, device: torch.device,
                mode: str = "eager") -> float:
-    """The hand-written reference: n_critic D updates then one G update, nothing else."""
-    g, d = copy.deepcopy(model.generator).to(device), copy.deepcopy(model.discriminator).to(device)
-    if "cl" in mode.split("_"):
-        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
-        data = data.contiguous(memory_format=torch.channels_last)
-    graph = "graph" in mode.split("_")
-    g_opt = model._make_optimizer(model.optimizer_factories[0], g.parameters(), "g_optimizer")
-    d_opt = model._make_optimizer(model.optimizer_factories[1], d.parameters(), "d_optimizer")
-    for opt in (g_opt, d_opt):
-        for group in opt.param_groups:
-            if graph and "capturable" in group:
-                group["capturable"] = True
-    gf, df = (torch.compile(g), torch.compile(d)) if "compile" in mode.split("_") else (g, d)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in mode.split("_"))
-    obj, n_critic, nz = model.objective, model.n_critic, model.latent_dim
-    g_bs = model.cfg.g_batch_size or batch_size
-    static = data[: batch_size * n_critic].clone()
-    chunks = static.split(batch_size)
+    """G-it/s of the plain loop on its own."""
+    loop = PlainLoop(model, data, batch_size, device, mode)
+    loop.run(warmup)
+    return steps / loop.run(steps)
 
-    def iteration() -> None:
-        for x in chunks:
-            with amp:
-                with torch.no_grad():
-                    fake = gf(torch.randn(batch_size, nz, device=device))
-                ld = obj.d(df(x).float(), df(fake).float())
-            d_opt.zero_grad(set_to_none=True)
-            ld.backward()
-            d_opt.step()
-        with amp:
-            lg = obj.g(df(gf(torch.randn(g_bs, nz, device=device))).float())
-        g_opt.zero_grad(set_to_none=True)
-        lg.backward()
-        g_opt.step()
 
-    batches = data.split(batch_size * n_critic)
-    run = iteration
-    if graph:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                iteration()
-        torch.cuda.current_stream().wait_stream(side)
-        g_opt.zero_grad(set_to_none=True)
-        d_opt.zero_grad(set_to_none=True)
-        cuda_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(cuda_graph):
-            iteration()
-        run = cuda_graph.replay
-    for i in range(warmup):
-        static.copy_(batches[i % len(batches)])
-        run()
-    _sync(device)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        static.copy_(batches[i % len(batches)])  # a fresh real batch each iteration, as a loader gives
-        run()
-    _sync(device)
-    return steps / (time.perf_counter() - t0)
+def run_callbacks() -> list:
+    """The callbacks of ``ganbench fit`` that do work on every training step: the G-iteration
+    progress bar, ``Diagnostics`` at the default interval (50) and the resume-state bookkeeping
+    (checkpoint, sample-grid and metric callbacks act only at their intervals and are left out)."""
+    from ganbench.callbacks import GIterationBar
+    from ganbench.callbacks.metrics import Diagnostics
+    from ganbench.reliability import ResumeState
+
+    return [GIterationBar(), Diagnostics(every_n_steps=50), ResumeState()]
 
 
 MODE_OVERRIDES = {
@@ -118,43 +146,74 @@ MODE_OVERRIDES = {
 
 
 def ganbench_loop(model, data: torch.Tensor, steps: int, warmup: int, batch_size: int, device: torch.device,
-                  precision: str = "32-true") -> float:
-    """The real ganbench path: the family module inside a Lightning Trainer (manual optimization)."""
+                  plain: PlainLoop | None = None, block: int = 25, precision: str = "32-true",
+                  extra_callbacks: list | None = None) -> dict[str, Any]:
+    """G-it/s of the real ganbench path: the family module inside a Lightning Trainer (manual
+    optimization, the module's own step, Lightning's loop and hooks).
+
+    With ``plain``, the reference runs *interleaved*: after every ``block`` timed ganbench iterations
+    the Trainer pauses (in ``on_train_batch_end``, outside the timed interval) while ``plain`` runs
+    ``block`` iterations, until both have run ``steps``. Both loops then see the same machine
+    state — clock drift or a busy neighbour on a shared machine hits both alike — which sequential
+    runs cannot promise. Returns the G-it/s of both (``plain`` None without it) and the precision the
+    Trainer ran with. ``extra_callbacks`` join the Trainer (see ``run_callbacks``)."""
     import lightning as L
 
     from ganbench.data import TensorLoader
 
     class Timer(L.Callback):
-        t0 = dt = None
+        t0: float | None = None
+        ours = theirs = 0.0
+        plain_done = 0
+
+        def _plain_block(self, n: int) -> None:
+            self.theirs += plain.run(n)
+            self.plain_done += n
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == warmup:
+            if trainer.global_step == warmup and self.t0 is None:
+                if plain is not None:
+                    plain.run(warmup)
                 _sync(device)
                 self.t0 = time.perf_counter()
 
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            done = trainer.global_step - warmup
+            if plain is None or self.t0 is None or done % block or self.plain_done >= steps or done >= steps:
+                return
+            _sync(device)
+            self.ours += time.perf_counter() - self.t0
+            self._plain_block(min(block, steps - self.plain_done))
+            self.t0 = time.perf_counter()
+
         def on_train_end(self, trainer, pl_module):
             _sync(device)
-            self.dt = time.perf_counter() - self.t0
+            self.ours += time.perf_counter() - self.t0
+            if plain is not None and self.plain_done < steps:
+                self._plain_block(steps - self.plain_done)
 
     labels = torch.zeros(len(data), dtype=torch.long, device=device)
     loader = TensorLoader(data, labels, batch_size=batch_size * model.n_critic, seed=0)
     timer = Timer()
+    extra = list(extra_callbacks or [])
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=1,
+        precision=precision,
         max_steps=warmup + steps,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_progress_bar=any(isinstance(cb, L.pytorch.callbacks.ProgressBar) for cb in extra),
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        callbacks=[timer],
+        callbacks=[timer, *extra],
         max_epochs=-1,
     )
     trainer.fit(model, train_dataloaders=loader)
-    return steps / timer.dt
+    return {"ganbench": steps / timer.ours, "plain": steps / timer.theirs if plain is not None else None,
+            "precision": str(trainer.precision)}
 
 
 def main(argv: list[str]) -> int:
@@ -171,7 +230,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convolutions (both loops)")
     ap.add_argument("--modes", default="eager", help="comma-separated, e.g. eager,compile,graph,bf16_cl_graph")
     ap.add_argument("--repeats", type=int, default=1,
-                    help="(plain, ganbench) pairs per mode, run alternately; the medians are reported")
+                    help="(plain, ganbench) measurements per mode, each in fresh copies; the medians are reported")
+    ap.add_argument("--run-callbacks", action="store_true",
+                    help="add the per-step callbacks of ganbench fit (progress bar, diagnostics, resume state)")
+    ap.add_argument("--block", type=int, default=25,
+                    help="interleave the loops in blocks of this many iterations (0: plain loop first, then ganbench)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -190,24 +253,37 @@ def main(argv: list[str]) -> int:
     torch.backends.cudnn.benchmark = True
     if args.repeats < 1:
         raise GanbenchError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.block < 0:
+        raise GanbenchError(f"--block must be >= 0 (0: no interleaving), got {args.block}")
     for mode in modes:
         overrides_m = [x for part in mode.split("_") for x in MODE_OVERRIDES[part]]
         precision = "bf16-mixed" if "bf16" in mode.split("_") else "32-true"
         plains, ours = [], []
-        for _ in range(args.repeats):  # alternating pairs: a drifting clock or a busy neighbour hits both loops
+        for _ in range(args.repeats):
             model, dm = build(args.config, [*overrides, *overrides_m])
             torch.manual_seed(0)
             data = random_batches(model, dm, device)
-            plains.append(plain_loop(model, data, args.steps, args.warmup, dm.batch_size, device, mode))
-            ours.append(ganbench_loop(model, data, args.steps, args.warmup, dm.batch_size, device, precision))
+            extra = run_callbacks() if args.run_callbacks else []
+            if args.block:  # interleaved: the plain loop runs a block after every block of ganbench steps
+                plain = PlainLoop(model, data, dm.batch_size, device, mode)
+                run = ganbench_loop(model, data, args.steps, args.warmup, dm.batch_size, device, plain, args.block,
+                                    precision, extra)
+            else:  # one after the other
+                p = plain_loop(model, data, args.steps, args.warmup, dm.batch_size, device, mode)
+                run = ganbench_loop(model, data, args.steps, args.warmup, dm.batch_size, device, precision=precision,
+                                    extra_callbacks=extra)
+                run["plain"] = p
+            plains.append(run["plain"])
+            ours.append(run["ganbench"])
         ratios = [o / p for o, p in zip(ours, plains)]
         result: dict[str, Any] = {
             "mode": mode, "config": args.config, "tf32": args.tf32, "steps": args.steps,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "batch_size": dm.batch_size, "n_critic": model.n_critic,
+            "torch": torch.__version__, "precision": run["precision"], "batch_size": dm.batch_size,
+            "n_critic": model.n_critic,
             "plain_g_it_per_s": round(statistics.median(plains), 3),
             "ganbench_g_it_per_s": round(statistics.median(ours), 3),
-            "ratio": round(statistics.median(ratios), 3)}
+            "ratio": round(statistics.median(ratios), 3), "block": args.block, "run_callbacks": args.run_callbacks}
         if args.repeats > 1:
             result["ratios"] = [round(r, 3) for r in ratios]
         print(json.dumps(result), flush=True)

@@ -12,6 +12,15 @@ optimizer step is counted by Lightning, so ``trainer.global_step`` — and there
 ``--trainer.max_steps``, checkpoint intervals and logging steps — count generator iterations.
 The discriminator steps go through the strategy's ``optimizer_step`` (same precision plugin,
 same hooks such as ``on_before_optimizer_step``) without advancing the step counter.
+
+**Direct steps.** Lightning wraps every ``backward`` and optimizer step in hook dispatch
+(``on_before_backward``, ``on_after_backward``, ``on_before_optimizer_step`` on every callback and
+the module, plus the strategy's and precision plugin's wrappers): six times per G iteration with
+``n_critic = 5``, about a tenth of a small model's step on a CPU. When nothing in the run implements
+those hooks or adds work to those wrappers (see :meth:`GANModule.direct_step_blocker`), the module
+calls ``loss.backward()`` and ``optimizer.step()`` itself — the same arithmetic, the G step still
+counted through Lightning's step progress. Anything that does implement them (a user callback, a
+profiler, DDP, mixed precision) gets Lightning's full path, unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +34,10 @@ import lightning as L
 import torch
 import torch.nn as nn
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.strategies import Strategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.parsing import AttributeDict
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -183,6 +196,7 @@ class GANModule(L.LightningModule):
         self._penalty_value: torch.Tensor | None = None
         self.vbn_reference: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self._graph: Any = None  # None: not built yet, False: eager fallback, else the captured graph
+        self._direct_steps = False  # decided in on_train_start (direct_step_blocker)
 
     # ----------------------------------------------------------------------------------- networks
     @property
@@ -343,10 +357,20 @@ class GANModule(L.LightningModule):
         if hist is not None:
             loss = loss + h.historical_averaging * hist.penalty(module)
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        if self._direct_steps:  # nothing listens to the per-step hooks: skip their dispatch
+            loss.backward()
+        else:
+            self.manual_backward(loss)
         if h.grad_clip > 0:
             self.clip_gradients(opt, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
-        if counted:
+        if self._direct_steps:
+            if counted:  # Lightning's step progress (global_step) counts it, as opt.step() would
+                opt._on_before_step()
+                opt.optimizer.step()
+                opt._on_after_step()
+            else:
+                opt.optimizer.step()
+        elif counted:
             opt.step()
         else:  # same precision plugin and hooks, but global_step keeps counting G iterations only
             self.trainer.strategy.optimizer_step(opt.optimizer, closure=lambda: None, model=self)
@@ -456,6 +480,38 @@ class GANModule(L.LightningModule):
         self.status = "diverged"
         self.divergence = {"step": int(self.global_step), "reason": reason}
         self.trainer.should_stop = True
+
+    # ------------------------------------------------------------------------------ direct steps
+    #: Lightning hooks dispatched around every backward / optimizer step under manual optimization
+    STEP_HOOKS: ClassVar[tuple[str, ...]] = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+    #: strategy and precision-plugin methods on that path; a subclass that overrides one adds work there
+    STRATEGY_STEP_METHODS: ClassVar[tuple[str, ...]] = ("backward", "pre_backward", "post_backward", "optimizer_step")
+    PRECISION_STEP_METHODS: ClassVar[tuple[str, ...]] = (
+        "backward", "pre_backward", "post_backward", "optimizer_step", "_wrap_closure", "_after_closure")
+
+    def direct_step_blocker(self) -> str | None:
+        """Why this run's optimizer steps must go through Lightning's dispatch, or None when
+        ``loss.backward()`` / ``optimizer.step()`` called directly do exactly the same thing."""
+        trainer = self.trainer
+        if not isinstance(trainer.profiler, PassThroughProfiler):
+            return f"a profiler ({type(trainer.profiler).__name__}) times the hooks"
+        for cb in trainer.callbacks:
+            for hook in self.STEP_HOOKS:
+                if is_overridden(hook, cb, L.Callback):
+                    return f"callback {type(cb).__name__} implements {hook}"
+        for hook in (*self.STEP_HOOKS, "backward"):
+            if is_overridden(hook, self, L.LightningModule):
+                return f"the {self.family} module implements {hook}"
+        strategy, plugin = trainer.strategy, trainer.strategy.precision_plugin
+        for obj, base, methods in ((strategy, Strategy, self.STRATEGY_STEP_METHODS),
+                                   (plugin, Precision, self.PRECISION_STEP_METHODS)):
+            for name in methods:
+                if getattr(type(obj), name) is not getattr(base, name):
+                    return f"{type(obj).__name__} adds work to {name}"
+        return None
+
+    def on_train_start(self) -> None:
+        self._direct_steps = self.direct_step_blocker() is None
 
     # -------------------------------------------------------------------------------- lifecycle
     def on_fit_start(self) -> None:
