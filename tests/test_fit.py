@@ -77,9 +77,16 @@ def test_fit_sngan_on_fashion_mnist_writes_every_output(tmp_path, monkeypatch, c
     assert x.shape == (5, 1, 32, 32) and x.abs().max() <= 1
 
 
-def test_fit_sngan_on_ring8(tmp_path):
+def last_bar(err: str) -> str:
+    """The last state the G-iteration progress bar drew."""
+    return [part for part in err.replace("\n", "\r").split("\r") if part.startswith("G-iterations")][-1]
+
+
+def test_fit_sngan_on_ring8(tmp_path, capsys):
     root = fit(tmp_path, "--data.dataset", "ring8", "--data.n_toy_samples", "2000", "--run.diagnostics_every", "2",
                steps=4)
+    bar = last_bar(capsys.readouterr().out)
+    assert "100%" in bar and " 4/4 " in bar and "train/d_loss=" in bar and "train/g_loss=" in bar
     summary = check_outputs(root, 4)
     assert summary["protocol"]["n_critic"] == 5
     # toy metrics at the last step: integers in range, and the picture
@@ -114,12 +121,14 @@ def test_max_steps_counts_generator_iterations(tmp_path):
     assert {int(s["step"]) for s in d_state["state"].values()} == {20}
 
 
-def test_resume_from_last_continues_the_count(tmp_path):
+def test_resume_from_last_continues_the_count(tmp_path, capsys):
     root = fit(tmp_path, "--data.dataset", "ring8", "--data.n_toy_samples", "2000", steps=2)
+    capsys.readouterr()
     code = main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(root),
                  "--trainer.max_steps", "4", *TINY, "--data.dataset", "ring8", "--data.n_toy_samples", "2000",
                  "--ckpt_path", "last"])
     assert code == 0
+    assert " 4/4 " in last_bar(capsys.readouterr().out)  # the bar continues from 2, not from 0
     summary = json.loads((root / "summary.json").read_text())
     assert summary["g_steps"] == 4 and summary["status"] == "completed"
     ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)

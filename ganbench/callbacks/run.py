@@ -86,22 +86,27 @@ class GIterationBar(TQDMProgressBar):
     """One bar over the whole run counting generator iterations (not batches per epoch), with the
     latest D and G losses."""
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        # here, not per epoch: a run resumed from a mid-epoch checkpoint gets no on_train_epoch_start
+        super().on_train_start(trainer, pl_module)
+        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else (
+            trainer.num_training_batches * max(trainer.max_epochs or 1, 1))
+        bar = self.train_progress_bar
+        bar.reset(total=total)
+        bar.initial = bar.n = trainer.global_step
+        bar.set_description("G-iterations")
+
     def on_train_epoch_start(self, trainer, *_: Any) -> None:
-        if trainer.current_epoch == 0 or self.train_progress_bar.total is None:
-            total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else (
-                trainer.num_training_batches * max(trainer.max_epochs or 1, 1))
-            self.train_progress_bar.reset(total=total)
-            self.train_progress_bar.initial = trainer.global_step
-            self.train_progress_bar.n = trainer.global_step
-            self.train_progress_bar.set_description("G-iterations")
+        """One bar for the whole run: nothing restarts at an epoch boundary."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         n = trainer.global_step
         bar = self.train_progress_bar
         if bar is not None and (n % self.refresh_rate == 0 or n == bar.total):
-            bar.n = n
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
-            bar.refresh()
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            bar.update(n - bar.n)  # tqdm redraws at most every `mininterval` s, not on every fast step
+            if n == bar.total:
+                bar.refresh()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self.train_progress_bar.disable:
