@@ -1,8 +1,12 @@
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "offline")
+# feature nets and reference statistics: a cache of the test session's own, so what a user has
+# trained or cached under ~/.cache/ganbench never changes what the tests see
+os.environ.setdefault("GANBENCH_CACHE", tempfile.mkdtemp(prefix="ganbench-test-cache-"))
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 
