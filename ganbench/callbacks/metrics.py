@@ -290,11 +290,8 @@ def spectral_sigmas(module: torch.nn.Module) -> dict[str, float]:
 
 def grad_norm(optimizer: Any) -> float:
     """Total L2 norm of the gradients held by an optimizer's parameters (0 when there are none)."""
-    inner = getattr(optimizer, "optimizer", optimizer)
-    grads = [p.grad.detach() for group in inner.param_groups for p in group["params"] if p.grad is not None]
-    if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads))
 
 
 class Diagnostics(L.Callback):
