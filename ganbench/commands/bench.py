@@ -117,14 +117,6 @@ class PlainLoop:
         return time.perf_counter() - t0
 
 
-def plain_loop(model, data: torch.Tensor, steps: int, warmup: int, batch_size: int, device: torch.device,
-               mode: str = "eager") -> float:
-    """G-it/s of the plain loop on its own."""
-    loop = PlainLoop(model, data, batch_size, device, mode)
-    loop.run(warmup)
-    return steps / loop.run(steps)
-
-
 def run_callbacks() -> list:
     """The callbacks of ``ganbench fit`` that do work on every training step: the G-iteration
     progress bar, ``Diagnostics`` at the default interval (50) and the resume-state bookkeeping
@@ -155,8 +147,9 @@ def ganbench_loop(model, data: torch.Tensor, steps: int, warmup: int, batch_size
     the Trainer pauses (in ``on_train_batch_end``, outside the timed interval) while ``plain`` runs
     ``block`` iterations, until both have run ``steps``. Both loops then see the same machine
     state — clock drift or a busy neighbour on a shared machine hits both alike — which sequential
-    runs cannot promise. Returns the G-it/s of both (``plain`` None without it) and the precision the
-    Trainer ran with. ``extra_callbacks`` join the Trainer (see ``run_callbacks``)."""
+    runs cannot promise. ``block=0`` runs all of ``plain`` (warm-up and ``steps``) before the fit.
+    Returns the G-it/s of both (``plain`` None without it) and the precision the Trainer ran with.
+    ``extra_callbacks`` join the Trainer (see ``run_callbacks``)."""
     import lightning as L
 
     from ganbench.data import TensorLoader
@@ -170,16 +163,20 @@ def ganbench_loop(model, data: torch.Tensor, steps: int, warmup: int, batch_size
             self.theirs += plain.run(n)
             self.plain_done += n
 
+        def on_train_start(self, trainer, pl_module):
+            if plain is not None:
+                plain.run(warmup)
+                if not block:  # one after the other: the whole plain measurement first
+                    self._plain_block(steps)
+
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if trainer.global_step == warmup and self.t0 is None:
-                if plain is not None:
-                    plain.run(warmup)
                 _sync(device)
                 self.t0 = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             done = trainer.global_step - warmup
-            if plain is None or self.t0 is None or done % block or self.plain_done >= steps or done >= steps:
+            if plain is None or self.t0 is None or self.plain_done >= steps or done >= steps or done % block:
                 return
             _sync(device)
             self.ours += time.perf_counter() - self.t0
@@ -256,23 +253,17 @@ def main(argv: list[str]) -> int:
     if args.block < 0:
         raise GanbenchError(f"--block must be >= 0 (0: no interleaving), got {args.block}")
     for mode in modes:
-        overrides_m = [x for part in mode.split("_") for x in MODE_OVERRIDES[part]]
-        precision = "bf16-mixed" if "bf16" in mode.split("_") else "32-true"
+        parts = mode.split("_")
+        overrides_m = [x for part in parts for x in MODE_OVERRIDES[part]]
+        precision = "bf16-mixed" if "bf16" in parts else "32-true"
         plains, ours = [], []
         for _ in range(args.repeats):
             model, dm = build(args.config, [*overrides, *overrides_m])
             torch.manual_seed(0)
             data = random_batches(model, dm, device)
-            extra = run_callbacks() if args.run_callbacks else []
-            if args.block:  # interleaved: the plain loop runs a block after every block of ganbench steps
-                plain = PlainLoop(model, data, dm.batch_size, device, mode)
-                run = ganbench_loop(model, data, args.steps, args.warmup, dm.batch_size, device, plain, args.block,
-                                    precision, extra)
-            else:  # one after the other
-                p = plain_loop(model, data, args.steps, args.warmup, dm.batch_size, device, mode)
-                run = ganbench_loop(model, data, args.steps, args.warmup, dm.batch_size, device, precision=precision,
-                                    extra_callbacks=extra)
-                run["plain"] = p
+            plain = PlainLoop(model, data, dm.batch_size, device, mode)
+            run = ganbench_loop(model, data, args.steps, args.warmup, dm.batch_size, device, plain, args.block,
+                                precision, run_callbacks() if args.run_callbacks else [])
             plains.append(run["plain"])
             ours.append(run["ganbench"])
         ratios = [o / p for o, p in zip(ours, plains)]
