@@ -12,7 +12,9 @@ is covered by at least one high-quality point). Training is an ordinary Lightnin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import multiprocessing as mp
 import os
 import platform
 import sys
@@ -116,17 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "disabled")
     rows = {}
-    if args.jobs > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(args.jobs) as pool:
-            for family, row in pool.imap(_one, [(f, args) for f in args.families]):
-                rows[family] = row
-                _report(family, row)
-    else:
-        for family in args.families:
-            rows[family] = _one((family, args))[1]
-            _report(family, rows[family])
+    jobs = [(f, args) for f in args.families]
+    with mp.get_context("spawn").Pool(args.jobs) if args.jobs > 1 else contextlib.nullcontext() as pool:
+        for family, row in pool.imap(_one, jobs) if pool else map(_one, jobs):
+            rows[family] = row
+            _report(family, row)
     command = "python scripts/mode_coverage.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = render(rows, args, command.strip())
     if args.out.exists() and NOTES in args.out.read_text():  # the hand-written reading stays

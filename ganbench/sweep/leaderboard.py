@@ -228,12 +228,10 @@ def plot_heatmap(board: Board, stat: str, path: Path) -> Path:
     rk, ck = _axes_keys(board)
     good_low = (stat != "quality") or board.direction == "minimize"
     finite = grid[np.isfinite(grid)]
-    if stat != "quality":
-        vmin, vmax, clipped = 0.0, 1.0, False
-    elif finite.size:
+    if stat == "quality" and finite.size:
         vmin, vmax = float(finite.min()), float(np.percentile(finite, 90))
         clipped = bool((finite > vmax).any())
-    else:
+    else:  # rates (or nothing to scale)
         vmin, vmax, clipped = 0.0, 1.0, False
     fig, ax = plt.subplots(figsize=(1.4 + 1.2 * len(cols), 1.2 + 0.7 * len(rows)))
     im = ax.imshow(grid, cmap="viridis_r" if good_low else "viridis", aspect="auto", vmin=vmin,
