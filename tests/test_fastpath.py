@@ -176,15 +176,23 @@ def test_bench_runs_ganbench_with_the_precision_of_the_mode(capsys):
     assert [(r["mode"], r["precision"]) for r in lines] == [("bf16", "bf16-mixed")]
 
 
-def test_interleaved_bench_runs_both_loops_the_same_number_of_steps():
+@pytest.mark.parametrize(("block", "plain_runs"), [
+    (3, [(0, 2), (5, 3), (8, 3), (9, 1)]),  # warm-up, a block after every 3 timed steps, the remaining 1 at the end
+    (0, [(0, 2), (0, 7)]),  # one after the other: all of the plain loop before ganbench's first step
+])
+def test_bench_runs_both_loops_the_same_number_of_steps_in_the_right_order(block, plain_runs):
     from ganbench.commands.bench import PlainLoop, build, ganbench_loop, random_batches
 
     model, dm = build("configs/sngan.yaml", ["--data.dataset", "ring8", "--data.n_toy_samples", "1000",
                                              "--model.init_args.width", "8"])
     data = random_batches(model, dm, torch.device("cpu"))
     plain = PlainLoop(model, data, dm.batch_size, torch.device("cpu"))
+    calls = []  # (ganbench G iterations done, plain iterations run) at every plain run
+    run_plain = plain.run
+    plain.run = lambda n: calls.append((model.global_step, n)) or run_plain(n)
     run = ganbench_loop(model, data, steps=7, warmup=2, batch_size=dm.batch_size, device=torch.device("cpu"),
-                        plain=plain, block=3)
-    assert plain.done == 2 + 7  # warm-up, then blocks of 3, 3 and the remaining 1
+                        plain=plain, block=block)
+    assert calls == plain_runs
+    assert plain.done == 2 + 7
     assert model.global_step == 2 + 7
     assert run["ganbench"] > 0 and run["plain"] > 0 and run["precision"] == "32-true"
