@@ -84,6 +84,20 @@ def test_bench_rejects_unknown_fast_path(capsys):
     assert "unknown fast path 'turbo'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--steps", "0"], "--steps must be >= 1, got 0"),
+    (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
+    (["--repeats", "0"], "--repeats must be >= 1, got 0"),
+    (["--block", "-2"], "--block must be >= 0, got -2"),
+    (["--block", "x"], "ganbench bench: argument --block: invalid int value: 'x'"),
+])
+def test_bench_bad_numbers_are_one_line(capsys, args, message):
+    from ganbench.cli import EXIT_USAGE, main
+
+    assert main(["bench", "--config", "configs/sngan.yaml", "--device", "cpu", *args]) == EXIT_USAGE
+    assert capsys.readouterr().err.strip().splitlines() == [f"ganbench: error: {message}"]
+
+
 # --------------------------------------------------------------------------------------- direct steps
 class CountStepHooks(L.Callback):
     """A callback that implements the per-step hooks, so Lightning's full dispatch must be used."""

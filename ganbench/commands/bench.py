@@ -18,7 +18,6 @@ Extra arguments after ``--`` go to the config parser, e.g. ``-- --model.init_arg
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 
 from ganbench import GanbenchError
+from ganbench.commands.evaluate import CommandParser
 
 
 def _sync(device: torch.device) -> None:
@@ -219,7 +219,7 @@ def main(argv: list[str]) -> int:
         argv, overrides = argv[:i], argv[i + 1 :]
     else:
         overrides = []
-    ap = argparse.ArgumentParser(prog="ganbench bench", description=__doc__.splitlines()[0])
+    ap = CommandParser(prog="ganbench bench", description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=20)
@@ -233,6 +233,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--block", type=int, default=25,
                     help="interleave the loops in blocks of this many iterations (0: plain loop first, then ganbench)")
     args = ap.parse_args(argv)
+    for name, low in (("steps", 1), ("warmup", 0), ("repeats", 1), ("block", 0)):
+        if getattr(args, name) < low:
+            raise GanbenchError(f"--{name} must be >= {low}, got {getattr(args, name)}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GanbenchError("--device cuda was asked for but torch sees no CUDA device")
@@ -248,10 +251,6 @@ def main(argv: list[str]) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
-    if args.repeats < 1:
-        raise GanbenchError(f"--repeats must be >= 1, got {args.repeats}")
-    if args.block < 0:
-        raise GanbenchError(f"--block must be >= 0 (0: no interleaving), got {args.block}")
     for mode in modes:
         parts = mode.split("_")
         overrides_m = [x for part in parts for x in MODE_OVERRIDES[part]]
