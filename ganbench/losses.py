@@ -49,14 +49,15 @@ class Objective(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 
-def d_ns(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
+def d_ns(real: Tensor, fake: Tensor, real_target: float | Tensor = 1.0) -> Tensor:
     """Discriminator loss of the original GAN (Goodfellow et al. 2014, eq. 1).
 
     ``BCE(real, real_target) + BCE(fake, 0)`` on logits, i.e.
     ``-E[t log σ(D(x)) + (1-t) log(1-σ(D(x)))] - E[log(1-σ(D(G(z))))]``. ``real_target = 0.9`` is
     one-sided label smoothing (Salimans et al. 2016, §3.4); the fake target always stays 0.
     """
-    return (F.binary_cross_entropy_with_logits(real, torch.full_like(real, real_target))
+    target = real_target.expand_as(real) if torch.is_tensor(real_target) else torch.full_like(real, real_target)
+    return (F.binary_cross_entropy_with_logits(real, target)
             + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
 
 

@@ -12,7 +12,7 @@ makes WGAN-GP diverge to NaN under mixed precision.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -39,27 +39,41 @@ def _input_gradients(D: Critic, x: Tensor) -> Tensor:
     return grad.reshape(grad.shape[0], -1)
 
 
-def _interpolate(real: Tensor, fake: Tensor, generator: torch.Generator | None) -> Tensor:
+def _uniform(shape: tuple[int, ...], like: Tensor, generator: Any) -> Tensor:
+    """``U[0, 1)`` draws from ``generator``: a ``torch.Generator``, None (the global one), or a
+    population's :class:`~ganbench.nn.population.ReplicaRNG` (one stream per replica's rows)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+    return generator.rand(*shape, like=like)
+
+
+def _mean(per_sample: Tensor, replicas: int | None) -> Tensor:
+    """The mean over the batch; with ``replicas``, one mean per replica's rows (a ``(replicas,)`` vector)."""
+    return per_sample.mean() if replicas is None else per_sample.reshape(replicas, -1).mean(1)
+
+
+def _interpolate(real: Tensor, fake: Tensor, generator: Any) -> Tensor:
     """``α·real + (1-α)·fake`` with one ``α ~ U[0, 1)`` per sample."""
     real, fake = _full(real), _full(fake).to(_full(real).dtype)
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    alpha = torch.rand(shape, generator=generator, device=real.device, dtype=real.dtype)
+    alpha = _uniform(shape, real, generator)
     return alpha * real + (1.0 - alpha) * fake
 
 
 def gradient_penalty(D: Critic, real: Tensor, fake: Tensor, center: float = 1.0,
-                     generator: torch.Generator | None = None) -> Tensor:
+                     generator: torch.Generator | None = None, replicas: int | None = None) -> Tensor:
     """WGAN-GP penalty (Gulrajani et al. 2017, eq. 3): ``E_x̂[(‖∇D(x̂)‖₂ - center)²]``.
 
     ``x̂ = αx + (1-α)G(z)`` with ``α ~ U[0, 1)`` drawn per sample from ``generator``. The graph is
-    kept (``create_graph=True``) so the penalty back-propagates into D's parameters.
+    kept (``create_graph=True``) so the penalty back-propagates into D's parameters. ``replicas``
+    (a population's folded batch) gives one value per replica.
     """
     norms = _input_gradients(D, _interpolate(real, fake, generator)).norm(2, dim=1)
-    return (norms - center).pow(2).mean()
+    return _mean((norms - center).pow(2), replicas)
 
 
 def dragan_penalty(D: Critic, real: Tensor, k: float = 1.0, c: float = 0.5,
-                   generator: torch.Generator | None = None) -> Tensor:
+                   generator: torch.Generator | None = None, replicas: int | None = None) -> Tensor:
     """DRAGAN penalty (Kodali et al. 2017, §4): ``E[(‖∇D(x̃)‖₂ - k)²]`` around the data.
 
     As in the authors' reference code, the real batch is perturbed to ``x_p = x + c·std(x)·u`` with
@@ -67,23 +81,33 @@ def dragan_penalty(D: Critic, real: Tensor, k: float = 1.0, c: float = 0.5,
     evaluated at ``x̃ = αx + (1-α)x_p``, ``α ~ U[0, 1)`` per sample.
     """
     real = _full(real)
-    u = torch.rand(real.shape, generator=generator, device=real.device, dtype=real.dtype)
-    perturbed = real + c * real.std(correction=0) * u
-    return gradient_penalty(D, real, perturbed, center=k, generator=generator)
+    u = _uniform(tuple(real.shape), real, generator)
+    perturbed = real + c * _batch_std(real, generator) * u
+    return gradient_penalty(D, real, perturbed, center=k, generator=generator, replicas=replicas)
 
 
-def r1_penalty(D: Critic, real: Tensor) -> Tensor:
+def _batch_std(real: Tensor, generator: Any) -> Tensor:
+    """The population std over the whole batch, per replica when ``generator`` is a population's."""
+    n = len(generator) if generator is not None and not isinstance(generator, torch.Generator) else 1
+    if n == 1:
+        return real.std(correction=0)
+    rows = real.reshape(n, -1)
+    std = rows.std(dim=1, correction=0)
+    return std.repeat_interleave(real.shape[0] // n).reshape(-1, *([1] * (real.dim() - 1)))
+
+
+def r1_penalty(D: Critic, real: Tensor, replicas: int | None = None) -> Tensor:
     """R1 penalty (Mescheder et al. 2018, eq. 9, without the γ/2): ``E_x[‖∇D(x)‖₂²]`` on real data."""
-    return _input_gradients(D, real).pow(2).sum(dim=1).mean()
+    return _mean(_input_gradients(D, real).pow(2).sum(dim=1), replicas)
 
 
-def r2_penalty(D: Critic, fake: Tensor) -> Tensor:
+def r2_penalty(D: Critic, fake: Tensor, replicas: int | None = None) -> Tensor:
     """R2 penalty (Mescheder et al. 2018, eq. 10, without the γ/2): ``E[‖∇D(G(z))‖₂²]`` on generated data."""
-    return _input_gradients(D, fake).pow(2).sum(dim=1).mean()
+    return _mean(_input_gradients(D, fake).pow(2).sum(dim=1), replicas)
 
 
 def lipschitz_penalty(D: Critic, real: Tensor, fake: Tensor, center: float = 1.0,
-                      generator: torch.Generator | None = None) -> Tensor:
+                      generator: torch.Generator | None = None, replicas: int | None = None) -> Tensor:
     """One-sided Lipschitz penalty (Petzka et al. 2018, WGAN-LP):
     ``E_x̂[max(0, ‖∇D(x̂)‖₂ - center)²]`` on the interpolates of :func:`gradient_penalty`.
 
@@ -91,7 +115,7 @@ def lipschitz_penalty(D: Critic, real: Tensor, fake: Tensor, center: float = 1.0
     the Loss-Sensitive GAN (Qi 2017) in place of weight decay.
     """
     norms = _input_gradients(D, _interpolate(real, fake, generator)).norm(2, dim=1)
-    return torch.relu(norms - center).pow(2).mean()
+    return _mean(torch.relu(norms - center).pow(2), replicas)
 
 
 @torch.no_grad()
@@ -101,34 +125,34 @@ def clip_weights_(module: nn.Module, c: float) -> None:
         p.clamp_(-c, c)
 
 
-def no_penalty(D: Critic, real: Tensor, fake: Tensor) -> Tensor:
+def no_penalty(D: Critic, real: Tensor, fake: Tensor, generator: Any = None, replicas: int | None = None) -> Tensor:
     """The absent penalty: a float32 zero on ``real``'s device."""
-    return torch.zeros((), device=real.device, dtype=torch.float32)
+    return torch.zeros(() if replicas is None else (replicas,), device=real.device, dtype=torch.float32)
 
 
-def _gp(D: Critic, real: Tensor, fake: Tensor) -> Tensor:
+def _gp(D: Critic, real: Tensor, fake: Tensor, generator: Any = None, replicas: int | None = None) -> Tensor:
     """``gradient_penalty(D, real, fake)``."""
-    return gradient_penalty(D, real, fake)
+    return gradient_penalty(D, real, fake, generator=generator, replicas=replicas)
 
 
-def _dragan(D: Critic, real: Tensor, fake: Tensor) -> Tensor:
+def _dragan(D: Critic, real: Tensor, fake: Tensor, generator: Any = None, replicas: int | None = None) -> Tensor:
     """``dragan_penalty(D, real)``; ``fake`` is unused."""
-    return dragan_penalty(D, real)
+    return dragan_penalty(D, real, generator=generator, replicas=replicas)
 
 
-def _r1(D: Critic, real: Tensor, fake: Tensor) -> Tensor:
+def _r1(D: Critic, real: Tensor, fake: Tensor, generator: Any = None, replicas: int | None = None) -> Tensor:
     """``r1_penalty(D, real)``; ``fake`` is unused."""
-    return r1_penalty(D, real)
+    return r1_penalty(D, real, replicas)
 
 
-def _r2(D: Critic, real: Tensor, fake: Tensor) -> Tensor:
+def _r2(D: Critic, real: Tensor, fake: Tensor, generator: Any = None, replicas: int | None = None) -> Tensor:
     """``r2_penalty(D, fake)``; ``real`` is unused."""
-    return r2_penalty(D, fake)
+    return r2_penalty(D, fake, replicas)
 
 
-def _lp(D: Critic, real: Tensor, fake: Tensor) -> Tensor:
+def _lp(D: Critic, real: Tensor, fake: Tensor, generator: Any = None, replicas: int | None = None) -> Tensor:
     """``lipschitz_penalty(D, real, fake)``."""
-    return lipschitz_penalty(D, real, fake)
+    return lipschitz_penalty(D, real, fake, generator=generator, replicas=replicas)
 
 
 #: every penalty with the uniform signature ``(D, real, fake) -> Tensor``, keyed by :data:`PenaltyName`

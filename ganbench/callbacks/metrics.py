@@ -54,6 +54,20 @@ class _Interval:
         return due or last
 
 
+def replica_tag(pl_module: Any, k: int) -> str:
+    """The metric-key suffix of replica ``k``: ``/r<k>`` in a population, nothing for one fit."""
+    return f"/r{k}" if getattr(pl_module, "population", 1) > 1 else ""
+
+
+@torch.no_grad()
+def replica_samples(pl_module: Any, n: int, seed: int, ema: bool) -> list[Tensor]:
+    """``n`` samples of every replica (one tensor each, on the CPU, float32), all replicas on the
+    same latents drawn with ``seed``."""
+    replicas = getattr(pl_module, "population", 1)
+    chunks = [c.float().cpu().reshape(replicas, -1, *c.shape[1:]) for c in generate(pl_module, n, 4096, seed, ema)]
+    return list(torch.cat(chunks, dim=1).unbind(0))
+
+
 def _datamodule(trainer: L.Trainer) -> Any:
     dm = getattr(trainer, "datamodule", None)
     if dm is None:
@@ -109,6 +123,9 @@ class ImageMetrics(L.Callback):
         self._interval = _Interval(every_n_steps)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if getattr(pl_module, "population", 1) > 1:
+            raise GanbenchError("model.population > 1: image metrics are computed per fit, not per replica yet; "
+                                "set --run.metrics_every 0 (toy data get per-replica metrics)")
         if stage != "fit" or self.suite is not None:
             return
         dm = _datamodule(trainer)
@@ -237,32 +254,37 @@ class ToyMetrics(L.Callback):
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """The metrics of every replica (keys ``…/r<k>`` for a population, plain for one fit)."""
         dm = _datamodule(trainer)
         mixture = dm.mixture
-        fake = torch.cat(list(generate(pl_module, self.n_fake, 4096, self.seed, self.ema))).float().cpu()
-        mm = mode_metrics(fake, mixture.centers, mixture.std, self.threshold)
         n_w1 = min(self.n_fake, self.w1_samples)
         real = dm.real_samples(n_w1, split="test", seed=self.seed).float().cpu()
-        values = {
-            "val/modes_covered": mm["modes_covered"],
-            "val/high_quality_frac": mm["high_quality_frac"],
-            "val/kl_modes": mm["kl_to_uniform"],
-            "val/w1_exact": w1_exact(fake[:n_w1], real),
-        }
+        values: dict[str, float] = {}
+        fakes = replica_samples(pl_module, self.n_fake, self.seed, self.ema)
+        for k, fake in enumerate(fakes):
+            mm = mode_metrics(fake, mixture.centers, mixture.std, self.threshold)
+            tag = replica_tag(pl_module, k)
+            values.update({
+                f"val/modes_covered{tag}": mm["modes_covered"],
+                f"val/high_quality_frac{tag}": mm["high_quality_frac"],
+                f"val/kl_modes{tag}": mm["kl_to_uniform"],
+                f"val/w1_exact{tag}": w1_exact(fake[:n_w1], real),
+            })
+            if self.save_images and trainer.is_global_zero:
+                step = trainer.global_step
+                sub = "samples" if not tag else f"samples/{tag[1:]}"
+                path = toy_scatter(
+                    real,
+                    fake,
+                    run_dir(trainer) / sub / f"toy_step_{step:07d}.png",
+                    title=f"step {step}{tag.replace('/', ' ')}: {int(mm['modes_covered'])}/{mixture.num_modes} modes",
+                    centers=mixture.centers,
+                )
+                for logger in trainer.loggers:
+                    if hasattr(logger, "log_image"):
+                        logger.log_image(key=f"val/toy_scatter{tag}", images=[str(path)], step=step)
         for key, value in values.items():
             pl_module.log(key, value)
-        if self.save_images and trainer.is_global_zero:
-            step = trainer.global_step
-            path = toy_scatter(
-                real,
-                fake,
-                run_dir(trainer) / "samples" / f"toy_step_{step:07d}.png",
-                title=f"step {step}: {int(mm['modes_covered'])}/{len(mixture.centers)} modes",
-                centers=mixture.centers,
-            )
-            for logger in trainer.loggers:
-                if hasattr(logger, "log_image"):
-                    logger.log_image(key="val/toy_scatter", images=[str(path)], step=step)
         return values
 
 
@@ -294,6 +316,15 @@ def grad_norm(optimizer: Any) -> float:
     return float(torch.nn.utils.get_total_norm(grads))
 
 
+def replica_grad_norms(optimizer: Any, replicas: int) -> list[float]:
+    """The gradient norm of each replica's slice of a population's stacked parameters."""
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not params:
+        return [0.0] * replicas
+    sq = torch.stack([p.grad.detach().float().reshape(replicas, -1).pow(2).sum(1) for p in params]).sum(0)
+    return sq.sqrt().tolist()
+
+
 class Diagnostics(L.Callback):
     """Gradient norms of G and D, spectral-norm sigma per layer, and a collapse flag on toys.
 
@@ -316,13 +347,19 @@ class Diagnostics(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if not self._interval.due(trainer.global_step):
             return
+        replicas = getattr(pl_module, "population", 1)
         for which, optimizer in zip("gd", trainer.optimizers):
-            pl_module.log(f"diag/grad_norm_{which}", grad_norm(optimizer))
-        for net in ("generator", "discriminator"):
-            for layer, sigma in spectral_sigmas(getattr(pl_module, net)).items():
-                pl_module.log(f"diag/sn_sigma/{net}.{layer}", sigma)
+            if replicas == 1:
+                pl_module.log(f"diag/grad_norm_{which}", grad_norm(optimizer))
+                continue
+            for k, norm in enumerate(replica_grad_norms(optimizer, replicas)):
+                pl_module.log(f"diag/grad_norm_{which}/r{k}", norm)
+        if replicas == 1:  # (a population's stacked spectral norms have no per-layer module to read)
+            for net in ("generator", "discriminator"):
+                for layer, sigma in spectral_sigmas(getattr(pl_module, net)).items():
+                    pl_module.log(f"diag/sn_sigma/{net}.{layer}", sigma)
         dm = getattr(trainer, "datamodule", None)
-        if dm is not None and getattr(dm, "is_toy", False):
-            fake = torch.cat(list(generate(pl_module, self.n_collapse, 4096, 0, ema=False))).float().cpu()
-            covered = mode_metrics(fake, dm.mixture.centers, dm.mixture.std)["modes_covered"]
-            pl_module.log("diag/collapse", float(covered < len(dm.mixture.centers) / 2))
+        if dm is not None and getattr(dm, "mixture", None) is not None:
+            for k, fake in enumerate(replica_samples(pl_module, self.n_collapse, 0, ema=False)):
+                covered = mode_metrics(fake, dm.mixture.centers, dm.mixture.std)["modes_covered"]
+                pl_module.log(f"diag/collapse{replica_tag(pl_module, k)}", float(covered < len(dm.mixture.centers) / 2))

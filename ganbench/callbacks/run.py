@@ -30,6 +30,23 @@ def _scalar(v: Any) -> Any:
     return v
 
 
+def replica_summaries(pl_module, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """``[{replica, seed, status, g_steps, metrics}, …]`` of a population: each replica's own
+    ``…/r<k>`` metrics under their plain keys; a diverged replica's status, step and reason."""
+    out = []
+    for k, seed in enumerate(pl_module.replica_seeds):
+        tag = f"/r{k}"
+        metrics = {key[: -len(tag)]: v for key, v in summary["metrics"].items() if key.endswith(tag)}
+        div = pl_module.replica_divergence[k]
+        entry: dict[str, Any] = {"replica": k, "seed": seed,
+                                 "status": "diverged" if div else summary["status"],
+                                 "g_steps": div["step"] if div else summary["g_steps"], "metrics": metrics}
+        if div:
+            entry["divergence"] = div
+        out.append(entry)
+    return out
+
+
 class RunSummary(L.Callback):
     """Writes ``<run>/summary.json``: status, G iterations, wall time, final metrics and protocol.
 
@@ -77,6 +94,8 @@ class RunSummary(L.Callback):
         }
         if getattr(pl_module, "divergence", None):
             summary["divergence"] = pl_module.divergence
+        if getattr(pl_module, "population", 1) > 1:
+            summary["replicas"] = replica_summaries(pl_module, summary)
         if error and status != "diverged":
             summary["error"] = error
         write_json_atomic(Path(trainer.default_root_dir) / self.filename, summary)

@@ -39,6 +39,7 @@ class SampleGrid(L.Callback):
         out.parent.mkdir(parents=True, exist_ok=True)
         fake, ncol = pl_module.grid_images()
         fake = fake.float().cpu()
+        replicas = getattr(pl_module, "population", 1)
         if fake.dim() == 2:
             real = None
             dm = trainer.datamodule
@@ -46,7 +47,12 @@ class SampleGrid(L.Callback):
                 real = dm.real_samples(2000, seed=0)
             fake_many = pl_module.sample(2000, z=torch.randn(2000, pl_module.latent_dim,
                                                              generator=torch.Generator().manual_seed(0)))
-            save_scatter(out, fake_many.float().cpu(), real, title=f"step {step}")
+            panels = fake_many.float().cpu().reshape(replicas, -1, fake_many.shape[-1])
+            titles = [f"step {step}" + (f" r{k}" if replicas > 1 else "") for k in range(replicas)]
+            save_scatter(out, list(panels.unbind(0)), real, title=titles)
+        elif replicas > 1:  # one row per replica: the first samples of each on the same latents
+            per = fake.reshape(replicas, -1, *fake.shape[1:])[:, :16]
+            save_grid(out, per.reshape(-1, *fake.shape[1:]), nrow=per.shape[1])
         else:
             save_grid(out, fake, nrow=ncol)
         for logger in trainer.loggers:
@@ -62,20 +68,32 @@ def save_grid(path: Path | str, images: torch.Tensor, nrow: int = 8) -> None:
     save_image(images, str(path), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
 
 
-def save_scatter(path: Path | str, fake: torch.Tensor, real: torch.Tensor | None = None, title: str = "") -> None:
-    """Scatter plot of generated (and real) 2-D points."""
+def save_scatter(path: Path | str, fake: torch.Tensor | list[torch.Tensor], real: torch.Tensor | None = None,
+                 title: str | list[str] = "") -> None:
+    """Scatter plot of generated (and real) 2-D points; a list of generated sets (a population's
+    replicas) gives one panel each, on a grid."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-    if real is not None:
-        ax.scatter(real[:, 0], real[:, 1], s=2, c="tab:blue", alpha=0.4, label="real")
-    ax.scatter(fake[:, 0], fake[:, 1], s=2, c="tab:red", alpha=0.4, label="generated")
-    ax.set_aspect("equal")
-    ax.legend(loc="upper right", markerscale=4, fontsize=7)
-    ax.set_title(title, fontsize=9)
+    fakes = fake if isinstance(fake, list) else [fake]
+    titles = title if isinstance(title, list) else [title]
+    cols = math.ceil(math.sqrt(len(fakes)))
+    rows = math.ceil(len(fakes) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), dpi=100, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(fakes):
+            ax.axis("off")
+            continue
+        if real is not None:
+            ax.scatter(real[:, 0], real[:, 1], s=2, c="tab:blue", alpha=0.4, label="real")
+        ax.scatter(fakes[i][:, 0], fakes[i][:, 1], s=2, c="tab:red", alpha=0.4, label="generated")
+        ax.set_aspect("equal")
+        ax.legend(loc="upper right", markerscale=4, fontsize=7)
+        ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

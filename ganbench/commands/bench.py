@@ -40,6 +40,7 @@ def build(config: str, overrides: list[str]):
     from ganbench.cli import GanbenchCLI
 
     cli = GanbenchCLI(args=["--config", config, "--run.wandb", "false", *overrides], run=False)
+    cli.model.fit_max_steps = cli.trainer.max_steps  # the fit length the config asks for (fits/hour)
     return cli.model, cli.datamodule
 
 
@@ -49,47 +50,43 @@ def random_batches(model, dm, device: torch.device, n: int = 4) -> torch.Tensor:
 
 
 class PlainLoop:
-    """The hand-written reference: n_critic D updates then one G update, nothing else.
+    """The reference: the module's own :meth:`~ganbench.models.base.GANModule.iteration` — the same
+    losses, penalties, tricks, EMA and optimizers as the fit — run with plain ``backward``/``step``
+    and nothing of Lightning around it, on a copy of the model. It cannot do less work than the real
+    path, so the ratio measures what Lightning's loop and ganbench's executor add.
 
-    Own copies of the model's networks and optimizers; ``run(n)`` times ``n`` iterations (with a
-    device synchronization at both ends), each on the next real batch of ``data``."""
+    ``run(n)`` times ``n`` iterations (with a device synchronization at both ends), each on the next
+    real batch of ``data``."""
 
     def __init__(self, model, data: torch.Tensor, batch_size: int, device: torch.device, mode: str = "eager"):
         parts = mode.split("_")
-        g, d = copy.deepcopy(model.generator).to(device), copy.deepcopy(model.discriminator).to(device)
+        m = copy.deepcopy(model).to(device)
+        m._direct_steps = True
         if "cl" in parts:
-            g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
+            m.generator.to(memory_format=torch.channels_last)
+            m.discriminator.to(memory_format=torch.channels_last)
             data = data.contiguous(memory_format=torch.channels_last)
+        if "compile" in parts:
+            m.generator.compile()
+            m.discriminator.compile()
         graph = "graph" in parts
-        g_opt = model._make_optimizer(model.optimizer_factories[0], g.parameters(), "g_optimizer")
-        d_opt = model._make_optimizer(model.optimizer_factories[1], d.parameters(), "d_optimizer")
+        g_opt, d_opt = m.configure_optimizers()
         for opt in (g_opt, d_opt):
             for group in opt.param_groups:
                 if graph and "capturable" in group:
                     group["capturable"] = True
-        gf, df = (torch.compile(g), torch.compile(d)) if "compile" in parts else (g, d)
         amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in parts)
-        obj, n_critic, nz = model.objective, model.n_critic, model.latent_dim
-        g_bs = model.cfg.g_batch_size or batch_size
+        n_critic = m.n_critic
         self.static = data[: batch_size * n_critic].clone()
-        chunks = self.static.split(batch_size)
+        labels = torch.zeros(len(self.static), dtype=torch.long, device=device)
+        chunks = m.split_batch((self.static, labels))
+        if m.population > 1:  # split_batch repeated the batch per replica: copy into the chunks' storage
+            self.static_chunks = chunks
 
         def iteration() -> None:
-            for x in chunks:
-                with amp:
-                    with torch.no_grad():
-                        fake = gf(torch.randn(batch_size, nz, device=device))
-                    ld = obj.d(df(x).float(), df(fake).float())
-                d_opt.zero_grad(set_to_none=True)
-                ld.backward()
-                d_opt.step()
-            with amp:
-                lg = obj.g(df(gf(torch.randn(g_bs, nz, device=device))).float())
-            g_opt.zero_grad(set_to_none=True)
-            lg.backward()
-            g_opt.step()
+            m.iteration(chunks, g_opt, d_opt, lightning=False, autocast=amp)
 
-        self.batches, self.device, self.done = data.split(batch_size * n_critic), device, 0
+        self.batches, self.device, self.done, self.model = data.split(batch_size * n_critic), device, 0, m
         self.iteration = iteration
         if graph:
             side = torch.cuda.Stream()
@@ -102,8 +99,13 @@ class PlainLoop:
             d_opt.zero_grad(set_to_none=True)
             cuda_graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(cuda_graph):
-                iteration()
-            self.iteration = cuda_graph.replay
+                m.iteration(chunks, g_opt, d_opt, lightning=False, autocast=amp, finish=False)
+
+            def replay() -> None:  # as the module's graph step: EMA and schedulers after the replay
+                cuda_graph.replay()
+                m.after_g_step()
+
+            self.iteration = replay
 
     def run(self, n: int) -> float:
         """Seconds for ``n`` iterations."""
@@ -111,6 +113,9 @@ class PlainLoop:
         t0 = time.perf_counter()
         for _ in range(n):
             self.static.copy_(self.batches[self.done % len(self.batches)])  # a fresh real batch, as a loader gives
+            if self.model.population > 1:
+                for (x, _), src in zip(self.static_chunks, self.static.chunk(self.model.n_critic)):
+                    x.copy_(src.repeat(self.model.population, *([1] * (src.dim() - 1))))
             self.iteration()
             self.done += 1
         _sync(self.device)
@@ -232,8 +237,11 @@ def main(argv: list[str]) -> int:
                     help="add the per-step callbacks of ganbench fit (progress bar, diagnostics, resume state)")
     ap.add_argument("--block", type=int, default=25,
                     help="interleave the loops in blocks of this many iterations (0: plain loop first, then ganbench)")
+    ap.add_argument("--population", type=int, default=1,
+                    help="also measure a population of this many replicas against one fit: fit-G-iterations/s "
+                         "and fits/hour of both, in the same run")
     args = ap.parse_args(argv)
-    for name, low in (("steps", 1), ("warmup", 0), ("repeats", 1), ("block", 0)):
+    for name, low in (("steps", 1), ("warmup", 0), ("repeats", 1), ("block", 0), ("population", 1)):
         if getattr(args, name) < low:
             raise GanbenchError(f"--{name} must be >= {low}, got {getattr(args, name)}")
     device = torch.device(args.device)
@@ -251,30 +259,53 @@ def main(argv: list[str]) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
+    populations = [1, args.population] if args.population > 1 else [1]
     for mode in modes:
-        parts = mode.split("_")
-        overrides_m = [x for part in parts for x in MODE_OVERRIDES[part]]
-        precision = "bf16-mixed" if "bf16" in parts else "32-true"
-        plains, ours = [], []
-        for _ in range(args.repeats):
-            model, dm = build(args.config, [*overrides, *overrides_m])
-            torch.manual_seed(0)
-            data = random_batches(model, dm, device)
-            plain = PlainLoop(model, data, dm.batch_size, device, mode)
-            run = ganbench_loop(model, data, args.steps, args.warmup, dm.batch_size, device, plain, args.block,
-                                precision, run_callbacks() if args.run_callbacks else [])
-            plains.append(run["plain"])
-            ours.append(run["ganbench"])
-        ratios = [o / p for o, p in zip(ours, plains)]
-        result: dict[str, Any] = {
-            "mode": mode, "config": args.config, "tf32": args.tf32, "steps": args.steps,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "precision": run["precision"], "batch_size": dm.batch_size,
-            "n_critic": model.n_critic,
-            "plain_g_it_per_s": round(statistics.median(plains), 3),
-            "ganbench_g_it_per_s": round(statistics.median(ours), 3),
-            "ratio": round(statistics.median(ratios), 3), "block": args.block, "run_callbacks": args.run_callbacks}
-        if args.repeats > 1:
-            result["ratios"] = [round(r, 3) for r in ratios]
-        print(json.dumps(result), flush=True)
+        per_population = {}
+        for population in populations:
+            per_population[population] = measure(
+                args, mode, [*overrides, "--model.init_args.population", str(population)], device)
+            print(json.dumps(per_population[population]), flush=True)
+        if args.population > 1:
+            one, pop = per_population[1], per_population[args.population]
+            fit_rate = args.population * pop["ganbench_g_it_per_s"]
+            print(json.dumps({
+                "mode": mode, "config": args.config, "population": args.population,
+                "device": one["device"], "torch": torch.__version__,
+                "one_fit_g_it_per_s": one["ganbench_g_it_per_s"],
+                "population_fit_g_it_per_s": round(fit_rate, 3),
+                "speedup": round(fit_rate / one["ganbench_g_it_per_s"], 3),
+                "fits_per_hour_one": round(3600 * one["ganbench_g_it_per_s"] / one["max_steps"], 3),
+                "fits_per_hour_population": round(3600 * fit_rate / one["max_steps"], 3),
+                "fit_length_g_steps": one["max_steps"]}), flush=True)
     return 0
+
+
+def measure(args, mode: str, overrides: list[str], device: torch.device) -> dict[str, Any]:
+    """One (plain, ganbench) measurement of ``mode`` (medians over ``--repeats``) as a JSON-able dict."""
+    parts = mode.split("_")
+    overrides_m = [x for part in parts for x in MODE_OVERRIDES[part]]
+    precision = "bf16-mixed" if "bf16" in parts else "32-true"
+    plains, ours = [], []
+    for _ in range(args.repeats):
+        model, dm = build(args.config, [*overrides, *overrides_m])
+        torch.manual_seed(0)
+        data = random_batches(model, dm, device)
+        plain = PlainLoop(model, data, dm.batch_size, device, mode)
+        run = ganbench_loop(model, data, args.steps, args.warmup, dm.batch_size, device, plain, args.block,
+                            precision, run_callbacks() if args.run_callbacks else [])
+        plains.append(run["plain"])
+        ours.append(run["ganbench"])
+    ratios = [o / p for o, p in zip(ours, plains)]
+    result: dict[str, Any] = {
+        "mode": mode, "config": args.config, "population": model.population, "tf32": args.tf32, "steps": args.steps,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "precision": run["precision"], "batch_size": dm.batch_size,
+        "n_critic": model.n_critic,
+        "plain_g_it_per_s": round(statistics.median(plains), 3),
+        "ganbench_g_it_per_s": round(statistics.median(ours), 3),
+        "ratio": round(statistics.median(ratios), 3), "block": args.block, "run_callbacks": args.run_callbacks,
+        "max_steps": int(model.fit_max_steps)}
+    if args.repeats > 1:
+        result["ratios"] = [round(r, 3) for r in ratios]
+    return result

@@ -2,9 +2,14 @@
 
 A family (``ganbench.models.*``) is a thin subclass that picks its objective, penalty, networks and
 defaults, and overrides :meth:`GANModule.d_loss` / :meth:`GANModule.g_loss` only where its paper
-differs. The base owns manual optimization (``toggled_optimizer``, ``manual_backward``,
-``clip_gradients``), n_critic, separate G/D optimizers (TTUR), EMA of G, instance noise, label
-smoothing, historical averaging, feature matching, step counting and divergence detection.
+differs. The base owns manual optimization (``manual_backward``, ``clip_gradients``), n_critic,
+separate G/D optimizers (TTUR), EMA of G, instance noise, label smoothing, historical averaging,
+feature matching, step counting, divergence detection and populations (N replicas in one step).
+
+**One step, several executors.** :meth:`GANModule.iteration` is the only place the D/G update
+sequence is written. The eager ``training_step`` runs it through Lightning's manual optimization;
+the CUDA-graph step captures it with plain ``backward``/``step``; ``ganbench bench`` times it with
+nothing of Lightning around it as the reference for the real path.
 
 **Step semantics.** One ``training_step`` is one *generator iteration*: ``n_critic`` discriminator
 updates (each on its own slice of the batch) followed by one generator update. Only the generator
@@ -25,6 +30,7 @@ profiler, DDP, mixed precision) gets Lightning's full path, unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from collections.abc import Callable
@@ -46,6 +52,7 @@ from ganbench.losses import LOSSES, LossName
 from ganbench.nn import DISCRIMINATORS, GENERATORS, Arch
 from ganbench.nn.common import Minibatch
 from ganbench.nn.norms import BATCH_DEPENDENT, Norm
+from ganbench.nn.population import ReplicaRNG
 from ganbench.regularizers import PENALTIES, PenaltyName
 
 DArch = Literal["same", "cnn", "resnet", "dcgan", "mlp", "patch"]
@@ -87,6 +94,14 @@ class GANModule(L.LightningModule):
         channels_last: NHWC memory format for G, D and the real batches (faster convolutions on
             tensor cores, especially with ``--trainer.precision bf16-mixed``).
         compile: ``torch.compile`` G and D (in place: checkpoints keep their keys).
+        population: train this many independent replicas in one batched step (see
+            :mod:`ganbench.nn.population`): replica ``r`` is the fit with seed ``seed_everything + r``
+            — its own initial weights, latents, labels, instance noise and penalty draws — with every
+            parameter stacked along a leading replica axis. ``1`` is the ordinary fit, through the
+            same code. The replicas share the data set and its order (``data.seed``).
+        population_overrides: per-replica values of the nuisance a study samples: a list of
+            ``population`` dicts with any of ``g_lr``, ``d_lr``, ``penalty_weight``,
+            ``label_smoothing``, ``instance_noise`` (missing keys keep the run's value).
         cuda_graph: capture one whole G iteration (n_critic D updates + 1 G update, latents drawn
             inside) in one CUDA graph and replay it; needs CUDA, one device, static shapes and a
             family whose step is the base step without Python-side state (see
@@ -140,6 +155,8 @@ class GANModule(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         cuda_graph: bool = False,
+        population: int = 1,
+        population_overrides: list[dict[str, float]] | None = None,
     ):
         args = dict(locals())
         args.pop("self")
@@ -174,8 +191,11 @@ class GANModule(L.LightningModule):
         # factories are kept as given: under LightningCLI, hparams hold their config, not the callable
         self.optimizer_factories = (g_optimizer, d_optimizer)
         self.scheduler_factories = (g_scheduler, d_scheduler)
-        self.generator = self.build_generator()
-        self.discriminator = self.build_discriminator()
+        self.population = population
+        #: replica r's seed: its initial weights are drawn from it, its training draws from a hash of it
+        self.replica_seeds = [torch.initial_seed() + r for r in range(population)]
+        self.generator, self.discriminator = self.build_replicas()
+        self.replica_values = self.check_population(population_overrides)
         self.ema_generator = (
             AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
             if ema_decay > 0 else None)
@@ -189,7 +209,12 @@ class GANModule(L.LightningModule):
         seed_gen = torch.Generator().manual_seed(1234)
         self.register_buffer("fixed_z", torch.randn(n_samples, latent_dim, generator=seed_gen))
         self.register_buffer("fixed_y", torch.arange(n_samples) % max(self.num_classes, 1))
-        self.register_buffer("_bad", torch.zeros((), dtype=torch.bool), persistent=False)
+        self.register_buffer("_bad", torch.zeros(population, dtype=torch.bool), persistent=False)
+        #: replicas still training (a diverged replica is frozen: its learning rates become 0)
+        self.alive = [True] * population
+        self.replica_divergence: list[dict[str, Any] | None] = [None] * population
+        self._rng: ReplicaRNG | None = None
+        self._rng_state: list[torch.Tensor] | None = None
         self.status = "running"
         self.divergence: dict[str, Any] | None = None
         self._d_steps = 0
@@ -228,24 +253,153 @@ class GANModule(L.LightningModule):
         return DISCRIMINATORS[d_arch](norm=self.cfg.d_norm, minibatch=self.cfg.minibatch,
                                                   **self.network_kwargs())
 
+    # -------------------------------------------------------------------------------- population
+    #: the step pieces a family may not override and still be batched (they would need to know the
+    #: replica axis); a family that overrides one refuses ``population > 1`` naming it
+    POPULATION_STEP: ClassVar[tuple[str, ...]] = (
+        "training_step", "d_loss", "g_loss", "generate", "penalty", "discriminate", "split_batch", "sample")
+    #: per-replica values a study may set in ``population_overrides``
+    REPLICA_KEYS: ClassVar[tuple[str, ...]] = ("g_lr", "d_lr", "g_beta1", "g_beta2", "d_beta1", "d_beta2",
+                                               "penalty_weight", "label_smoothing", "instance_noise")
+
+    def build_replicas(self) -> tuple[nn.Module, nn.Module]:
+        """G and D of every replica, each built from its own seed, stacked when there are several."""
+        nets = []
+        for seed in self.replica_seeds:
+            torch.manual_seed(seed)
+            nets.append((self.build_generator(), self.build_discriminator()))
+        if self.population == 1:
+            return nets[0]
+        from ganbench.nn.population import stack_modules
+
+        for name in self.POPULATION_STEP:
+            if getattr(type(self), name) is not getattr(GANModule, name):
+                raise GanbenchError(f"model.population={self.population}: the {self.family} family overrides "
+                                    f"{name}(), which cannot be batched; use population 1")
+        return stack_modules([g for g, _ in nets]), stack_modules([d for _, d in nets])
+
+    def check_population(self, overrides: list[dict[str, float]] | None) -> dict[str, torch.Tensor]:
+        """Validate ``population`` and ``population_overrides``; the per-replica values as tensors."""
+        n, h = self.population, self.cfg
+        if n > 1:
+            for key, bad, why in (
+                    ("grad_clip", h.grad_clip > 0, "its norm would be taken over all replicas at once"),
+                    ("cuda_graph", h.cuda_graph, "populations run the eager step")):
+                if bad:
+                    raise GanbenchError(f"model.population={n} cannot be combined with model.{key}: {why}")
+        if overrides is None:
+            return {}
+        if len(overrides) != n:
+            raise GanbenchError(f"model.population_overrides has {len(overrides)} entries; it needs one dict per "
+                                f"replica (model.population={n})")
+        values: dict[str, list[float]] = {}
+        base = {"penalty_weight": h.penalty_weight, "label_smoothing": h.label_smoothing,
+                "instance_noise": h.instance_noise}
+        for r, entry in enumerate(overrides):
+            for key, value in entry.items():
+                if key not in self.REPLICA_KEYS:
+                    raise GanbenchError(f"model.population_overrides[{r}].{key} is not a per-replica setting; "
+                                        f"valid: {', '.join(self.REPLICA_KEYS)}")
+                if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                        or value < 0):
+                    raise GanbenchError(
+                        f"model.population_overrides[{r}].{key} must be a finite number >= 0, got {value!r}")
+                if key in ("label_smoothing", "instance_noise", "penalty_weight"):
+                    _check_ranges({key: value}, f"model.population_overrides[{r}].")
+                if key.endswith(("beta1", "beta2")) and not value < 1:
+                    raise GanbenchError(f"model.population_overrides[{r}].{key} must be in [0, 1), got {value!r}")
+        for key in self.REPLICA_KEYS:
+            if any(key in entry for entry in overrides):
+                # a replica without the key keeps the run's value (NaN: the optimizer's, filled in later)
+                values[key] = [float(entry.get(key, base.get(key, math.nan))) for entry in overrides]
+        if "label_smoothing" in values and h.loss not in ("ns", "minimax"):
+            raise GanbenchError("model.population_overrides: label_smoothing needs model.loss ns or minimax")
+        return {k: torch.tensor(v) for k, v in values.items()}
+
+    @property
+    def rng(self) -> ReplicaRNG:
+        """The replicas' random streams (latents, labels, instance noise, penalty draws), on the
+        module's device; seeded from each replica's seed and the data-parallel rank."""
+        device = self.fixed_z.device
+        if self._rng is None or self._rng.generators[0].device != device:
+            from ganbench.data.loader import mix_seed
+
+            rank = self.global_rank if self._trainer is not None else 0
+            self._rng = ReplicaRNG([mix_seed(seed, rank) for seed in self.replica_seeds], device)
+            if self._rng_state is not None:
+                self._rng.load_state_dict(self._rng_state)
+                self._rng_state = None
+        return self._rng
+
+    def rows(self, n: int) -> int:
+        """Rows of a folded batch holding ``n`` samples for each replica."""
+        return n * self.population
+
+    def per_replica(self, fn: Callable[..., torch.Tensor], *args: torch.Tensor | None,
+                    **kwargs: Any) -> torch.Tensor:
+        """``fn`` (a loss of D's outputs) evaluated on each replica's rows: a ``(population,)`` vector.
+
+        ``args`` are folded ``(N·B, ...)`` tensors (or None); keyword values that are tensors of shape
+        ``(N,)`` are given to replica r as their r-th entry. With one replica it is ``fn`` itself."""
+        n = self.population
+        if n == 1:
+            kw = {k: (v[0].item() if torch.is_tensor(v) else v) for k, v in kwargs.items()}
+            return fn(*args, **kw).reshape(1)
+        from ganbench.nn.population import replica_rows
+
+        tensors = {k: v for k, v in kwargs.items() if torch.is_tensor(v)}
+        fixed = {k: v for k, v in kwargs.items() if not torch.is_tensor(v)}
+        names = list(tensors)
+        views = [None if a is None else replica_rows(a, n) for a in args]
+
+        def one(*xs):
+            return fn(*xs[: len(views)], **fixed, **dict(zip(names, xs[len(views):])))
+
+        in_dims = tuple(None if v is None else 0 for v in views) + (0,) * len(names)
+        return torch.func.vmap(one, in_dims=in_dims)(*views, *(tensors[k].to(args[0].device) for k in names))
+
+    def replica_value(self, key: str, default: float) -> float | torch.Tensor:
+        """A per-replica setting: a ``(population,)`` tensor when overridden, else the run's value."""
+        value = self.replica_values.get(key)
+        return default if value is None else value.to(self.fixed_z.device)
+
+    def replica_rows_of(self, value: float | torch.Tensor, x: torch.Tensor) -> float | torch.Tensor:
+        """A per-replica value broadcast over the rows (and trailing dims) of a folded batch ``x``."""
+        if not torch.is_tensor(value):
+            return value
+        return value.to(x.dtype).repeat_interleave(x.shape[0] // self.population).reshape(
+            -1, *([1] * (x.dim() - 1)))
+
     # ----------------------------------------------------------------------------------- sampling
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` latents: from ``generator`` when given (evaluation: the same latents for every
+        replica), else from the replicas' training streams (``n`` rows of a folded batch)."""
+        if generator is None:
+            return self.rng.randn(n, self.latent_dim, like=self.fixed_z)
         return torch.randn(n, self.latent_dim, device=self.fixed_z.device, dtype=self.fixed_z.dtype,
                            generator=generator)
 
     def sample_labels(self, n: int) -> torch.Tensor | None:
         if self.num_classes == 0:
             return None
-        return torch.randint(self.num_classes, (n,), device=self.fixed_z.device)
+        return self.rng.randint(self.num_classes, n, self.fixed_z.device)
 
     @torch.no_grad()
     def sample(self, n: int, z: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                ema: bool = True) -> torch.Tensor:
-        """``n`` samples from G (the EMA copy when present and ``ema``), in eval mode, without grad."""
+        """``n`` samples from G (the EMA copy when present and ``ema``), in eval mode, without grad.
+
+        A population returns ``population × n`` rows, replica by replica, every replica on the same
+        ``z`` (``n`` fresh latents per replica when ``z`` is None)."""
         net = self.ema_generator.module if (ema and self.ema_generator is not None) else self.generator
-        z = self.sample_latent(n) if z is None else z.to(self.fixed_z.device, self.fixed_z.dtype)
+        if z is None:
+            z = self.sample_latent(self.rows(n))
+        else:
+            z = z.to(self.fixed_z.device, self.fixed_z.dtype).repeat(self.population, 1)
         if labels is None:
-            labels = self.sample_labels(n)
+            labels = self.sample_labels(len(z))
+        elif self.population > 1:
+            labels = labels.repeat(self.population)
         was_training = net.training
         net.eval()
         try:
@@ -271,16 +425,21 @@ class GANModule(L.LightningModule):
         from ganbench.tricks import instance_noise_sigma
 
         h = self.cfg
-        if h.instance_noise <= 0:
+        sigma0 = self.replica_value("instance_noise", h.instance_noise)
+        if not torch.is_tensor(sigma0) and sigma0 <= 0:
             return 0.0
         if h.instance_noise_steps <= 0:
-            return h.instance_noise
-        return instance_noise_sigma(self.global_step, h.instance_noise, h.instance_noise_steps)
+            return sigma0
+        # the schedule is linear in σ0: the annealed σ of every replica is its σ0 times that of 1
+        return sigma0 * instance_noise_sigma(self.global_step, 1.0, h.instance_noise_steps)
 
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What D sees: the sample plus annealed instance noise when enabled."""
+        """What D sees: the sample plus annealed instance noise when enabled (σ per replica when a
+        population overrides it)."""
         sigma = self.noise_sigma()
-        return x + sigma * torch.randn_like(x) if sigma > 0 else x
+        if not torch.is_tensor(sigma):
+            return x + sigma * self.rng.randn_like(x) if sigma > 0 else x
+        return x + self.replica_rows_of(sigma, x) * self.rng.randn_like(x)
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """D's scores in fp32, so losses are reduced in fp32 even under bf16 autocast."""
@@ -291,25 +450,35 @@ class GANModule(L.LightningModule):
         h = self.cfg
         if h.penalty == "none" or self._d_steps % h.penalty_every:
             return real.new_zeros(())
-        value = self.penalty_fn(lambda x: self.discriminator(x, labels), real, fake)
-        self._penalty_value = value.detach()
-        return h.penalty_weight * h.penalty_every * value
+        weight = self.replica_value("penalty_weight", h.penalty_weight)
+        if self.population == 1 and not torch.is_tensor(weight):
+            value = self.penalty_fn(lambda x: self.discriminator(x, labels), real, fake, generator=self.rng)
+            self._penalty_value = value.detach()
+            return weight * h.penalty_every * value
+        # per-sample penalties of disjoint replicas: the mean over the folded batch is the mean of the
+        # replicas' means, so each replica's own penalty is the penalty of its rows alone
+        values = self.penalty_fn(lambda x: self.discriminator(x, labels), real, fake, generator=self.rng,
+                                 replicas=self.population)
+        self._penalty_value = values.detach()
+        weight = weight if torch.is_tensor(weight) else torch.full_like(values, weight)
+        return weight * h.penalty_every * values
 
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """D's loss on one real batch; returns (loss, values to log)."""
         with torch.no_grad():
             fake = self.generate(len(real), labels)
         d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
-        kw = {"real_target": 1.0 - self.cfg.label_smoothing} if self.cfg.label_smoothing else {}
-        loss = self.objective.d(d_real, d_fake, **kw) + self.penalty(real, fake, labels)
+        smoothing = self.replica_value("label_smoothing", self.cfg.label_smoothing)
+        kw = {"real_target": 1.0 - smoothing} if torch.is_tensor(smoothing) or smoothing else {}
+        losses = self.per_replica(self.objective.d, d_real, d_fake, **kw) + self.penalty(real, fake, labels)
         # per-sample scores: training_step reduces logged values only on the steps that log
-        return loss, {"d_real": d_real.detach(), "d_fake": d_fake.detach()}
+        return losses.sum(), {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_losses": losses.detach()}
 
     # ---------------------------------------------------------------------------------- generator
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """G's loss for one fresh latent batch (``real`` is the last D batch, used by some objectives)."""
         h = self.cfg
-        n = h.g_batch_size or len(real)
+        n = self.rows(h.g_batch_size) if h.g_batch_size else len(real)
         labels = self.sample_labels(n) if labels is not None else None
         fake = self.generate(n, labels)
         need_real = getattr(self.objective, "g_needs_real", False) or h.feature_matching > 0
@@ -321,12 +490,13 @@ class GANModule(L.LightningModule):
             real_labels = labels[: len(real)] if labels is not None else None
             f_real = self.discriminator.features(self.d_input(real), real_labels)
             d_real = self.discriminator.head(f_real, real_labels)
-            loss = self.objective.g(d_fake, d_real) + h.feature_matching * feature_matching_loss(f_real, f_fake)
+            losses = (self.per_replica(self.objective.g, d_fake, d_real)
+                      + h.feature_matching * self.per_replica(feature_matching_loss, f_real, f_fake))
         else:
             d_fake = self.discriminate(fake, labels)
             d_real = self.discriminate(real, labels[: len(real)] if labels is not None else None) if need_real else None
-            loss = self.objective.g(d_fake, d_real)
-        return loss, {}
+            losses = self.per_replica(self.objective.g, d_fake, d_real)
+        return losses.sum(), {"g_losses": losses.detach()}
 
     # ------------------------------------------------------------------------------ optimization
     def _make_optimizer(self, factory: OptimizerCallable | None, params, key: str) -> torch.optim.Optimizer:
@@ -338,10 +508,44 @@ class GANModule(L.LightningModule):
         except (ValueError, TypeError) as err:  # torch.optim validates lr, betas, eps, ... on construction
             raise GanbenchError(f"model.{key}: {err}") from None
 
+    def replica_optimizer(self, opt: torch.optim.Optimizer, player: str) -> torch.optim.Optimizer:
+        """``opt`` itself, or — when ``population_overrides`` set this player's learning rate or betas —
+        the same Adam with those values per replica (:class:`ganbench.optim.PopulationAdam`)."""
+        keys = [f"{player}_{k}" for k in ("lr", "beta1", "beta2")]
+        given = {k[2:]: self.replica_values[k] for k in keys if k in self.replica_values}
+        if not given:
+            return opt
+        if type(opt) not in (torch.optim.Adam, torch.optim.AdamW):
+            raise GanbenchError(f"model.population_overrides sets {', '.join(f'{player}_{k}' for k in given)} per "
+                                f"replica, which needs torch.optim.Adam or AdamW for model.{player}_optimizer, "
+                                f"not {type(opt).__name__}")
+        from ganbench.optim import PopulationAdam
+
+        group = opt.param_groups[0]
+        base_lr = float(group["lr"])
+        defaults = {"lr": group["lr"], "betas": group["betas"], "eps": group["eps"],
+                    "weight_decay": group["weight_decay"],
+                    "decoupled_weight_decay": (isinstance(opt, torch.optim.AdamW)
+                                               or group.get("decoupled_weight_decay", False)),
+                    **{k: group.get(k) for k in ("amsgrad", "maximize")}}
+
+        def fill(key: str, default: float) -> torch.Tensor | None:
+            value = given.get(key)
+            return None if value is None else torch.where(torch.isnan(value), torch.full_like(value, default), value)
+
+        lr = fill("lr", base_lr)
+        ratio = (lr.double() / base_lr) if lr is not None else torch.ones(self.population, dtype=torch.float64)
+        try:
+            return PopulationAdam(opt.param_groups[0]["params"], ratio, fill("beta1", group["betas"][0]),
+                                  fill("beta2", group["betas"][1]), **defaults)
+        except ValueError as err:
+            raise GanbenchError(f"model.{player}_optimizer: {err}") from None
+
     def configure_optimizers(self):
         g_factory, d_factory = self.optimizer_factories
         g_opt = self._make_optimizer(g_factory, self.generator.parameters(), "g_optimizer")
         d_opt = self._make_optimizer(d_factory, self.discriminator.parameters(), "d_optimizer")
+        g_opt, d_opt = self.replica_optimizer(g_opt, "g"), self.replica_optimizer(d_opt, "d")
         self._schedulers = []
         for key, factory, opt in zip(("g_scheduler", "d_scheduler"), self.scheduler_factories, (g_opt, d_opt)):
             if factory is not None:
@@ -351,29 +555,43 @@ class GANModule(L.LightningModule):
                     raise GanbenchError(f"model.{key}: {err}") from None
         return [g_opt, d_opt]
 
-    def _step(self, opt, loss: torch.Tensor, module: nn.Module, hist, counted: bool) -> None:
-        """zero_grad → backward → (historical averaging) → clip → step."""
+    def _step(self, opt, loss: torch.Tensor, module: nn.Module, hist, counted: bool, lightning: bool = True) -> None:
+        """zero_grad → backward → (historical averaging) → clip → step.
+
+        ``lightning=False`` is the same update with plain torch calls and nothing of the Trainer (the
+        CUDA-graph capture and the benchmark's reference loop); ``opt`` may then be a bare optimizer."""
         h = self.cfg
         if hist is not None:
             loss = loss + h.historical_averaging * hist.penalty(module)
-        opt.zero_grad(set_to_none=True)
-        if self._direct_steps:  # nothing listens to the per-step hooks: skip their dispatch
+        frozen = self._frozen
+        if frozen is not None:  # diverged replicas: their slices are put back after the step
+            params = [p for group in getattr(opt, "optimizer", opt).param_groups for p in group["params"]]
+            before = [p.detach().clone() for p in params]
+        optimizer = getattr(opt, "optimizer", opt)  # the torch optimizer inside Lightning's wrapper
+        direct = self._direct_steps or not lightning
+        optimizer.zero_grad(set_to_none=True)
+        if direct:  # nothing listens to the per-step hooks: skip their dispatch
             loss.backward()
         else:
             self.manual_backward(loss)
         if h.grad_clip > 0:
-            self.clip_gradients(opt, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
-        if self._direct_steps:
-            if counted:  # Lightning's step progress (global_step) counts it, as opt.step() would
+            if lightning:
+                self.clip_gradients(opt, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
+            else:
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], h.grad_clip)
+        if direct:
+            if counted and lightning:  # Lightning's step progress (global_step) counts it, as opt.step() would
                 opt._on_before_step()
-                opt.optimizer.step()
+                optimizer.step()
                 opt._on_after_step()
             else:
-                opt.optimizer.step()
+                optimizer.step()
         elif counted:
             opt.step()
         else:  # same precision plugin and hooks, but global_step keeps counting G iterations only
             self.trainer.strategy.optimizer_step(opt.optimizer, closure=lambda: None, model=self)
+        if frozen is not None:
+            _restore_frozen(params, before, frozen)
         if hist is not None:
             hist.update(module)
 
@@ -383,6 +601,9 @@ class GANModule(L.LightningModule):
         y = y if self.num_classes else None
         xs = x.chunk(self.n_critic)
         ys = y.chunk(self.n_critic) if y is not None else [None] * len(xs)
+        if self.population > 1:  # every replica sees the same real batch: its rows repeated per replica
+            xs = [c.repeat(self.population, *([1] * (c.dim() - 1))) for c in xs]
+            ys = [None if c is None else c.repeat(self.population) for c in ys]
         return list(zip(xs, ys))
 
     @property
@@ -396,7 +617,7 @@ class GANModule(L.LightningModule):
 
         if self.vbn_reference is None:  # chosen once: the first real batch and the fixed latents
             self.vbn_reference = (real.detach().clone(), None if labels is None else labels.clone())
-            if self.trainer.world_size > 1:  # one reference batch for all ranks: global rank 0's
+            if self._trainer is not None and self.trainer.world_size > 1:  # one reference batch for all ranks
                 self.vbn_reference = self.trainer.strategy.broadcast(self.vbn_reference)
         ref_x, ref_y = self.vbn_reference
         with reference_pass(self.generator):
@@ -404,30 +625,51 @@ class GANModule(L.LightningModule):
         with reference_pass(self.discriminator):
             self.discriminator(ref_x, ref_y)
 
-    def training_step(self, batch, batch_idx: int) -> None:
-        if self._graph is not False and self.cfg.cuda_graph:
-            return self._graph_training_step(batch)
-        g_opt, d_opt = self.optimizers()
+    def iteration(self, chunks, g_opt, d_opt, lightning: bool = True, autocast: Any = None,
+                  finish: bool = True) -> tuple[tuple[torch.Tensor, dict], tuple[torch.Tensor, dict]]:
+        """One generator iteration — the only place the update sequence is written:
+        ``n_critic × [D loss → D update → after_d_step]``, then ``G loss → G update``, then
+        ``after_g_step`` (EMA, schedulers) when ``finish``.
+
+        The executors are ways of running it: the eager ``training_step`` (``lightning=True``: updates
+        through Lightning's manual optimization), the CUDA-graph capture and the benchmark's plain
+        reference loop (``lightning=False``: plain ``backward``/``step``; the graph runs ``finish``
+        outside the capture). ``autocast`` wraps the forward passes (bf16 in the graph and bench).
+        Returns ``(d_loss, d_logs), (g_loss, g_logs)`` of the last D step and the G step."""
+        autocast = autocast if autocast is not None else contextlib.nullcontext()
         d_logs: dict[str, torch.Tensor] = {}
         d_loss = None
-        for real, labels in self.split_batch(batch):
+        for real, labels in chunks:
             if self.uses_vbn:
                 self.refresh_reference_statistics(real, labels)
             # no toggle for D: G's forward in d_loss runs without grad, and _step's zero_grad clears
             # whatever a family's D loss might leave in G; toggling every parameter per D step costs
             # a few percent of a small model's step
-            d_loss, d_logs = self.d_loss(real, labels)
-            self._step(d_opt, d_loss, self.discriminator, self.hist_d, counted=False)
+            with autocast:
+                d_loss, d_logs = self.d_loss(real, labels)
+            self._step(d_opt, d_loss, self.discriminator, self.hist_d, counted=False, lightning=lightning)
             self.after_d_step()
             self._d_steps += 1
         if self.uses_vbn:
             self.refresh_reference_statistics(real, labels)
-        with self.toggled_optimizer(g_opt):
-            g_loss, g_logs = self.g_loss(real, labels)
-            self._step(g_opt, g_loss, self.generator, self.hist_g, counted=True)
-        self.after_g_step()
-        self._watch(d_loss, g_loss)
+        with _frozen(self.discriminator):  # G's update leaves D's parameters (and their grads) alone
+            with autocast:
+                g_loss, g_logs = self.g_loss(real, labels)
+            self._step(g_opt, g_loss, self.generator, self.hist_g, counted=True, lightning=lightning)
+        if finish:
+            self.after_g_step()
+        return (d_loss, d_logs), (g_loss, g_logs)
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        if self._graph is not False and self.cfg.cuda_graph:
+            return self._graph_training_step(batch)
+        (d_loss, d_logs), (g_loss, g_logs) = self.iteration(self.split_batch(batch), *self.optimizers())
+        d_losses, g_losses = d_logs.pop("d_losses", d_loss.detach()), g_logs.pop("g_losses", g_loss.detach())
+        self._watch(d_losses, g_losses)
         if not self.logging_step():
+            return
+        if self.population > 1:
+            self.log_replicas({"d_loss": d_losses, "g_loss": g_losses, **d_logs, **g_logs})
             return
         self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()}, prog_bar=True)
         logs = {f"train/{k}": v.float().mean() if torch.is_tensor(v) and v.dim() else v
@@ -438,6 +680,25 @@ class GANModule(L.LightningModule):
             logs[f"train/penalty_{self.cfg.penalty}"] = self._penalty_value
         if self.cfg.instance_noise > 0:
             logs["train/instance_noise_sigma"] = self.noise_sigma()
+        self.log_dict(logs)
+
+    def log_replicas(self, values: dict[str, torch.Tensor]) -> None:
+        """Per-replica training values as ``train/<key>/r<k>``: per-sample tensors averaged over each
+        replica's rows, per-replica vectors as they are."""
+        from ganbench.nn.population import replica_rows
+
+        n = self.population
+        logs: dict[str, torch.Tensor] = {}
+        for key, v in values.items():
+            v = v.float()
+            per = v if v.shape == (n,) else replica_rows(v, n).reshape(n, -1).mean(1)
+            logs.update({f"train/{key}/r{k}": per[k] for k in range(n)})
+        if "d_real" in values and "d_fake" in values:
+            gap = replica_rows(values["d_real"].float(), n).reshape(n, -1).mean(1) - \
+                replica_rows(values["d_fake"].float(), n).reshape(n, -1).mean(1)
+            logs.update({f"train/critic_gap/r{k}": gap[k] for k in range(n)})
+        if self._penalty_value is not None and self._penalty_value.dim():
+            logs.update({f"train/penalty_{self.cfg.penalty}/r{k}": self._penalty_value[k] for k in range(n)})
         self.log_dict(logs)
 
     def logging_step(self) -> bool:
@@ -461,8 +722,8 @@ class GANModule(L.LightningModule):
     # ------------------------------------------------------------------------- divergence watch
     def _accumulate_divergence(self, *losses: torch.Tensor) -> None:
         """Fold NaN/inf or |loss| > divergence_threshold into a device flag (no host sync)."""
-        v = torch.stack([loss.detach().float() for loss in losses])
-        self._bad |= (~torch.isfinite(v) | (v.abs() > self.cfg.divergence_threshold)).any()
+        v = torch.stack([loss.detach().float().reshape(-1) for loss in losses])  # (losses, replicas)
+        self._bad |= (~torch.isfinite(v) | (v.abs() > self.cfg.divergence_threshold)).any(0)
 
     def _watch(self, *losses: torch.Tensor, accumulate: bool = True) -> None:
         """Accumulate a divergence flag on the device; look at it only every ``check_every`` steps."""
@@ -471,10 +732,32 @@ class GANModule(L.LightningModule):
             self._accumulate_divergence(*losses)
         step = self.global_step
         if step % self.cfg.check_every == 0 or step >= (self.trainer.max_steps or 0) > 0:
+            if self.population > 1:
+                return self._watch_replicas(*losses)
             # every rank must stop at the same step under DDP: stop when any rank saw a divergence
-            if self.trainer.strategy.reduce_boolean_decision(bool(self._bad), all=False):
-                values = ", ".join(f"{x.item():.4g}" for x in losses)
+            if self.trainer.strategy.reduce_boolean_decision(bool(self._bad.any()), all=False):
+                values = ", ".join(f"{x.sum().item():.4g}" for x in losses)
                 self.mark_diverged(f"loss non-finite or above {bound:g} (d_loss, g_loss = {values})")
+
+    def _watch_replicas(self, *losses: torch.Tensor) -> None:
+        """A diverged replica is a result, not the end of the fit: it is frozen (learning rates 0, so
+        its non-finite values stay in its own slice) and the others train on; the fit stops when
+        every replica has diverged."""
+        bad = self._bad.float()
+        if self.trainer.world_size > 1:  # one decision for all ranks
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        bad_host = (bad > 0).tolist()
+        newly = [r for r, b in enumerate(bad_host) if b and self.alive[r]]
+        if newly:
+            bound = self.cfg.divergence_threshold
+            for r in newly:
+                values = ", ".join(f"{x[r].item():.4g}" for x in losses)
+                self.alive[r] = False
+                reason = f"loss non-finite or above {bound:g} (d_loss, g_loss = {values})"
+                self.replica_divergence[r] = {"step": int(self.global_step), "reason": reason}
+            self._update_frozen()
+        if not any(self.alive):
+            self.mark_diverged("every replica diverged")
 
     def mark_diverged(self, reason: str) -> None:
         self.status = "diverged"
@@ -512,10 +795,21 @@ class GANModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._direct_steps = self.direct_step_blocker() is None
+        self._update_frozen()
+
+    #: (population,) bool, True for a diverged (frozen) replica; None while every replica trains
+    _frozen: torch.Tensor | None = None
+
+    def _update_frozen(self) -> None:
+        dead = torch.tensor([not a for a in self.alive], device=self.fixed_z.device)
+        self._frozen = dead if bool(dead.any()) else None
 
     # -------------------------------------------------------------------------------- lifecycle
     def on_fit_start(self) -> None:
         self.status = "running"
+        if self._rng is not None and self._rng_state is None:  # keep the streams across a device move
+            self._rng_state = self._rng.state_dict() if self._rng.generators[0].device == self.fixed_z.device else None
+        self._rng = None  # re-created on the run's device with its rank
         self.seed_rank()
         if self.cfg.channels_last:
             self.generator.to(memory_format=torch.channels_last)
@@ -565,19 +859,13 @@ class GANModule(L.LightningModule):
         return None
 
     def _raw_iteration(self, chunks, g_opt, d_opt) -> tuple[torch.Tensor, torch.Tensor]:
-        """One G iteration with plain ``backward``/``step`` (what the graph records)."""
+        """:meth:`iteration` with plain ``backward``/``step`` and without ``after_g_step`` (what the
+        graph records); the D-step count is the graph step's to keep."""
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled="bf16" in str(self.trainer.precision))
-        for real, labels in chunks:
-            with self.toggled_optimizer(d_opt), autocast:
-                d_loss, _ = self.d_loss(real, labels)
-            d_opt.optimizer.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.optimizer.step()
-        with self.toggled_optimizer(g_opt), autocast:
-            g_loss, _ = self.g_loss(real, labels)
-        g_opt.optimizer.zero_grad(set_to_none=True)
-        g_loss.backward()
-        g_opt.optimizer.step()
+        d_steps = self._d_steps
+        (d_loss, _), (g_loss, _) = self.iteration(chunks, g_opt, d_opt, lightning=False, autocast=autocast,
+                                                  finish=False)
+        self._d_steps = d_steps
         return d_loss.detach(), g_loss.detach()
 
     def _graph_training_step(self, batch, warmup: int = 3) -> None:
@@ -648,6 +936,11 @@ class GANModule(L.LightningModule):
             "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
             "family": self.family,
             "d_steps": self._d_steps,
+            "population": self.population,
+            "replica_seeds": self.replica_seeds,
+            "rng": self.rng.state_dict(),
+            "alive": self.alive,
+            "replica_divergence": self.replica_divergence,
             "hist_g": self.hist_g.state_dict() if self.hist_g is not None else None,
             "hist_d": self.hist_d.state_dict() if self.hist_d is not None else None,
         }
@@ -655,6 +948,14 @@ class GANModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("ganbench", {})
         self._d_steps = state.get("d_steps", 0)
+        if state.get("population", 1) != self.population:
+            raise GanbenchError(f"the checkpoint holds a population of {state.get('population', 1)} replicas; "
+                                f"model.population is {self.population}")
+        if "rng" in state:
+            self._rng_state, self._rng = state["rng"], None
+            self.replica_seeds = list(state.get("replica_seeds", self.replica_seeds))
+            self.alive = list(state.get("alive", self.alive))
+            self.replica_divergence = list(state.get("replica_divergence", self.replica_divergence))
         for name in ("hist_g", "hist_d"):
             if getattr(self, name) is not None and state.get(name) is not None:
                 getattr(self, name).load_state_dict(state[name])
@@ -681,16 +982,39 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_samples": (lambda v: v >= 1, ">= 1"),
     "divergence_threshold": (lambda v: v > 0, "> 0 (inf: only NaN/inf stop a run)"),
     "check_every": (lambda v: v >= 1, ">= 1"),
+    "population": (lambda v: v >= 1, ">= 1 (1: one ordinary fit)"),
 }
 
 
-def _check_ranges(args: dict[str, Any]) -> None:
+@contextlib.contextmanager
+def _frozen(module: nn.Module):
+    """``module``'s parameters without ``requires_grad`` inside the block (what Lightning's
+    ``toggled_optimizer`` does for the other player's optimizer), restored after."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _check_ranges(args: dict[str, Any], prefix: str = "model.") -> None:
     for key, (ok, what) in RANGES.items():
         value = args.get(key)
         if key not in args or (value is None and key == "g_batch_size"):
             continue
         if value is None or isinstance(value, bool) or not (value == value and ok(value)):  # NaN != NaN
-            raise GanbenchError(f"model.{key} must be {what}, got {value}")
+            raise GanbenchError(f"{prefix}{key} must be {what}, got {value}")
+
+
+@torch.no_grad()
+def _restore_frozen(params: list[torch.Tensor], before: list[torch.Tensor], frozen: torch.Tensor) -> None:
+    """Put back the slices of the frozen replicas, so a diverged replica keeps the values it had
+    when its divergence was seen and nothing of it reaches a shared kernel as a new NaN."""
+    for p, b in zip(params, before):
+        p.copy_(torch.where(frozen.reshape(-1, *([1] * (p.dim() - 1))), b, p))
 
 
 def _check_choice(key: str, value: str, table: dict) -> None:

@@ -124,12 +124,18 @@ def pstdev(values: list[float]) -> float:
     return statistics.pstdev(values) if len(values) >= 2 else 0.0
 
 
-def seed_result(space: SweepSpace, seed: int, code: int, run_dir: Path) -> SeedResult:
-    """Read one finished fit: a diverged or unreadable run gets the worst quality, never an error."""
+def seed_result(space: SweepSpace, seed: int, code: int, run_dir: Path, replica: int | None = None) -> SeedResult:
+    """Read one finished fit — or, with ``replica``, one replica of a population fit (its entry in
+    summary.json's ``replicas``, its ``…/r<k>`` metrics.csv columns): a diverged or unreadable run
+    gets the worst quality, never an error."""
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"status": "missing"}
+    if replica is not None:
+        entries = summary.get("replicas") or []
+        summary = entries[replica] if replica < len(entries) else {"status": "missing"}
     status = "diverged" if code == 3 else summary.get("status", "missing")
     metrics = summary.get("metrics") or {}
+    suffix = "" if replica is None else f"/r{replica}"
     value = metrics.get(space.quality.metric)
     ok = status == "completed" and isinstance(value, (int, float)) and math.isfinite(value)
     collapse_value = None
@@ -138,7 +144,8 @@ def seed_result(space: SweepSpace, seed: int, code: int, run_dir: Path) -> SeedR
         collapse_value = float(c) if isinstance(c, (int, float)) and status != "diverged" else None
     return SeedResult(seed=seed, status=status if ok or status != "completed" else "no_metric", exit_code=code,
                       quality=float(value) if ok else space.quality.worst, collapse_value=collapse_value,
-                      history=metric_history(run_dir, space.quality.metric) if ok else [], run_dir=str(run_dir))
+                      history=metric_history(run_dir, space.quality.metric + suffix) if ok else [],
+                      run_dir=str(run_dir))
 
 
 def aggregate(space: SweepSpace, seeds: list[SeedResult]) -> TrialResult:
@@ -188,30 +195,32 @@ class Objective:
         tags = [f"{short(k)}={params[k]}" for k in space.factors]
         trial.set_user_attr("cell", " ".join(tags))
         out = self.trial_dir(trial.number)
-        seeds: list[SeedResult] = []
-        for i, seed in enumerate(space.seeds):
-            run_dir = out / f"seed_{seed}"
-            pruning = self.pruning_args() if i == 0 else []
-            argv = space.fit_argv(params, seed, run_dir, self.study_name, [*tags, f"seed={seed}"],
-                                  [*QUIET, *pruning, *self.extra_args])
-            _CURRENT["trial"] = trial
-            GanbenchError.last = None
-            try:
-                code = main(argv)
-            finally:
-                _CURRENT["trial"] = None
-            if code == 2:  # the model or data refused this combination: a recorded, skipped trial
-                reason = str(GanbenchError.last or "rejected by ganbench fit")
-                trial.set_user_attr("invalid", reason)
-                _write_trial_summary(out, {"state": "PRUNED", "params": params, "invalid": reason})
-                raise optuna.TrialPruned(reason)
-            seeds.append(seed_result(space, seed, code, run_dir))
-            if i == 0 and pruning:
-                step = _pruned_step(trial)
-                if step is not None:
-                    trial.set_user_attr("pruned_at", step)
-                    _write_trial_summary(out, {"state": "PRUNED", "params": params, "pruned_at": step})
-                    raise optuna.TrialPruned(f"pruned at G iteration {step}")
+        seeds = self.run_population(trial, params, tags, out)
+        if seeds is None:  # one fit per seed
+            seeds = []
+            for i, seed in enumerate(space.seeds):
+                run_dir = out / f"seed_{seed}"
+                pruning = self.pruning_args() if i == 0 else []
+                argv = space.fit_argv(params, seed, run_dir, self.study_name, [*tags, f"seed={seed}"],
+                                      [*QUIET, *pruning, *self.extra_args])
+                _CURRENT["trial"] = trial
+                GanbenchError.last = None
+                try:
+                    code = main(argv)
+                finally:
+                    _CURRENT["trial"] = None
+                if code == 2:  # the model or data refused this combination: a recorded, skipped trial
+                    reason = str(GanbenchError.last or "rejected by ganbench fit")
+                    trial.set_user_attr("invalid", reason)
+                    _write_trial_summary(out, {"state": "PRUNED", "params": params, "invalid": reason})
+                    raise optuna.TrialPruned(reason)
+                seeds.append(seed_result(space, seed, code, run_dir))
+                if i == 0 and pruning:
+                    step = _pruned_step(trial)
+                    if step is not None:
+                        trial.set_user_attr("pruned_at", step)
+                        _write_trial_summary(out, {"state": "PRUNED", "params": params, "pruned_at": step})
+                        raise optuna.TrialPruned(f"pruned at G iteration {step}")
         result = aggregate(space, seeds)
         attrs = {k: v for k, v in asdict(result).items() if k != "seeds"}
         for key, value in attrs.items():
@@ -222,6 +231,27 @@ class Objective:
         _write_trial_summary(out, {"state": "COMPLETE", "params": params, **asdict(result)})
         values = result.objective_values(space.objectives)
         return values[0] if len(values) == 1 else values
+
+    def run_population(self, trial: optuna.Trial, params: dict[str, Any], tags: list[str],
+                       out: Path) -> list[SeedResult] | None:
+        """The trial's seeds as one population fit (``model.init_args.population``; replica r is the
+        fit with seed ``seeds[0] + r``), when the study allows it and its seeds are consecutive.
+        None when they run one fit each: the family (or an option) cannot be batched, the study
+        prunes (the pruner follows one fit), or ``population: false`` in the sweep file."""
+        from ganbench.cli import main
+
+        space = self.space
+        seeds = list(space.seeds)
+        if (not space.population or len(seeds) < 2 or seeds != list(range(seeds[0], seeds[0] + len(seeds)))
+                or self.pruning_args()):
+            return None
+        run_dir = out / f"seeds_{seeds[0]}-{seeds[-1]}"
+        argv = space.fit_argv(params, seeds[0], run_dir, self.study_name, [*tags, f"seeds={seeds[0]}-{seeds[-1]}"],
+                              [*QUIET, "--model.init_args.population", str(len(seeds)), *self.extra_args])
+        code = main(argv)
+        if code == 2:  # not batchable, or an invalid cell: the seeds run one by one and the first says which
+            return None
+        return [seed_result(space, seed, code, run_dir, replica=r) for r, seed in enumerate(seeds)]
 
 
 def _pruned_step(trial: optuna.Trial) -> int | None:

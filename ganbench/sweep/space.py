@@ -99,6 +99,8 @@ class SweepSpace:
     oscillation_window: int = 5
     sampler: SamplerName = "random"
     prune: bool = True
+    #: a trial's consecutive seeds run as one population fit when the family can be batched
+    population: bool = True
     heartbeat_interval: int = 60
     grace_period: int | None = None
     max_retry: int = 3
@@ -291,7 +293,7 @@ def _number(value: Any, key: str, where: str) -> float:
 
 _KNOWN = {"name", "base_config", "budget", "seeds", "factors", "nuisance", "bind", "overrides", "quality", "collapse",
           "objectives", "metrics_every", "oscillation_window", "sampler", "prune", "heartbeat_interval",
-          "grace_period", "max_retry"}
+          "grace_period", "max_retry", "population"}
 
 
 def parse_space(raw: dict[str, Any], where: str, root: Path | None = None) -> SweepSpace:
@@ -410,7 +412,14 @@ def parse_space(raw: dict[str, Any], where: str, root: Path | None = None) -> Sw
         name=str(raw.get("name") or Path(where).stem), base_config=base_config, budget=budget, seeds=tuple(seeds),
         factors=factors, nuisance=nuisance, quality=quality, objectives=tuple(objectives), overrides=dict(overrides),
         bind=dict(bind), collapse=collapse, sampler=sampler, prune=bool(raw.get("prune", True)),
+        population=_flag(raw.get("population", True), "population", where),
         grace_period=raw.get("grace_period"), source=where, **ints)
+
+
+def _flag(value: Any, key: str, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise GanbenchError(f"{where}: {key}={value!r} must be true or false")
+    return value
 
 
 def _dollar_names(value: Any) -> set[str]:

@@ -1,0 +1,86 @@
+"""Per-replica optimizer hyper-parameters for populations.
+
+``torch.optim`` optimizers take one learning rate and one pair of betas per parameter group (a
+tensor ``lr`` must hold one element), but a population stacks N replicas into each parameter
+(``ganbench.nn.population``) and a study samples the learning rate and betas per replica. Splitting
+the stacked tensors into N groups would give up the batched step, so :class:`PopulationAdam` is
+``torch.optim.Adam`` with its update broadcast over the leading replica axis: the same single-tensor
+arithmetic, in the same order, with ``lr``, ``beta1`` and ``beta2`` as ``(N,)`` vectors. Replica r
+then follows, to float32 rounding, the ``torch.optim.Adam`` fit that has replica r's values (tested
+against it). Learning-rate schedulers keep working: a replica's rate is the group's current ``lr``
+times its fixed ratio to the base rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class PopulationAdam(torch.optim.Adam):
+    """Adam/AdamW whose ``lr`` ratio and betas differ per replica (leading axis of every parameter).
+
+    Args:
+        params: stacked parameters, each of shape ``(N, ...)``.
+        lr_ratio: ``(N,)`` replica learning rate over the group's ``lr``.
+        beta1, beta2: ``(N,)`` per-replica betas, or None for the group's.
+        **kwargs: ``torch.optim.Adam``'s own arguments (``lr``, ``betas``, ``eps``, ``weight_decay``,
+            ``decoupled_weight_decay``); ``amsgrad``, ``maximize`` and fused/foreach paths are not batched.
+    """
+
+    def __init__(self, params: Any, lr_ratio: torch.Tensor, beta1: torch.Tensor | None = None,
+                 beta2: torch.Tensor | None = None, **kwargs: Any) -> None:
+        for flag in ("amsgrad", "maximize", "fused", "capturable", "differentiable"):
+            if kwargs.get(flag):
+                raise ValueError(f"{flag}=True is not supported with per-replica hyper-parameters")
+        kwargs = {k: v for k, v in kwargs.items() if k in ("lr", "betas", "eps", "weight_decay",
+                                                          "decoupled_weight_decay")}
+        super().__init__(params, foreach=False, **kwargs)
+        self.lr_ratio = lr_ratio.double()
+        self.beta1 = None if beta1 is None else beta1.double()
+        self.beta2 = None if beta2 is None else beta2.double()
+
+    @staticmethod
+    def _per_replica(value: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """An ``(N,)`` float64 vector as a float32 tensor broadcasting over ``p``'s replica axis."""
+        return value.to(device=p.device, dtype=p.dtype).reshape(-1, *([1] * (p.dim() - 1)))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            shared = torch.tensor([float(b) for b in group["betas"]], dtype=torch.float64)
+            beta1 = self.beta1 if self.beta1 is not None else shared[0]
+            beta2 = self.beta2 if self.beta2 is not None else shared[1]
+            lr = float(group["lr"]) * self.lr_ratio
+            eps, wd = group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                step = float(state["step"].item())
+                if wd != 0:
+                    if group.get("decoupled_weight_decay", False):
+                        p.mul_(self._per_replica(1 - lr * wd, p))
+                    else:
+                        grad = grad.add(p, alpha=wd)
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.lerp_(grad, self._per_replica(1 - beta1, p))
+                exp_avg_sq.mul_(self._per_replica(beta2.expand_as(lr), p)).addcmul_(
+                    grad * self._per_replica((1 - beta2).expand_as(lr), p), grad)
+                bias_correction1 = 1 - beta1 ** step
+                bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+                step_size = lr / bias_correction1
+                denom = (exp_avg_sq.sqrt() / self._per_replica(bias_correction2_sqrt.expand_as(lr), p)).add_(eps)
+                p.add_(exp_avg * self._per_replica(-step_size, p) / denom)
+        return loss

@@ -1,0 +1,221 @@
+"""Populations: N independent fits in one batched step equal N ordinary fits, replica by replica."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ganbench import GanbenchError
+from ganbench.cli import EXIT_USAGE, main
+from ganbench.nn.mlp import MLPDiscriminator, MLPGenerator
+from ganbench.nn.population import ReplicaRNG, stack_modules
+from ganbench.optim import PopulationAdam
+
+#: families whose step is the base step (the ones a population batches), by config
+FAMILIES = ["gan", "dcgan", "wgan", "wgan_gp", "lsgan", "dragan", "sngan", "fgan", "softmax_gan"]
+
+TOY = ["--data.dataset", "ring8", "--model.init_args.width", "8", "--model.init_args.latent_dim", "2",
+       "--data.batch_size", "16", "--model.init_args.g_batch_size", "16", "--data.n_toy_samples", "2000",
+       "--trainer.accelerator", "cpu", "--run.wandb", "false", "--run.sample_every", "1000",
+       "--run.checkpoint_every", "1000", "--run.metrics_every", "0", "--run.diagnostics_every", "0",
+       "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def fit(root: Path, config: str, seed: int, *args: str, steps: int = 20) -> dict:
+    assert main(["fit", "--config", f"configs/{config}.yaml", "--trainer.default_root_dir", str(root),
+                 "--seed_everything", str(seed), "--trainer.max_steps", str(steps), *TOY, *args]) == 0
+    return torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+def noise_only(key: str, state: dict) -> bool:
+    """Values that are rounding noise in exact arithmetic, so no two implementations agree on them: the
+    bias of a linear layer right before batch norm has zero gradient (batch norm removes it) and Adam
+    turns its float noise into full steps; batch norm's running mean tracks that bias."""
+    if key.endswith("running_mean"):
+        return True
+    parts = key.split(".")
+    if len(parts) < 3 or parts[-1] != "bias" or not parts[-2].isdigit():
+        return False
+    prefix, i = ".".join(parts[:-3]), int(parts[-2])
+    followed_by_bn = {"layers": f"{prefix}.norms.{i}.norm.running_mean",  # MLP generator
+                      "net": f"{prefix}.net.{i + 1}.running_mean"}.get(parts[-3])  # MLP discriminator
+    return followed_by_bn in state
+
+
+def assert_replica_equals(pop: dict, k: int, one: dict, rtol: float, atol: float) -> None:
+    state = one["state_dict"]
+    compared = 0
+    for key, value in state.items():
+        if value.dim() == 0 or key.startswith("fixed_") or noise_only(key, state):
+            continue
+        torch.testing.assert_close(pop["state_dict"][key][k], value, rtol=rtol, atol=atol,
+                                   msg=lambda m, key=key: f"{key}: {m}")
+        compared += 1
+    assert compared >= 8
+
+
+# ----------------------------------------------------------------------------------- building blocks
+@pytest.mark.parametrize("norm", ["none", "spectral", "batch", "layer", "weight"])
+def test_stacked_networks_compute_each_replica(norm):
+    nets = []
+    for r in range(3):
+        torch.manual_seed(r)
+        nets.append((MLPGenerator(2, (2,), 16, 3, norm), MLPDiscriminator((2,), 16, 3, norm)))
+    G = stack_modules([copy.deepcopy(g) for g, _ in nets])
+    D = stack_modules([copy.deepcopy(d) for _, d in nets])
+    assert sum(p.numel() for p in G.parameters()) == 3 * sum(p.numel() for p in nets[0][0].parameters())
+    z = torch.randn(3 * 5, 2)
+    for _ in range(3):  # training mode: power iterations and batch statistics advance each time
+        x = G(z)
+        ref = torch.cat([g(z[5 * r:5 * r + 5]) for r, (g, _) in enumerate(nets)])
+        torch.testing.assert_close(x, ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(D(ref), torch.cat([d(ref[5 * r:5 * r + 5]) for r, (_, d) in enumerate(nets)]),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_unbatchable_networks_refuse_with_the_reason():
+    with pytest.raises(GanbenchError, match="minibatch"):
+        stack_modules([MLPDiscriminator((2,), 8, 2, "none", minibatch="std") for _ in range(2)])
+    with pytest.raises(GanbenchError, match="class-conditional"):
+        stack_modules([MLPGenerator(2, (2,), 8, 2, "batch", num_classes=3) for _ in range(2)])
+
+
+def test_replica_rng_draws_what_each_generator_draws():
+    rng = ReplicaRNG([3, 4])
+    like = torch.zeros(())
+    x = rng.randn(6, 2, like=like)
+    torch.testing.assert_close(x[:3], torch.randn(3, 2, generator=torch.Generator().manual_seed(3)), rtol=0, atol=0)
+    torch.testing.assert_close(x[3:], torch.randn(3, 2, generator=torch.Generator().manual_seed(4)), rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        rng.rand(5, like=like)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_population_adam_is_adam_per_replica(decoupled):
+    torch.manual_seed(0)
+    w = torch.randn(3, 5, 4)
+    lrs, b1, b2 = torch.tensor([1e-3, 2e-3, 5e-4]), torch.tensor([0.0, 0.5, 0.9]), torch.tensor([0.9, 0.99, 0.999])
+    p = torch.nn.Parameter(w.clone())
+    opt = PopulationAdam([p], lrs.double() / 2e-4, b1, b2, lr=2e-4, betas=(0.5, 0.999), weight_decay=0.01,
+                         decoupled_weight_decay=decoupled)
+    refs = [torch.nn.Parameter(w[r].clone()) for r in range(3)]
+    ref_opts = [torch.optim.Adam([refs[r]], lr=float(lrs.double()[r]), betas=(float(b1[r]), float(b2[r])),
+                                 weight_decay=0.01, decoupled_weight_decay=decoupled) for r in range(3)]
+    for _ in range(30):
+        g = torch.randn(3, 5, 4) * 10 ** torch.randn(())
+        p.grad = g.clone()
+        opt.step()
+        for r in range(3):
+            refs[r].grad = g[r].clone()
+            ref_opts[r].step()
+    for r in range(3):
+        torch.testing.assert_close(p.detach()[r], refs[r].detach(), rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------- whole fits
+LRS = [2e-4, 4e-4, 1e-4]
+
+
+@pytest.mark.parametrize("config", FAMILIES)
+def test_replica_equals_the_fit_with_its_seed(tmp_path, config):
+    """Replica 2 of a population with seeds 5, 6, 7 (and, with Adam, its own learning rates) equals
+    the population-1 fit with seed 7 and that learning rate after 20 G iterations."""
+    adam = config != "wgan"  # WGAN's RMSprop has no per-replica learning rates
+    over = ["--model.init_args.population_overrides", json.dumps([{"g_lr": x, "d_lr": x} for x in LRS])] if adam else []
+    pop = fit(tmp_path / "pop", config, 5, "--model.init_args.population", "3", *over)
+    lr = ["--model.init_args.g_optimizer.init_args.lr", str(LRS[2]),
+          "--model.init_args.d_optimizer.init_args.lr", str(LRS[2])] if adam else []
+    one = fit(tmp_path / "one", config, 7, *lr)
+    assert_replica_equals(pop, 2, one, rtol=1e-4, atol=1e-5)
+
+
+def test_every_replica_with_spectral_and_batch_norm_penalty_ema_and_noise(tmp_path):
+    extra = ["--model.init_args.penalty", "gp", "--model.init_args.penalty_weight", "1",
+             "--model.init_args.ema_decay", "0.9", "--model.init_args.instance_noise", "0.1",
+             "--model.init_args.instance_noise_steps", "10"]
+    over = [{"g_lr": x, "d_lr": x, "penalty_weight": w} for x, w in zip(LRS, (1.0, 5.0, 0.5))]
+    pop = fit(tmp_path / "pop", "sngan", 5, "--model.init_args.population", "3",
+              "--model.init_args.population_overrides", json.dumps(over), *extra)
+    for k in range(3):
+        one = fit(tmp_path / f"one{k}", "sngan", 5 + k, *extra,
+                  "--model.init_args.g_optimizer.init_args.lr", str(LRS[k]),
+                  "--model.init_args.d_optimizer.init_args.lr", str(LRS[k]),
+                  "--model.init_args.penalty_weight", str(over[k]["penalty_weight"]))
+        assert_replica_equals(pop, k, one, rtol=1e-4, atol=1e-5)
+
+
+def test_a_diverged_replica_is_frozen_and_the_others_train_on(tmp_path):
+    over = json.dumps([{"g_lr": 2e-4, "d_lr": 2e-4}, {"g_lr": 1e10, "d_lr": 1e10}])
+    pop = fit(tmp_path / "pop", "gan", 5, "--model.init_args.population", "2", "--model.init_args.population_overrides",
+              over, "--model.init_args.check_every", "5")
+    summary = json.loads((tmp_path / "pop" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert [r["status"] for r in summary["replicas"]] == ["completed", "diverged"]
+    assert [r["seed"] for r in summary["replicas"]] == [5, 6]
+    assert summary["replicas"][1]["divergence"]["step"] == 5
+    one = fit(tmp_path / "one", "gan", 5)  # replica 0 never saw its neighbour's NaNs
+    # (to float rounding: the population's per-replica Adam and torch's Adam differ in the last bit)
+    assert_replica_equals(pop, 0, one, rtol=1e-5, atol=1e-6)
+    assert not torch.isfinite(pop["state_dict"]["generator.out.weight"][1]).all() or \
+        pop["state_dict"]["generator.out.weight"][1].abs().max() > 1e3
+
+
+def test_population_resume_is_exact(tmp_path):
+    args = ["--model.init_args.population", "2", "--model.init_args.instance_noise", "0.1"]
+    straight = fit(tmp_path / "a", "wgan_gp", 3, *args, steps=12)
+    fit(tmp_path / "b", "wgan_gp", 3, *args, steps=6)
+    resumed = fit(tmp_path / "b", "wgan_gp", 3, *args, "--ckpt_path", str(tmp_path / "b" / "checkpoints" / "last.ckpt"),
+                  steps=12)
+    for key, value in straight["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "configs/cgan.yaml", "--model.init_args.population", "2"], "overrides"),
+    (["--config", "configs/sngan.yaml", "--model.init_args.population", "0"], "model.population must be >= 1"),
+    (["--config", "configs/sngan.yaml", "--model.init_args.population", "2",
+      "--model.init_args.population_overrides", '[{"g_lr": 0.001}]'], "one dict per replica"),
+    (["--config", "configs/sngan.yaml", "--model.init_args.population", "2",
+      "--model.init_args.population_overrides", '[{"lr": 0.001}, {}]'], "not a per-replica setting"),
+    (["--config", "configs/wgan.yaml", "--model.init_args.population", "2",
+      "--model.init_args.population_overrides", '[{"d_lr": 0.001}, {}]'], "needs torch.optim.Adam"),
+    (["--config", "configs/sngan.yaml", "--model.init_args.population", "2", "--model.init_args.grad_clip", "1"],
+     "grad_clip"),
+])
+def test_population_refusals_are_one_line(tmp_path, capsys, args, message):
+    code = main(["fit", *args, "--trainer.default_root_dir", str(tmp_path / "r"), "--trainer.max_steps", "1",
+                 *TOY[:2], "--run.wandb", "false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_USAGE
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_sweep_trial_seeds_as_one_population_score_like_one_fit_each(tmp_path, monkeypatch):
+    """A trial's consecutive seeds run as one population fit (one run directory) and score what one
+    fit per seed scores: the same per-seed quality, collapse value and status."""
+    import optuna
+
+    from tests.test_sweep import TINY, write
+
+    monkeypatch.setenv("GANBENCH_SWEEP_SEED", "4")  # both studies sample the same learning rate
+    data = {**TINY, "seeds": [3, 4], "budget": 6, "objectives": ["quality", "instability"],
+            "factors": {"model.init_args.d_norm": ["spectral"], "model.init_args.penalty": ["none"]}}
+    results = {}
+    for population in (True, False):
+        name = f"pop_{population}".lower()
+        config = write(tmp_path, {**data, "name": name, "population": population}, f"{name}.yaml")
+        storage = f"sqlite:///{tmp_path / name}.db"
+        assert main(["sweep", "--config", str(config), "--storage", storage, "--n-trials", "1",
+                     "--runs-root", str(tmp_path / "runs"), "--threads", "1", "--no-progress"]) == 0
+        (trial,) = optuna.load_study(study_name=name, storage=storage).trials
+        runs = sorted(p.name for p in (tmp_path / "runs" / name / "trial_00000").iterdir() if p.is_dir())
+        assert runs == (["seeds_3-4"] if population else ["seed_3", "seed_4"])
+        results[population] = trial
+    batched, single = results[True], results[False]
+    assert batched.params == single.params
+    assert batched.user_attrs["seed_status"] == single.user_attrs["seed_status"] == ["completed", "completed"]
+    assert batched.user_attrs["seed_quality"] == pytest.approx(single.user_attrs["seed_quality"], rel=1e-4)
+    assert batched.values == pytest.approx(single.values, rel=1e-4)
