@@ -219,3 +219,24 @@ def test_sweep_trial_seeds_as_one_population_score_like_one_fit_each(tmp_path, m
     assert batched.user_attrs["seed_status"] == single.user_attrs["seed_status"] == ["completed", "completed"]
     assert batched.user_attrs["seed_quality"] == pytest.approx(single.user_attrs["seed_quality"], rel=1e-4)
     assert batched.values == pytest.approx(single.values, rel=1e-4)
+
+
+def test_a_replica_loads_as_the_ordinary_module_it_is(tmp_path, capsys):
+    from ganbench.models import load_module
+
+    pop = fit(tmp_path / "pop", "sngan", 5, "--model.init_args.population", "3", "--model.init_args.ema_decay", "0.9",
+              steps=3)
+    ckpt = tmp_path / "pop" / "checkpoints" / "last.ckpt"
+    one = load_module(ckpt, replica=2)
+    assert one.population == 1 and one.replica_seeds == [7]
+    for key, value in one.state_dict().items():
+        expected = pop["state_dict"][key]
+        if key.startswith(("generator.", "discriminator.", "ema_generator.")) and value.dim() == expected.dim() - 1:
+            expected = expected[2]
+        torch.testing.assert_close(value, expected, rtol=0, atol=0)
+    assert main(["sample", "--ckpt", str(ckpt), "--replica", "1", "--n", "16", "--out", str(tmp_path / "r1.png")]) == 0
+    assert (tmp_path / "r1.png").is_file()
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(ckpt), "--n", "16", "--out", str(tmp_path / "x.png")]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "population of 3 replicas: pass --replica K with K in 0..2" in err[0]

@@ -63,6 +63,7 @@ def datamodule_for(ckpt: str | Path, data: str | None, root: str | None) -> Any:
 def build_parser() -> CommandParser:
     p = CommandParser(prog="ganbench evaluate", description=__doc__)
     p.add_argument("--ckpt", required=True, help="checkpoint of a ganbench run")
+    p.add_argument("--replica", type=int, default=None, help="replica K of a population checkpoint")
     p.add_argument("--n-fake", type=int, default=10000)
     p.add_argument("--n-real", type=int, default=None, help="reference images (default: --n-fake)")
     p.add_argument("--features", default=None, help=f"one of {', '.join(FEATURE_NETS)} (default: per data set)")
@@ -90,7 +91,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.n_fake < 2:
         raise GanbenchError(f"--n-fake={args.n_fake} is too small; it must be >= 2")
     dm = datamodule_for(args.ckpt, args.data, args.root)
-    module = load_module(args.ckpt, map_location=args.device).eval()
+    module = load_module(args.ckpt, map_location=args.device, replica=args.replica).eval()
     n_real = args.n_real or args.n_fake
     with Progress(transient=True) as bar:
         task = bar.add_task("generating", total=args.n_fake)

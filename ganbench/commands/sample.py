@@ -33,6 +33,7 @@ def build_parser() -> CommandParser:
     p.add_argument("--arithmetic", action="store_true", help="mean(A) - mean(B) + mean(C) on three latent groups")
     p.add_argument("--group-size", type=int, default=3, help="latents per group for --arithmetic")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
+    p.add_argument("--replica", type=int, default=None, help="replica K of a population checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         raise GanbenchError(f"--n={args.n} is invalid; it must be >= 1")
     if args.interpolate is not None and args.arithmetic:
         raise GanbenchError("--interpolate and --arithmetic exclude each other; choose one")
-    module = load_module(args.ckpt, map_location=args.device).eval()
+    module = load_module(args.ckpt, map_location=args.device, replica=args.replica).eval()
     gen = torch.Generator(device=module.device).manual_seed(args.seed)
     num_classes = getattr(module, "num_classes", 0) or 0
     if args.label is not None and not num_classes:

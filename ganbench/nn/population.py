@@ -263,7 +263,8 @@ def stack_modules(mods: Sequence[nn.Module]) -> nn.Module:
     return out
 
 
-def unstack_state(state: dict[str, torch.Tensor], replica: int) -> dict[str, torch.Tensor]:
-    """Replica ``replica``'s slice of every tensor with a replica axis (for inspection and export)."""
-    return {k: (v[replica] if v.dim() > 0 and k != "num_batches_tracked" and not k.endswith(".num_batches_tracked")
-                else v) for k, v in state.items()}
+def unstack_state(state: dict[str, torch.Tensor], replica: int,
+                  stacked: tuple[str, ...] = ("generator.", "discriminator.", "ema_generator.")) -> dict[str, torch.Tensor]:
+    """Replica ``replica``'s slice of a population's state dict: the tensors of the stacked networks
+    (keys under ``stacked``) lose their replica axis; everything else (fixed latents, counters) stays."""
+    return {k: (v[replica] if k.startswith(stacked) and v.dim() > 0 else v) for k, v in state.items()}
