@@ -263,8 +263,11 @@ def stack_modules(mods: Sequence[nn.Module]) -> nn.Module:
     return out
 
 
+STACKED = ("generator.", "discriminator.", "ema_generator.")
+
+
 def unstack_state(state: dict[str, torch.Tensor], replica: int,
-                  stacked: tuple[str, ...] = ("generator.", "discriminator.", "ema_generator.")) -> dict[str, torch.Tensor]:
+                  stacked: tuple[str, ...] = STACKED) -> dict[str, torch.Tensor]:
     """Replica ``replica``'s slice of a population's state dict: the tensors of the stacked networks
     (keys under ``stacked``) lose their replica axis; everything else (fixed latents, counters) stays."""
     return {k: (v[replica] if k.startswith(stacked) and v.dim() > 0 else v) for k, v in state.items()}
