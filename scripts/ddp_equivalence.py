@@ -126,13 +126,13 @@ def fixed_interpolation(model: GANModule) -> None:
     calls = itertools.count()
     penalty = model.penalty_fn
 
-    def penalty_fn(D: Any, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    def penalty_fn(D: Any, real: torch.Tensor, fake: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         world, rank = model.trainer.world_size, model.global_rank
         g = torch.Generator().manual_seed(20_000 + next(calls))
         alpha = torch.rand(len(real) * world, *([1] * (real.dim() - 1)), generator=g)[rank::world]
         alpha = alpha.to(real.device)
         x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).detach()
-        return penalty(D, x_hat, x_hat)
+        return penalty(D, x_hat, x_hat, **kwargs)
 
     model.penalty_fn = penalty_fn
 
