@@ -70,6 +70,24 @@ def test_d_and_g_loss_score_packs(m):
     assert torch.equal(g_loss, model.objective.g(d(as_packs(fake)), None))
 
 
+@pytest.mark.parametrize("family", ["dcgan", "wgan_gp"])
+def test_image_families_pack_channel_wise(family):
+    """An image D gets m·C input channels; its losses are those of D on the channel-wise packs."""
+    torch.manual_seed(0)
+    model = FAMILIES[family](data_shape=(1, 32, 32), width=8, pack=2)
+    real = torch.rand(6, 1, 32, 32) * 2 - 1
+    torch.manual_seed(1)
+    loss, _ = model.d_loss(real, None)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        fake = model.generator(torch.randn(6, model.latent_dim))
+    d = model.discriminator
+    expected = model.objective.d(d(real.reshape(3, 2, 32, 32)), d(fake.reshape(3, 2, 32, 32)))
+    if family == "wgan_gp":  # the same draws of the penalty's interpolation, on the packed pairs
+        expected = expected + 10.0 * gradient_penalty(d, real.reshape(3, 2, 32, 32), fake.reshape(3, 2, 32, 32))
+    assert torch.equal(loss, expected)
+
+
 def test_penalty_is_taken_on_packed_inputs():
     torch.manual_seed(0)
     model = FAMILIES["wgan_gp"](**TOY, pack=2, d_norm="none", g_norm="none")
