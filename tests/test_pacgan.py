@@ -230,3 +230,19 @@ def test_scores_against_a_hand_computed_case():
     one = c[:1].repeat(5, 1)  # one mode: log K
     assert mode_metrics(one, c, s)["reverse_kl"] == pytest.approx(math.log(8), rel=1e-12)
     assert math.isnan(mode_metrics(torch.zeros(3, 2), c, s)["reverse_kl"])  # no high-quality sample
+
+
+def test_reproduction_statistics():
+    """The table's mean ± standard error and its 'within 2 combined standard errors' verdict."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce_pacgan", "scripts/reproduce_pacgan.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mean, se = mod.mean_se([1.0, 2.0, 3.0, math.nan])  # NaN (no high-quality sample) is left out
+    assert mean == 2.0 and se == pytest.approx(1 / math.sqrt(3), rel=1e-12)
+    assert math.isnan(mod.mean_se([4.0])[1])
+    assert mod.agrees((6.0, 0.3), (6.3, 0.5)) is True  # |0.3| <= 2 √(0.09 + 0.25) = 1.166
+    assert mod.agrees((5.0, 0.1), (6.3, 0.5)) is False  # 1.3 > 2 √(0.01 + 0.25) = 1.020
+    assert mod.agrees((5.0, math.nan), (6.3, 0.5)) is None
+    assert mod.PUBLISHED[("grid", 4)] == ((24.8, 0.2), (93.6, 0.6), (0.04, 0.01))
