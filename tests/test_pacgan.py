@@ -136,6 +136,12 @@ def test_g_batch_size_must_fill_whole_packs():
 
 
 # -------------------------------------------------------------------------------- networks and init
+@pytest.mark.parametrize("family, key", [("ebgan", "d_width"), ("began", "d_depth"), ("pix2pix", "g_depth")])
+def test_network_options_a_family_does_not_use_are_refused(family, key):
+    with pytest.raises(GanbenchError, match=rf"^model.{key}=3 is not used by the {family} family's own "):
+        FAMILIES[family](data_shape=(1, 32, 32), num_classes=10, **{key: 3})
+
+
 def test_maxout_is_the_max_of_its_pieces():
     layer = Maxout(1, 2, pieces=3)
     with torch.no_grad():  # unit 0: max(x, -x, 0) = |x|; unit 1: max(2x, x + 1, -5) (pieces are consecutive rows)

@@ -191,8 +191,13 @@ class GANModule(L.LightningModule):
         # factories are kept as given: under LightningCLI, hparams hold their config, not the callable
         self.optimizer_factories = (g_optimizer, d_optimizer)
         self.scheduler_factories = (g_scheduler, d_scheduler)
+        self._network_options: set[str] = set()  # the MLP options the networks were built with
         self.generator = self.build_generator()
         self.discriminator = self.build_discriminator()
+        for key in ("g_depth", "d_width", "d_depth"):
+            if args[key] and key not in self._network_options:
+                raise GanbenchError(f"model.{key}={args[key]} is not used by the {self.family} family's own "
+                                    f"{'generator' if key[0] == 'g' else 'discriminator'}; leave it unset")
         if init_std > 0:
             from ganbench.nn.common import normal_init
 
@@ -262,6 +267,7 @@ class GANModule(L.LightningModule):
                 raise GanbenchError(f"model.g_depth={self.cfg.g_depth} needs an MLP generator (model.arch mlp, "
                                     f"or auto on 2-D data), not {self.resolved_arch!r}")
             kw["depth"] = self.cfg.g_depth
+        self._network_options.add("g_depth")
         return GENERATORS[self.resolved_arch](latent_dim=self.latent_dim, norm=self.cfg.g_norm, **kw)
 
     def build_discriminator(self) -> nn.Module:
@@ -281,6 +287,7 @@ class GANModule(L.LightningModule):
             kw["depth"] = h.d_depth
         if d_arch == "maxout":
             kw["pieces"] = h.maxout_pieces
+        self._network_options.update(("d_width", "d_depth"))
         return DISCRIMINATORS[d_arch](norm=h.d_norm, minibatch=h.minibatch, **kw)
 
     # ----------------------------------------------------------------------------------- sampling
