@@ -9,6 +9,10 @@ paper's code scores them (high quality within 3σ of the nearest mode, a mode ca
 high-quality sample, reverse KL of the mode histogram against uniform). The last evaluation is the
 table's number; all of them are the curve.
 
+``--families`` adds rows for other families on the same protocol: the same data, networks (maxout D,
+batch-norm MLP G), initialization, batch, iterations and packing, with the family's own loss,
+D normalization, penalty, n_critic and paper optimizer (e.g. ``--families gan wgan_gp sngan unrolled``).
+
 Full protocol (400 000 iterations, 10 seeds, 16 fits per seed)::
 
     python scripts/reproduce_pacgan.py
@@ -80,20 +84,45 @@ def agrees(measured: tuple[float, float], published: tuple[float, float]) -> boo
     return abs(m - p) <= 2 * math.sqrt(se_m**2 + se_p**2)
 
 
-def build(data: str, pack: int, seed: int, steps: int):
-    """The model and data module of the config, with this fit's packing, seed and length."""
+def family_args(family: str) -> list[str]:
+    """Config overrides that make the protocol's GAN another family: its class, its paper optimizer,
+    and its own defaults for the objective and D's normalization where the config fixes them."""
+    if family == "gan":
+        return []
+    import inspect
+
+    from ganbench.models import FAMILIES
+
+    cls = FAMILIES[family]
+    own = inspect.signature(cls.__init__).parameters
+    args = ["--model.class_path", f"{cls.__module__}.{cls.__qualname__}",
+            "--model.init_args.g_optimizer", "null", "--model.init_args.d_optimizer", "null"]
+    for key in ("loss", "d_norm"):
+        if key in own:
+            args += [f"--model.init_args.{key}", str(own[key].default)]
+    return args
+
+
+def row_name(family: str, pack: int) -> str:
+    if family == "gan":
+        return "GAN" if pack == 1 else f"PacGAN{pack}"
+    return family if pack == 1 else f"{family} + pack {pack}"
+
+
+def build(data: str, family: str, pack: int, seed: int, steps: int):
+    """The model and data module of the config, with this fit's family, packing, seed and length."""
     from ganbench.cli import GanbenchCLI
 
     root = tempfile.mkdtemp(prefix="pacgan-")
-    cli = GanbenchCLI(args=["--config", CONFIGS[data], "--model.init_args.pack", str(pack), "--seed_everything",
-                            str(seed), "--trainer.max_steps", str(steps), "--trainer.logger", "false",
-                            "--trainer.default_root_dir", root], run=False)
+    cli = GanbenchCLI(args=["--config", CONFIGS[data], *family_args(family), "--model.init_args.pack", str(pack),
+                            "--seed_everything", str(seed), "--trainer.max_steps", str(steps),
+                            "--trainer.logger", "false", "--trainer.default_root_dir", root], run=False)
     return cli.model, cli.datamodule
 
 
-def fit_one(job: tuple[str, int, int, argparse.Namespace]) -> dict:
+def fit_one(job: tuple[str, str, int, int, argparse.Namespace]) -> dict:
     """One fit: its curve of (iteration, modes, high-quality fraction, reverse KL) and final samples."""
-    data, pack, seed, args = job
+    data, family, pack, seed, args = job
     import lightning as L
     import torch
 
@@ -103,10 +132,10 @@ def fit_one(job: tuple[str, int, int, argparse.Namespace]) -> dict:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
-    model, dm = build(data, pack, seed, args.steps)
+    model, dm = build(data, family, pack, seed, args.steps)
     z = torch.randn(args.samples, model.latent_dim, generator=torch.Generator().manual_seed(Z_SEED))
     curve: list[dict] = []
-    tag = f"{data} pack {pack} seed {seed}"
+    tag = f"{data} {row_name(family, pack)} seed {seed}"
 
     class Score(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, *rest) -> None:
@@ -127,7 +156,7 @@ def fit_one(job: tuple[str, int, int, argparse.Namespace]) -> dict:
     trainer.fit(model, datamodule=dm)
     wall = time.perf_counter() - t0
     final = model.sample(args.samples, z=z).float().cpu()
-    return {"data": data, "pack": pack, "seed": seed, "steps": args.steps, "status": model.status,
+    return {"data": data, "family": family, "pack": pack, "seed": seed, "steps": args.steps, "status": model.status,
             "wall_s": wall, "curve": curve, "samples": final.tolist() if seed == args.seeds[0] else None}
 
 
@@ -140,12 +169,12 @@ def figure(fits: list[dict], path: Path) -> None:
 
     from ganbench.data import make_toy
 
-    shown = sorted((f for f in fits if f["samples"] is not None), key=lambda f: (f["data"] != "ring", f["pack"]))
+    shown = [f for f in fits if f["samples"] is not None]
     datas = sorted({f["data"] for f in shown}, key=lambda d: d != "ring")
-    packs = sorted({f["pack"] for f in shown})
-    fig, axes = plt.subplots(len(datas), len(packs), figsize=(2.6 * len(packs), 2.6 * len(datas)), squeeze=False)
+    models = sorted({(f["family"], f["pack"]) for f in shown}, key=lambda m: (m[0] != "gan", m))
+    fig, axes = plt.subplots(len(datas), len(models), figsize=(2.6 * len(models), 2.6 * len(datas)), squeeze=False)
     for f in shown:
-        ax = axes[datas.index(f["data"])][packs.index(f["pack"])]
+        ax = axes[datas.index(f["data"])][models.index((f["family"], f["pack"]))]
         centers = make_toy("ring8_pacgan" if f["data"] == "ring" else "grid25").centers
         xs = list(zip(*f["samples"]))
         ax.scatter(xs[0], xs[1], s=1, alpha=0.3, c="k", rasterized=True)
@@ -153,7 +182,7 @@ def figure(fits: list[dict], path: Path) -> None:
         lim = 1.5 if f["data"] == "ring" else 6
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
         last = f["curve"][-1]
-        name = "GAN" if f["pack"] == 1 else f"PacGAN{f['pack']}"
+        name = row_name(f["family"], f["pack"])
         ax.set_title(f"{f['data']} {name}: {last['modes']:.0f} modes, {100 * last['hq']:.0f}% hq", fontsize=8)
     fig.suptitle(f"final samples, seed {shown[0]['seed']}, {shown[0]['steps']} iterations (red x: modes)", fontsize=9)
     fig.tight_layout()
@@ -182,7 +211,8 @@ def render(fits: list[dict], args: argparse.Namespace, command: str, wall: float
         f"- machine: {MACHINE}, {args.jobs} fit(s) at a time, {args.threads} torch thread(s) each, "
         f"accelerator {args.accelerator}; date {time.strftime('%Y-%m-%d')}; wall time {wall / 60:.1f} min",
         f"- torch {torch.__version__}, lightning {L.__version__}, Python {platform.python_version()}",
-        f"- fits: {len(fits)} = data {sorted({f['data'] for f in fits})} × pack {sorted({f['pack'] for f in fits})} "
+        f"- fits: {len(fits)} = data {sorted({f['data'] for f in fits})} × family {sorted({f['family'] for f in fits})} "
+        f"× pack {sorted({f['pack'] for f in fits})} "
         f"× seeds {seeds}; {args.steps} G iterations each "
         + ("(the paper's 400 epochs × 1000)" if full else f"(**{args.steps / PROTOCOL_STEPS:.2%} of the paper's "
                                                           f"400 000**: a reduced run)")
@@ -197,16 +227,17 @@ def render(fits: list[dict], args: argparse.Namespace, command: str, wall: float
         "(measured) | reverse KL (published) | reverse KL (measured) | agrees |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    groups: dict[tuple[str, int], list[dict]] = {}
+    groups: dict[tuple[str, str, int], list[dict]] = {}
     for f in fits:
-        groups.setdefault((f["data"], f["pack"]), []).append(f)
-    for key in sorted(groups, key=lambda k: (k[0] != "ring", k[1])):
+        groups.setdefault((f["data"], f["family"], f["pack"]), []).append(f)
+    order = sorted(groups, key=lambda k: (k[0] != "ring", k[1] != "gan", k[1], k[2]))
+    for key in order:
         runs = groups[key]
         measured = [mean_se([r["curve"][-1][k] for r in runs]) for k in ("modes", "hq", "rkl")]
-        pub = PUBLISHED.get(key)
+        pub = PUBLISHED.get((key[0], key[2])) if key[1] == "gan" else None
         verdicts = [agrees(m, p) for m, p in zip(measured, pub)] if pub and full else [None]
         verdict = "—" if None in verdicts else ("yes" if all(verdicts) else "**no**")
-        name = "GAN" if key[1] == 1 else f"PacGAN{key[1]}"
+        name = row_name(key[1], key[2])
         p = pub or ((math.nan, math.nan),) * 3
         lines.append(f"| {key[0]} | {name} | {fmt(p[0], digits=1)} | {fmt(measured[0], digits=1)} | "
                      f"{fmt(p[1], digits=1)} | {fmt(measured[1], 100, 1)} | {fmt(p[2])} | {fmt(measured[2])} | {verdict} |")
@@ -214,17 +245,16 @@ def render(fits: list[dict], args: argparse.Namespace, command: str, wall: float
     lines += ["", "## Curve: mean over seeds at each evaluation (modes / high-quality % / reverse KL)", "",
               "| data | model | " + " | ".join(f"{s}" for s in steps) + " |",
               "| --- | --- | " + " | ".join("---:" for _ in steps) + " |"]
-    for key in sorted(groups, key=lambda k: (k[0] != "ring", k[1])):
+    for key in order:
         cells = []
         for s in steps:
             at = [c for r in groups[key] for c in r["curve"] if c["step"] == s]
             mo, hq, rk = (mean_se([c[k] for c in at])[0] for k in ("modes", "hq", "rkl"))
             cells.append(f"{mo:.1f} / {100 * hq:.0f} / {rk:.2f}")
-        name = "GAN" if key[1] == 1 else f"PacGAN{key[1]}"
-        lines.append(f"| {key[0]} | {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {key[0]} | {row_name(key[1], key[2])} | " + " | ".join(cells) + " |")
     lines += ["", "Reverse KL is undefined (NaN) for a fit without a high-quality sample; means and standard errors "
               "of reverse KL are over the fits that have one."]
-    bad = [f"{f['data']} pack {f['pack']} seed {f['seed']}: {f['status']}" for f in fits if f["status"] != "running"]
+    bad = [f"{f['data']} {row_name(f['family'], f['pack'])} seed {f['seed']}: {f['status']}" for f in fits if f["status"] != "running"]
     if bad:
         lines += ["", "Fits that stopped early: " + "; ".join(bad)]
     lines += ["", f"![final samples of the first seed]({figure_name})"]
@@ -239,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=["ring", "grid"], choices=list(CONFIGS))
     parser.add_argument("--packs", nargs="+", type=int, default=[1, 2, 3, 4], help="1 = GAN, m = PacGANm")
+    parser.add_argument("--families", nargs="+", default=["gan"], help="ganbench families (FAMILIES keys)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
     parser.add_argument("--steps", type=int, default=PROTOCOL_STEPS, help="G iterations per fit")
     parser.add_argument("--eval-every", type=int, default=1000, help="G iterations between scorings")
@@ -253,8 +284,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
     if any(p < 1 for p in args.packs):
         parser.error(f"--packs must be >= 1, got {args.packs}")
+    from ganbench.models import FAMILIES
+
+    unknown = [f for f in args.families if f not in FAMILIES]
+    if unknown:
+        parser.error(f"--families: unknown {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
     os.environ.setdefault("WANDB_MODE", "disabled")
-    jobs = [(d, p, s, args) for d in args.data for p in args.packs for s in args.seeds]
+    jobs = [(d, fam, p, s, args) for d in args.data for fam in args.families for p in args.packs for s in args.seeds]
     print(f"{len(jobs)} fits of {args.steps} G iterations", flush=True)
     t0 = time.perf_counter()
     fits = []
@@ -262,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, fit in enumerate(pool.imap_unordered(fit_one, jobs) if pool else map(fit_one, jobs), 1):
             fits.append(fit)
             last = fit["curve"][-1]
-            print(f"[{i}/{len(jobs)}] {fit['data']} pack {fit['pack']} seed {fit['seed']}: {last['modes']:.0f} modes, "
+            print(f"[{i}/{len(jobs)}] {fit['data']} {row_name(fit['family'], fit['pack'])} seed {fit['seed']}: "
+                  f"{last['modes']:.0f} modes, "
                   f"{100 * last['hq']:.1f}% high quality, reverse KL {last['rkl']:.3f} ({fit['wall_s']:.0f} s)",
                   flush=True)
     wall = time.perf_counter() - t0
