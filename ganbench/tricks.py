@@ -115,3 +115,24 @@ class HistoricalAverage:
         """Restore what :meth:`state_dict` returned."""
         self.count = int(state["count"])
         self.average = {k: v.clone() for k, v in state["average"].items()}
+
+
+def pack(x: Tensor, m: int, batch_dim: int = 0) -> Tensor:
+    """PacGAN packing (Lin et al. 2018, §3): group every ``m`` consecutive samples into one D input.
+
+    Samples ``i·m … i·m + m - 1`` of the batch axis become pack ``i``, concatenated along the first
+    feature axis: vectors (B·m, D) → (B, m·D), images (B·m, C, H, W) → (B, m·C, H, W) (channel-wise).
+    Axes before ``batch_dim`` (e.g. a leading replica axis of a population) are kept. ``m = 1``
+    returns ``x`` itself.
+    """
+    if m == 1:
+        return x
+    n = x.shape[batch_dim]
+    if n % m:
+        raise GanbenchError(f"model.pack={m}: a batch of {n} samples cannot be split into packs of {m}")
+    return x.unflatten(batch_dim, (n // m, m)).flatten(batch_dim + 1, batch_dim + 2)
+
+
+def packed_shape(shape: tuple[int, ...], m: int) -> tuple[int, ...]:
+    """The shape of one pack of ``m`` samples of ``shape``: the first axis (features or channels) × m."""
+    return (shape[0] * m, *shape[1:])

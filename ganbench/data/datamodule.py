@@ -27,6 +27,7 @@ DatasetName = Literal[
     "imagefolder",
     "digits",
     "ring8",
+    "ring8_pacgan",
     "grid25",
     "swissroll",
     "fashion_edges2image",
@@ -69,6 +70,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "lsun": DatasetInfo("folder", 3, 0),
     "imagefolder": DatasetInfo("folder", 3, -1),
     "ring8": DatasetInfo("toy", 0, 8),
+    "ring8_pacgan": DatasetInfo("toy", 0, 8),
     "grid25": DatasetInfo("toy", 0, 25),
     "swissroll": DatasetInfo("toy", 0, 0),
     "fashion_edges2image": DatasetInfo("tensor", 1, 0, 28, source="fashion_mnist", layout="paired"),
@@ -179,7 +181,7 @@ class GANDataModule(L.LightningDataModule):
         batch_size: samples per discriminator minibatch.
         num_workers: ``DataLoader`` workers for the folder data sets.
         n_toy_samples: points in a toy training set (and in its validation set).
-        toy_std: overrides the toy mode std (ring8 0.02, grid25 0.05, swissroll 0.25/7.5).
+        toy_std: overrides the toy mode std (ring8 0.02, ring8_pacgan 0.01, grid25 0.05, swissroll 0.25/7.5).
         lsun_classes: LSUN databases to use, e.g. ``["bedroom_train"]`` (the default).
         download: fetch a missing data set into ``~/.cache/ganbench`` where torchvision can.
         seed: seed of the shuffling and of the toy samples.

@@ -2,8 +2,12 @@
 
 * ``ring8``: a mixture of 8 isotropic Gaussians with means evenly spaced on a circle of radius 2 and
   standard deviation 0.02 (Metz et al. 2017, "Unrolled Generative Adversarial Networks", Sec. 3.1).
+* ``ring8_pacgan``: the ring of PacGAN's 2-D experiments (Lin et al. 2018, Sec. 5.1; their
+  ``synthetic_data_experiments/2DRing_GAN&PacGAN/config.py``, lines 6-7): 8 Gaussians at
+  ``(cos 2 pi k / 8, sin 2 pi k / 8)`` (radius 1) with standard deviation 0.01.
 * ``grid25``: a mixture of 25 isotropic Gaussians on the grid ``{-4, -2, 0, 2, 4}^2`` with standard
-  deviation 0.05 (Srivastava et al. 2017, "VEEGAN", Sec. 5.1).
+  deviation 0.05 (Srivastava et al. 2017, "VEEGAN", Sec. 5.1); PacGAN's grid is the same
+  (``2DGrid_GAN&PacGAN/config.py``, lines 5-7).
 * ``swissroll``: the 2-D swiss roll of scikit-learn's ``make_swiss_roll`` (the ``(x, z)`` coordinates,
   ``t = 1.5 pi (1 + 2u)``, ``(x, z) = (t cos t, t sin t)``) divided by 7.5 so that it lies in about
   ``[-2, 2]^2``, as in the toy experiments of Gulrajani et al. 2017 ("Improved Training of Wasserstein
@@ -19,7 +23,7 @@ from typing import Literal
 
 import torch
 
-ToyName = Literal["ring8", "grid25", "swissroll"]
+ToyName = Literal["ring8", "ring8_pacgan", "grid25", "swissroll"]
 
 #: The divisor that maps scikit-learn's swiss roll (radius up to 4.5 pi) to about [-2, 2].
 SWISSROLL_SCALE = 7.5
@@ -104,8 +108,10 @@ def make_toy(name: ToyName, std: float | None = None) -> ToyMixture | SwissRoll:
     """Build a toy distribution by name; ``std`` overrides its default noise std."""
     if name == "ring8":
         return ring8() if std is None else ring8(std)
+    if name == "ring8_pacgan":
+        return ring8(0.01 if std is None else std, radius=1.0)
     if name == "grid25":
         return grid25() if std is None else grid25(std)
     if name == "swissroll":
         return SwissRoll() if std is None else SwissRoll(std)
-    raise ValueError(f"unknown toy distribution {name!r}; valid: ring8, grid25, swissroll")
+    raise ValueError(f"unknown toy distribution {name!r}; valid: ring8, ring8_pacgan, grid25, swissroll")

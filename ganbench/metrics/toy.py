@@ -3,7 +3,11 @@
 Following Metz et al. 2017 ("Unrolled Generative Adversarial Networks", sec. 3.1) and
 Srivastava et al. 2017 ("VEEGAN", sec. 5.1): a generated point is *high quality* when it lies
 within ``threshold`` standard deviations of its nearest mixture centre, and a mode is *covered*
-when at least ``MIN_COUNT`` high-quality points are assigned to it.
+when at least ``MIN_COUNT`` high-quality points are assigned to it. These are also the scores of
+PacGAN's 2-D experiments (Lin et al. 2018, Table 1; ``synthetic_data_experiments/PacGAN/pacgan/
+extensions.py``, ``MetricLogger.do``, lines 154-175 of github.com/fjxmlzn/PacGAN): its distance
+``sqrt(sum(d² / σ²))`` with an isotropic σ is the Euclidean distance divided by σ, a mode counts
+with one high-quality sample, and its reverse KL is ``reverse_kl`` below.
 """
 
 from __future__ import annotations
@@ -33,7 +37,11 @@ def mode_metrics(
         their nearest centre;
         ``kl_to_uniform``: KL(p || U_K) = sum_k p_k log(K p_k), where p is the histogram of
         high-quality samples over modes with ``KL_EPS`` added to every bin before normalising
-        (0 when no sample is high quality is reported as log K, the value for a single mode).
+        (0 when no sample is high quality is reported as log K, the value for a single mode);
+        ``reverse_kl``: PacGAN's reverse KL, KL(p || U_K) = log K - H(p) with the exact histogram
+        (empty modes add 0), NaN when no sample is high quality (p is undefined). It differs from
+        ``kl_to_uniform`` only by the smoothing: each empty mode adds about ``KL_EPS / n · log(K KL_EPS / n)``
+        there (n high-quality samples), below 1e-7 in all for K ≤ 25 whenever a sample is high quality.
     """
     s = samples.detach().double().cpu()
     c = torch.as_tensor(centers).double().cpu()
@@ -48,10 +56,13 @@ def mode_metrics(
     else:
         p = (counts + KL_EPS) / (counts + KL_EPS).sum()
         kl = float((p * torch.log(p * k)).sum())
+    q = counts[counts > 0] / counts.sum()
+    reverse_kl = float((q * torch.log(q * k)).sum()) if len(q) else math.nan
     return {
         "modes_covered": float(covered),
         "high_quality_frac": float(good.double().mean()) if s.shape[0] else 0.0,
         "kl_to_uniform": kl,
+        "reverse_kl": reverse_kl,
     }
 
 

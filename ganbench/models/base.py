@@ -54,8 +54,9 @@ from ganbench.nn.common import Minibatch
 from ganbench.nn.norms import BATCH_DEPENDENT, Norm
 from ganbench.nn.population import ReplicaRNG
 from ganbench.regularizers import PENALTIES, PenaltyName
+from ganbench.tricks import pack, packed_shape
 
-DArch = Literal["same", "cnn", "resnet", "dcgan", "mlp", "patch"]
+DArch = Literal["same", "cnn", "resnet", "dcgan", "mlp", "maxout", "patch"]
 
 
 class GANModule(L.LightningModule):
@@ -67,8 +68,17 @@ class GANModule(L.LightningModule):
         latent_dim: dimension of z ~ N(0, I).
         arch: network table key; ``auto`` = the family's image architecture, ``mlp`` for 2-D data.
         d_arch: D's network when it differs from G's: ``same`` (= arch) or a key of
-            ``DISCRIMINATORS`` such as ``patch`` (PatchGAN: one score per patch, averaged by the losses).
+            ``DISCRIMINATORS`` such as ``patch`` (PatchGAN: one score per patch, averaged by the losses)
+            or ``maxout`` (an MLP of maxout units, Goodfellow et al. 2013, as in PacGAN's toy experiments).
         width: base channel count (conv) or hidden units (MLP).
+        d_width: D's width when it differs from G's (``None``: ``width``).
+        g_depth, d_depth: hidden layers of an MLP G / an ``mlp`` or ``maxout`` D (0: the network's default).
+        maxout_pieces: linear pieces per unit of the ``maxout`` D.
+        init_std: initialize every linear/conv weight of G and D from N(0, init_std²) and every bias to 0
+            (0: PyTorch's default initialization).
+        pack: PacGAN packing (Lin et al. 2018): D scores packs of ``pack`` samples concatenated along
+            the feature (vectors) or channel (images) axis; a D step then reads ``pack × batch_size``
+            real samples and makes as many fakes, and penalties see packed inputs. 1 = no packing.
         g_norm, d_norm: normalization of G and D (see :mod:`ganbench.nn.norms`).
         conditional: class-conditional G (conditional norm) and D (projection).
         loss: adversarial objective, a key of :data:`ganbench.losses.LOSSES`.
@@ -149,6 +159,12 @@ class GANModule(L.LightningModule):
         feature_matching: float = 0.0,
         historical_averaging: float = 0.0,
         minibatch: Minibatch = "none",
+        d_width: int | None = None,
+        g_depth: int = 0,
+        d_depth: int = 0,
+        maxout_pieces: int = 5,
+        init_std: float = 0.0,
+        pack: int = 1,
         n_samples: int = 64,
         divergence_threshold: float = 1e6,
         check_every: int = 50,
@@ -173,6 +189,7 @@ class GANModule(L.LightningModule):
         if n_critic < 1:
             raise GanbenchError(f"model.n_critic must be >= 1, got {n_critic}")
         _check_ranges(args)
+        self._check_pack(pack, conditional, g_batch_size)
         if penalty in self.per_sample_penalties and d_norm in BATCH_DEPENDENT:
             raise GanbenchError(
                 f"model.d_norm={d_norm!r} cannot be combined with model.penalty={penalty!r}: the penalty is a "
@@ -194,7 +211,12 @@ class GANModule(L.LightningModule):
         self.population = population
         #: replica r's seed: its initial weights are drawn from it, its training draws from a hash of it
         self.replica_seeds = [torch.initial_seed() + r for r in range(population)]
+        self._network_options: set[str] = set()  # the MLP options the networks were built with
         self.generator, self.discriminator = self.build_replicas()
+        for key in ("g_depth", "d_width", "d_depth"):
+            if args[key] and key not in self._network_options:
+                raise GanbenchError(f"model.{key}={args[key]} is not used by the {self.family} family's own "
+                                    f"{'generator' if key[0] == 'g' else 'discriminator'}; leave it unset")
         self.replica_values = self.check_population(population_overrides)
         self.ema_generator = (
             AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
@@ -224,6 +246,22 @@ class GANModule(L.LightningModule):
         self._direct_steps = False  # decided in on_train_start (direct_step_blocker)
 
     # ----------------------------------------------------------------------------------- networks
+    #: why this family's D cannot score packs of samples (None: it can; see ``pack``)
+    pack_unsupported: ClassVar[str | None] = None
+
+    def _check_pack(self, m: int, conditional: bool, g_batch_size: int | None) -> None:
+        if m == 1:
+            return
+        if self.pack_unsupported is not None:
+            raise GanbenchError(f"model.pack={m} is not supported by {self.family}: {self.pack_unsupported}; "
+                                "use model.pack 1")
+        if conditional:
+            raise GanbenchError(f"model.pack={m} needs an unconditional model (a pack of {m} samples has {m} "
+                                "labels); use model.pack 1 or model.conditional false")
+        if g_batch_size is not None and g_batch_size % m:
+            raise GanbenchError(f"model.g_batch_size={g_batch_size} must be a multiple of model.pack={m} "
+                                "(G's samples are scored in packs)")
+
     @property
     def resolved_arch(self) -> str:
         arch = self.cfg.arch
@@ -243,15 +281,34 @@ class GANModule(L.LightningModule):
         return kw
 
     def build_generator(self) -> nn.Module:
-        return GENERATORS[self.resolved_arch](latent_dim=self.latent_dim, norm=self.cfg.g_norm,
-                                              **self.network_kwargs())
+        kw = self.network_kwargs()
+        if self.cfg.g_depth:
+            if self.resolved_arch != "mlp":
+                raise GanbenchError(f"model.g_depth={self.cfg.g_depth} needs an MLP generator (model.arch mlp, "
+                                    f"or auto on 2-D data), not {self.resolved_arch!r}")
+            kw["depth"] = self.cfg.g_depth
+        self._network_options.add("g_depth")
+        return GENERATORS[self.resolved_arch](latent_dim=self.latent_dim, norm=self.cfg.g_norm, **kw)
 
     def build_discriminator(self) -> nn.Module:
-        d_arch = self.resolved_arch if self.cfg.d_arch == "same" else self.cfg.d_arch
-        if d_arch != "mlp" and len(self.data_shape) == 1:
-            raise GanbenchError(f"model.d_arch={d_arch!r} needs images but the data are 2-D vectors; use same or mlp")
-        return DISCRIMINATORS[d_arch](norm=self.cfg.d_norm, minibatch=self.cfg.minibatch,
-                                                  **self.network_kwargs())
+        h = self.cfg
+        d_arch = self.resolved_arch if h.d_arch == "same" else h.d_arch
+        if d_arch not in ("mlp", "maxout") and len(self.data_shape) == 1:
+            raise GanbenchError(f"model.d_arch={d_arch!r} needs images but the data are 2-D vectors; "
+                                "use same, mlp or maxout")
+        kw = self.network_kwargs()
+        kw["shape"] = packed_shape(self.data_shape, h.pack)  # D sees packs of m samples
+        if h.d_width:
+            kw["width"] = h.d_width
+        if h.d_depth:
+            if d_arch not in ("mlp", "maxout"):
+                raise GanbenchError(f"model.d_depth={h.d_depth} needs an MLP discriminator (model.d_arch mlp or "
+                                    f"maxout), not {d_arch!r}")
+            kw["depth"] = h.d_depth
+        if d_arch == "maxout":
+            kw["pieces"] = h.maxout_pieces
+        self._network_options.update(("d_width", "d_depth"))
+        return DISCRIMINATORS[d_arch](norm=h.d_norm, minibatch=h.minibatch, **kw)
 
     # -------------------------------------------------------------------------------- population
     #: the step pieces a family may not override and still be batched (they would need to know the
@@ -267,7 +324,13 @@ class GANModule(L.LightningModule):
         nets = []
         for seed in self.replica_seeds:
             torch.manual_seed(seed)
-            nets.append((self.build_generator(), self.build_discriminator()))
+            g, d = self.build_generator(), self.build_discriminator()
+            if self.cfg.init_std > 0:
+                from ganbench.nn.common import normal_init
+
+                normal_init(g, self.cfg.init_std)
+                normal_init(d, self.cfg.init_std)
+            nets.append((g, d))
         if self.population == 1:
             return nets[0]
         from ganbench.nn.population import stack_modules
@@ -434,12 +497,19 @@ class GANModule(L.LightningModule):
         return sigma0 * instance_noise_sigma(self.global_step, 1.0, h.instance_noise_steps)
 
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What D sees: the sample plus annealed instance noise when enabled (σ per replica when a
-        population overrides it)."""
+        """What D sees: the samples plus annealed instance noise when enabled (σ per replica when a
+        population overrides it), in packs of ``pack``."""
         sigma = self.noise_sigma()
-        if not torch.is_tensor(sigma):
-            return x + sigma * self.rng.randn_like(x) if sigma > 0 else x
-        return x + self.replica_rows_of(sigma, x) * self.rng.randn_like(x)
+        if torch.is_tensor(sigma):
+            x = x + self.replica_rows_of(sigma, x) * self.rng.randn_like(x)
+        elif sigma > 0:
+            x = x + sigma * self.rng.randn_like(x)
+        return self.packed(x)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of B·m samples as the B packs D scores (``x`` itself when ``pack`` = 1). A
+        population's folded rows stay within their replica: each replica's B·m rows make its B packs."""
+        return pack(x, self.cfg.pack)
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """D's scores in fp32, so losses are reduced in fp32 even under bf16 autocast."""
@@ -451,6 +521,7 @@ class GANModule(L.LightningModule):
         if h.penalty == "none" or self._d_steps % h.penalty_every:
             return real.new_zeros(())
         weight = self.replica_value("penalty_weight", h.penalty_weight)
+        real, fake = self.packed(real), self.packed(fake)
         if self.population == 1 and not torch.is_tensor(weight):
             value = self.penalty_fn(lambda x: self.discriminator(x, labels), real, fake, generator=self.rng)
             self._penalty_value = value.detach()
@@ -623,7 +694,7 @@ class GANModule(L.LightningModule):
         with reference_pass(self.generator):
             self.generator(self.fixed_z[: len(ref_x)], None if ref_y is None else self.fixed_y[: len(ref_x)])
         with reference_pass(self.discriminator):
-            self.discriminator(ref_x, ref_y)
+            self.discriminator(self.packed(ref_x), ref_y)
 
     def iteration(self, chunks, g_opt, d_opt, lightning: bool = True, autocast: Any = None,
                   finish: bool = True) -> tuple[tuple[torch.Tensor, dict], tuple[torch.Tensor, dict]]:
@@ -921,7 +992,7 @@ class GANModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self._trainer is not None else None
         if dm is not None and hasattr(dm, "batches_per_step"):
-            dm.batches_per_step = self.n_critic
+            dm.batches_per_step = self.n_critic * self.cfg.pack  # each D step reads pack × batch_size samples
         batch = getattr(dm, "batch_size", None)
         if batch is not None:  # batch norm in training mode needs two samples per channel
             h = self.cfg
@@ -980,6 +1051,12 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "feature_matching": (lambda v: 0 <= v < math.inf, "finite and >= 0"),
     "historical_averaging": (lambda v: 0 <= v < math.inf, "finite and >= 0"),
     "n_samples": (lambda v: v >= 1, ">= 1"),
+    "d_width": (lambda v: v is None or v >= 1, ">= 1 (or null: model.width)"),
+    "g_depth": (lambda v: v >= 0, ">= 0 (0: the network's default)"),
+    "d_depth": (lambda v: v >= 0, ">= 0 (0: the network's default)"),
+    "maxout_pieces": (lambda v: v >= 1, ">= 1"),
+    "init_std": (lambda v: 0 <= v < math.inf, "finite and >= 0 (0: PyTorch's default initialization)"),
+    "pack": (lambda v: v >= 1, ">= 1 (1: no packing)"),
     "divergence_threshold": (lambda v: v > 0, "> 0 (inf: only NaN/inf stop a run)"),
     "check_every": (lambda v: v >= 1, ">= 1"),
     "population": (lambda v: v >= 1, ">= 1 (1: one ordinary fit)"),
@@ -1003,7 +1080,7 @@ def _frozen(module: nn.Module):
 def _check_ranges(args: dict[str, Any], prefix: str = "model.") -> None:
     for key, (ok, what) in RANGES.items():
         value = args.get(key)
-        if key not in args or (value is None and key == "g_batch_size"):
+        if key not in args or (value is None and key in ("g_batch_size", "d_width")):
             continue
         if value is None or isinstance(value, bool) or not (value == value and ok(value)):  # NaN != NaN
             raise GanbenchError(f"{prefix}{key} must be {what}, got {value}")

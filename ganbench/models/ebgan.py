@@ -26,6 +26,9 @@ class EnergyGAN(GANModule):
     """Shared by the autoencoder-discriminator families (EBGAN, MAGAN, BEGAN): the autoencoder D of
     :mod:`ganbench.nn.autoencoder` with a ``code_dim`` bottleneck and an ``mse`` or ``l1`` energy."""
 
+    pack_unsupported: ClassVar[str | None] = (
+        "its discriminator is an autoencoder whose energy is a per-sample reconstruction error")
+
     def __init__(self, code_dim: int = 64, energy: Energy = "mse", **kwargs: Any):
         super().__init__(**kwargs)
         if self.cfg.minibatch != "none":

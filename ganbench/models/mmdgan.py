@@ -76,7 +76,7 @@ class MMDGAN(GANModule):
             phi = self.discriminator(x)
             return mixture_kernel(phi, phi_real, h.kernel).mean(1) - mixture_kernel(phi, phi_fake, h.kernel).mean(1)
 
-        value = self.penalty_fn(witness, real, fake)
+        value = self.penalty_fn(witness, self.packed(real), self.packed(fake))
         self._penalty_value = value.detach()
         return h.penalty_weight * h.penalty_every * value
 

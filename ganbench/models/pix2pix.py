@@ -36,6 +36,8 @@ class ImageToImage(GANModule):
         n_grid: test pairs shown in the sample grid (one column each).
     """
 
+    pack_unsupported: ClassVar[str | None] = "its discriminator scores (input, output) image pairs"
+
     def __init__(self, n_grid: int = 8, **kwargs: Any):
         super().__init__(**kwargs)
         self.register_buffer("grid_b", torch.zeros(n_grid, *self.data_shape))

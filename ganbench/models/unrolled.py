@@ -60,8 +60,8 @@ class UnrolledGAN(GANModule):
                        float(state.get(p, {}).get("step", 0))) for n, p in disc.named_parameters()}
         for _ in range(h.unroll_steps):
             theta = {**params, **buffers}
-            loss = self.objective.d(functional_call(disc, theta, (real, labels)),
-                                    functional_call(disc, theta, (fake, fake_labels)))
+            loss = self.objective.d(functional_call(disc, theta, (self.packed(real), labels)),
+                                    functional_call(disc, theta, (self.packed(fake), fake_labels)))
             grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True, allow_unused=True)
             for n, g in zip(names, grads):
                 g = torch.zeros_like(params[n]) if g is None else g

@@ -8,7 +8,7 @@ from typing import Literal
 
 from ganbench.nn.cnn import CNNDiscriminator, CNNGenerator, DCGANDiscriminator, DCGANGenerator
 from ganbench.nn.common import Discriminator, DiscriminatorHead
-from ganbench.nn.mlp import MLPDiscriminator, MLPGenerator
+from ganbench.nn.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
 from ganbench.nn.norms import NORMS, Norm
 from ganbench.nn.patch import PatchDiscriminator
 from ganbench.nn.resnet import ResNetDiscriminator, ResNetGenerator
@@ -21,11 +21,12 @@ DISCRIMINATORS = {
     "resnet": ResNetDiscriminator,
     "dcgan": DCGANDiscriminator,
     "mlp": MLPDiscriminator,
+    "maxout": MaxoutDiscriminator,
     "patch": PatchDiscriminator,
 }
 
 __all__ = [
     "Arch", "GENERATORS", "DISCRIMINATORS", "Discriminator", "DiscriminatorHead", "NORMS", "Norm",
     "CNNGenerator", "CNNDiscriminator", "DCGANGenerator", "DCGANDiscriminator", "ResNetGenerator",
-    "ResNetDiscriminator", "MLPGenerator", "MLPDiscriminator", "PatchDiscriminator",
+    "ResNetDiscriminator", "MLPGenerator", "MLPDiscriminator", "MaxoutDiscriminator", "PatchDiscriminator",
 ]

@@ -108,3 +108,18 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(x, y), y)
+
+
+@torch.no_grad()
+def normal_init(net: nn.Module, std: float) -> nn.Module:
+    """Draw every weight of ``net``'s linear and convolution layers from N(0, std²) and zero their biases
+    (DCGAN's and PacGAN's initialization); norm layers keep their identity start (scale 1, shift 0).
+    A re-parametrized weight (spectral or weight norm) is initialized through its original tensor."""
+    for module in net.modules():
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+            for name, p in module.named_parameters():
+                if name.rsplit(".", 1)[-1] == "bias":
+                    p.zero_()
+                elif p.dim() >= 2:
+                    p.normal_(0.0, std)
+    return net

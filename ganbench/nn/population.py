@@ -232,9 +232,10 @@ ROWWISE: tuple[type, ...] = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Iden
 def _containers() -> tuple[type, ...]:
     """Modules whose own code is row-wise and whose parameters all sit in child modules."""
     from ganbench.nn.common import ConditionalNorm, DiscriminatorHead
-    from ganbench.nn.mlp import MLPDiscriminator, MLPGenerator
+    from ganbench.nn.mlp import Maxout, MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
 
-    return (nn.Sequential, nn.ModuleList, MLPGenerator, MLPDiscriminator, DiscriminatorHead, ConditionalNorm)
+    return (nn.Sequential, nn.ModuleList, MLPGenerator, MLPDiscriminator, Maxout, MaxoutDiscriminator,
+            DiscriminatorHead, ConditionalNorm)
 
 
 def stack_modules(mods: Sequence[nn.Module]) -> nn.Module:
