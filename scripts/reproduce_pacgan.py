@@ -211,7 +211,8 @@ def render(fits: list[dict], args: argparse.Namespace, command: str, wall: float
         f"- machine: {MACHINE}, {args.jobs} fit(s) at a time, {args.threads} torch thread(s) each, "
         f"accelerator {args.accelerator}; date {time.strftime('%Y-%m-%d')}; wall time {wall / 60:.1f} min",
         f"- torch {torch.__version__}, lightning {L.__version__}, Python {platform.python_version()}",
-        f"- fits: {len(fits)} = data {sorted({f['data'] for f in fits})} × family {sorted({f['family'] for f in fits})} "
+        f"- fits: {len(fits)} = data {sorted({f['data'] for f in fits})} "
+        f"× family {sorted({f['family'] for f in fits})} "
         f"× pack {sorted({f['pack'] for f in fits})} "
         f"× seeds {seeds}; {args.steps} G iterations each "
         + ("(the paper's 400 epochs × 1000)" if full else f"(**{args.steps / PROTOCOL_STEPS:.2%} of the paper's "
@@ -240,7 +241,8 @@ def render(fits: list[dict], args: argparse.Namespace, command: str, wall: float
         name = row_name(key[1], key[2])
         p = pub or ((math.nan, math.nan),) * 3
         lines.append(f"| {key[0]} | {name} | {fmt(p[0], digits=1)} | {fmt(measured[0], digits=1)} | "
-                     f"{fmt(p[1], digits=1)} | {fmt(measured[1], 100, 1)} | {fmt(p[2])} | {fmt(measured[2])} | {verdict} |")
+                     f"{fmt(p[1], digits=1)} | {fmt(measured[1], 100, 1)} | {fmt(p[2])} | {fmt(measured[2])} "
+                     f"| {verdict} |")
     steps = sorted({c["step"] for f in fits for c in f["curve"]})
     lines += ["", "## Curve: mean over seeds at each evaluation (modes / high-quality % / reverse KL)", "",
               "| data | model | " + " | ".join(f"{s}" for s in steps) + " |",
@@ -254,7 +256,8 @@ def render(fits: list[dict], args: argparse.Namespace, command: str, wall: float
         lines.append(f"| {key[0]} | {row_name(key[1], key[2])} | " + " | ".join(cells) + " |")
     lines += ["", "Reverse KL is undefined (NaN) for a fit without a high-quality sample; means and standard errors "
               "of reverse KL are over the fits that have one."]
-    bad = [f"{f['data']} {row_name(f['family'], f['pack'])} seed {f['seed']}: {f['status']}" for f in fits if f["status"] != "running"]
+    bad = [f"{f['data']} {row_name(f['family'], f['pack'])} seed {f['seed']}: {f['status']}"
+           for f in fits if f["status"] != "running"]
     if bad:
         lines += ["", "Fits that stopped early: " + "; ".join(bad)]
     lines += ["", f"![final samples of the first seed]({figure_name})"]
