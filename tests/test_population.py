@@ -118,16 +118,21 @@ def test_population_adam_is_adam_per_replica(decoupled):
 LRS = [2e-4, 4e-4, 1e-4]
 
 
-@pytest.mark.parametrize("config", FAMILIES)
-def test_replica_equals_the_fit_with_its_seed(tmp_path, config):
+#: PacGAN's protocol (maxout D, batch norm in G, N(0, 0.02²) init) with packs of 2
+PACKED = ["--model.init_args.pack", "2", "--model.init_args.d_width", "16"]
+
+
+@pytest.mark.parametrize("config, extra", [(c, []) for c in FAMILIES] + [("pacgan_ring", PACKED)],
+                         ids=[*FAMILIES, "pacgan_ring-pack2"])
+def test_replica_equals_the_fit_with_its_seed(tmp_path, config, extra):
     """Replica 2 of a population with seeds 5, 6, 7 (and, with Adam, its own learning rates) equals
     the population-1 fit with seed 7 and that learning rate after 20 G iterations."""
     adam = config != "wgan"  # WGAN's RMSprop has no per-replica learning rates
     over = ["--model.init_args.population_overrides", json.dumps([{"g_lr": x, "d_lr": x} for x in LRS])] if adam else []
-    pop = fit(tmp_path / "pop", config, 5, "--model.init_args.population", "3", *over)
+    pop = fit(tmp_path / "pop", config, 5, "--model.init_args.population", "3", *over, *extra)
     lr = ["--model.init_args.g_optimizer.init_args.lr", str(LRS[2]),
           "--model.init_args.d_optimizer.init_args.lr", str(LRS[2])] if adam else []
-    one = fit(tmp_path / "one", config, 7, *lr)
+    one = fit(tmp_path / "one", config, 7, *lr, *extra)
     assert_replica_equals(pop, 2, one, rtol=1e-4, atol=1e-5)
 
 
