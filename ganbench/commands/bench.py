@@ -97,7 +97,7 @@ class PlainLoop:
             torch.cuda.current_stream().wait_stream(side)
             g_opt.zero_grad(set_to_none=True)
             d_opt.zero_grad(set_to_none=True)
-            cuda_graph = torch.cuda.CUDAGraph()
+            cuda_graph = m.new_cuda_graph()
             with torch.cuda.graph(cuda_graph):
                 m.iteration(chunks, g_opt, d_opt, lightning=False, autocast=amp, finish=False)
 

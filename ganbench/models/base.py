@@ -929,6 +929,14 @@ class GANModule(L.LightningModule):
             return "fp16 needs a dynamic loss scaler (use bf16-mixed)"
         return None
 
+    def new_cuda_graph(self) -> Any:
+        """A CUDA graph that may draw from the replicas' generators: non-default generators must be
+        registered with a graph before capture (PyTorch's graph-safe RNG), the default one is."""
+        graph = torch.cuda.CUDAGraph()
+        for generator in self.rng.generators:
+            graph.register_generator_state(generator)
+        return graph
+
     def _raw_iteration(self, chunks, g_opt, d_opt) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`iteration` with plain ``backward``/``step`` and without ``after_g_step`` (what the
         graph records); the D-step count is the graph step's to keep."""
@@ -972,7 +980,7 @@ class GANModule(L.LightningModule):
             if self._warm == warmup:
                 g_opt.optimizer.zero_grad(set_to_none=True)
                 d_opt.optimizer.zero_grad(set_to_none=True)
-                graph = torch.cuda.CUDAGraph()
+                graph = self.new_cuda_graph()
                 with torch.cuda.graph(graph):  # records only: nothing runs until replay
                     self._static_losses = self._raw_iteration(self._graph_chunks, g_opt, d_opt)
                     self._accumulate_divergence(*self._static_losses)
