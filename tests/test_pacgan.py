@@ -53,20 +53,20 @@ def test_d_and_g_loss_score_packs(m):
     model = FAMILIES["gan"](**TOY, pack=m)
     assert model.discriminator.net[0].in_features == 2 * m
     real = torch.randn(12, 2)
-    torch.manual_seed(1)
+    state = model.rng.state_dict()  # the module draws its latents from its own generator
     loss, logs = model.d_loss(real, None)
-    torch.manual_seed(1)
+    model.rng.load_state_dict(state)
     with torch.no_grad():
-        fake = model.generator(torch.randn(12, 2))
+        fake = model.generator(model.sample_latent(12))
     d = model.discriminator
     as_packs = (lambda x: x) if m == 1 else (lambda x: x.reshape(12 // m, 2 * m))
     d_real, d_fake = d(as_packs(real)), d(as_packs(fake))
     assert logs["d_real"].shape == (12 // m,)
     assert torch.equal(loss, model.objective.d(d_real, d_fake))
-    torch.manual_seed(2)
+    state = model.rng.state_dict()
     g_loss, _ = model.g_loss(real, None)
-    torch.manual_seed(2)
-    fake = model.generator(torch.randn(12, 2))
+    model.rng.load_state_dict(state)
+    fake = model.generator(model.sample_latent(12))
     assert torch.equal(g_loss, model.objective.g(d(as_packs(fake)), None))
 
 
@@ -76,15 +76,16 @@ def test_image_families_pack_channel_wise(family):
     torch.manual_seed(0)
     model = FAMILIES[family](data_shape=(1, 32, 32), width=8, pack=2)
     real = torch.rand(6, 1, 32, 32) * 2 - 1
-    torch.manual_seed(1)
+    state = model.rng.state_dict()
     loss, _ = model.d_loss(real, None)
-    torch.manual_seed(1)
+    model.rng.load_state_dict(state)
     with torch.no_grad():
-        fake = model.generator(torch.randn(6, model.latent_dim))
+        fake = model.generator(model.sample_latent(6))
     d = model.discriminator
     expected = model.objective.d(d(real.reshape(3, 2, 32, 32)), d(fake.reshape(3, 2, 32, 32)))
     if family == "wgan_gp":  # the same draws of the penalty's interpolation, on the packed pairs
-        expected = expected + 10.0 * gradient_penalty(d, real.reshape(3, 2, 32, 32), fake.reshape(3, 2, 32, 32))
+        expected = expected + 10.0 * gradient_penalty(d, real.reshape(3, 2, 32, 32), fake.reshape(3, 2, 32, 32),
+                                                      generator=model.rng.generators[0])
     assert torch.equal(loss, expected)
 
 
@@ -92,10 +93,11 @@ def test_penalty_is_taken_on_packed_inputs():
     torch.manual_seed(0)
     model = FAMILIES["wgan_gp"](**TOY, pack=2, d_norm="none", g_norm="none")
     real, fake = torch.randn(8, 2), torch.randn(8, 2)
-    torch.manual_seed(3)
+    state = model.rng.state_dict()  # the penalty's interpolation draws from the module's generator
     value = model.penalty(real, fake, None)
-    torch.manual_seed(3)
-    ref = gradient_penalty(model.discriminator, real.reshape(4, 4), fake.reshape(4, 4))
+    model.rng.load_state_dict(state)
+    ref = gradient_penalty(model.discriminator, real.reshape(4, 4), fake.reshape(4, 4),
+                           generator=model.rng.generators[0])
     assert torch.equal(value, 10.0 * ref)
 
 
