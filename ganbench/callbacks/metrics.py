@@ -1,8 +1,8 @@
 """Metric callbacks: image metrics, toy-mixture metrics and training diagnostics.
 
-Metrics live outside the training module. Every number is logged through ``pl_module.log`` (so
-every logger receives it) under a key that carries its protocol; files are written on global rank
-0 only.
+Metrics live outside the training module. Every evaluation is logged once, at the G iteration it
+measured, through :func:`ganbench.callbacks.log.log_evaluation` (every logger receives it) under a
+key that carries its protocol; files are written on global rank 0 only.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.nn.utils import parametrize
 
 from ganbench import GanbenchError
+from ganbench.callbacks.log import log_evaluation
 from ganbench.metrics.features import FEATURE_NETS, FeatureNet, load_feature_net
 from ganbench.metrics.image import (
     IMAGE_METRICS,
@@ -195,9 +196,8 @@ class ImageMetrics(L.Callback):
                 )
             )
         logged = {f"val/{self.keys[k]}": v for k, v in values.items()}
-        for key, value in logged.items():
-            # swd is computed on each rank's own samples: average; the rest are already global
-            pl_module.log(key, value, sync_dist=key.startswith("val/swd"))
+        # swd is computed on each rank's own samples: averaged; the rest are already global
+        logged = log_evaluation(trainer, logged, reduce=tuple(k for k in logged if k.startswith("val/swd")))
         return logged
 
 
@@ -249,8 +249,7 @@ class ToyMetrics(L.Callback):
             "val/kl_modes": mm["kl_to_uniform"],
             "val/w1_exact": w1_exact(fake[:n_w1], real),
         }
-        for key, value in values.items():
-            pl_module.log(key, value)
+        images = {}
         if self.save_images and trainer.is_global_zero:
             step = trainer.global_step
             path = toy_scatter(
@@ -260,9 +259,8 @@ class ToyMetrics(L.Callback):
                 title=f"step {step}: {int(mm['modes_covered'])}/{len(mixture.centers)} modes",
                 centers=mixture.centers,
             )
-            for logger in trainer.loggers:
-                if hasattr(logger, "log_image"):
-                    logger.log_image(key="val/toy_scatter", images=[str(path)], step=step)
+            images["val/toy_scatter"] = path
+        log_evaluation(trainer, values, images)
         return values
 
 
@@ -316,13 +314,13 @@ class Diagnostics(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if not self._interval.due(trainer.global_step):
             return
-        for which, optimizer in zip("gd", trainer.optimizers):
-            pl_module.log(f"diag/grad_norm_{which}", grad_norm(optimizer))
+        values = {f"diag/grad_norm_{which}": grad_norm(optimizer) for which, optimizer in zip("gd", trainer.optimizers)}
         for net in ("generator", "discriminator"):
             for layer, sigma in spectral_sigmas(getattr(pl_module, net)).items():
-                pl_module.log(f"diag/sn_sigma/{net}.{layer}", sigma)
+                values[f"diag/sn_sigma/{net}.{layer}"] = sigma
         dm = getattr(trainer, "datamodule", None)
         if dm is not None and getattr(dm, "is_toy", False):
             fake = torch.cat(list(generate(pl_module, self.n_collapse, 4096, 0, ema=False))).float().cpu()
             covered = mode_metrics(fake, dm.mixture.centers, dm.mixture.std)["modes_covered"]
-            pl_module.log("diag/collapse", float(covered < len(dm.mixture.centers) / 2))
+            values["diag/collapse"] = float(covered < len(dm.mixture.centers) / 2)
+        log_evaluation(trainer, values)

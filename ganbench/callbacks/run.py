@@ -60,7 +60,7 @@ class RunSummary(L.Callback):
 
     @rank_zero_only
     def write(self, trainer: L.Trainer, pl_module, status: str, error: str | None = None) -> None:
-        metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
+        metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k != "step"}  # step: LogStep
         protocol: dict[str, Any] = {"g_step_definition": "one G update after n_critic D updates",
                                     "n_critic": getattr(pl_module, "n_critic", None)}
         for cb in trainer.callbacks:
