@@ -51,10 +51,12 @@ class ConfigToLoggers(SaveConfigCallback):
     def save_config(self, trainer, pl_module, stage: str) -> None:
         config = self.parser.dump(self.config, skip_none=False, format="yaml")
         import yaml
+        from lightning.pytorch.loggers import WandbLogger
 
         as_dict = yaml.safe_load(config)
+        as_dict.update(dict(self.config.get("run.wandb_config") or {}))  # top level of the W&B config: searchable
         for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
+            if isinstance(logger, WandbLogger):
                 logger.experiment.config.update(as_dict, allow_val_change=True)
 
 
@@ -95,6 +97,11 @@ class GanbenchCLI(LightningCLI):
         parser.add_argument("--run.wandb_project", type=str, default="ganbench")
         parser.add_argument("--run.wandb_group", type=str | None, default=None)
         parser.add_argument("--run.wandb_tags", type=list[str], default=[])
+        parser.add_argument("--run.wandb_name", type=str | None, default=None,
+                            help="W&B run name (default: the run directory's name)")
+        parser.add_argument("--run.wandb_config", type=dict, default={},
+                            help="extra top-level W&B config keys (a sweep puts trial, cell, factors and nuisance "
+                                 "values here)")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -180,9 +187,9 @@ class GanbenchCLI(LightningCLI):
         if run.wandb and os.environ.get("WANDB_MODE") != "disabled":
             offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") is None
             root.mkdir(parents=True, exist_ok=True)
-            loggers.append(RunWandbLogger(save_dir=str(root), project=run.wandb_project, name=root.name,
-                                       group=run.wandb_group, tags=list(run.wandb_tags) or None,
-                                       offline=offline, log_model=False))
+            loggers.append(RunWandbLogger(save_dir=str(root), project=run.wandb_project,
+                                          name=run.wandb_name or root.name, group=run.wandb_group,
+                                          tags=list(run.wandb_tags) or None, offline=offline, log_model=False))
         return loggers
 
 
@@ -217,6 +224,12 @@ def _run_lightning(argv: list[str]) -> int:
         print(f"ganbench: run diverged at G iteration {div.get('step')}: {div.get('reason')}", file=sys.stderr)
         return EXIT_DIVERGED
     return 0
+
+
+def fit_in_process(argv: list[str]) -> int:
+    """``ganbench fit|validate|…`` in this process, as a sweep runs its trials: a user error raises its
+    GanbenchError (the caller decides how to report it) instead of printing ``ganbench: error:``."""
+    return _run_lightning(argv)
 
 
 _NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Expected a <class 'NoneType'>", "Given value type:",

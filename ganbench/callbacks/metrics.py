@@ -70,7 +70,8 @@ def run_dir(trainer: L.Trainer) -> Path:
 class ImageMetrics(L.Callback):
     """FD/FID, IS, KID, precision/recall and SWD of the generator (EMA weights when present).
 
-    Runs every ``every_n_steps`` optimizer steps (``trainer.global_step``), or at the end of each
+    Runs at G iteration 0 of a fresh fit (G at initialization), every ``every_n_steps`` G iterations
+    (``trainer.global_step``) and at the last, or at the end of each
     validation epoch when ``every_n_steps`` is None. ``n_fake`` samples are split across DDP ranks;
     reference statistics of ``n_real`` real images (default ``n_fake``) from ``split`` are cached on
     disk and injected on global rank 0. After ``setup``, ``protocol`` holds everything that
@@ -149,6 +150,10 @@ class ImageMetrics(L.Callback):
             "reference_stats_protocol": self.ref.protocol,
         }
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_steps and trainer.global_step == 0:  # G at initialization: the baseline of every curve
+            self.evaluate(trainer, pl_module)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self._interval.fires(trainer):
             self.evaluate(trainer, pl_module)
@@ -205,7 +210,8 @@ class ToyMetrics(L.Callback):
     """Mode coverage, exact W1 and a scatter picture for 2-D Gaussian-mixture toys.
 
     Logs ``val/modes_covered``, ``val/high_quality_frac``, ``val/kl_modes`` and ``val/w1_exact``
-    every ``every_n_steps`` optimizer steps; rank 0 saves ``<run>/samples/toy_step_XXXXXXX.png``
+    at G iteration 0 of a fresh fit (G at initialization), every ``every_n_steps`` G iterations and at
+    the last; rank 0 saves ``<run>/samples/toy_step_XXXXXXX.png``
     and hands it to each logger that has ``log_image``. W1 uses ``min(n_fake, w1_samples)`` points
     of each side (the exact solver is cubic).
     """
@@ -230,6 +236,10 @@ class ToyMetrics(L.Callback):
             "ema": ema,
             "seed": seed,
         }
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_steps and trainer.global_step == 0:  # G at initialization: the baseline of every curve
+            self.evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self._interval.fires(trainer):

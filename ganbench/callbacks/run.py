@@ -80,6 +80,12 @@ class RunSummary(L.Callback):
         if error and status != "diverged":
             summary["error"] = error
         write_json_atomic(Path(trainer.default_root_dir) / self.filename, summary)
+        for logger in trainer.loggers:  # W&B: runs can be filtered by how they ended
+            wandb_summary = getattr(getattr(logger, "experiment", None), "summary", None)
+            if wandb_summary is not None:
+                wandb_summary.update({"status": status, "g_steps": summary["g_steps"]})
+                if wandb_summary.get("diverged") is None:  # a sweep's stricter rule may have written it already
+                    wandb_summary["diverged"] = status == "diverged"
 
 
 class GIterationBar(TQDMProgressBar):
