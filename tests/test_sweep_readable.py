@@ -188,3 +188,10 @@ def test_leaderboard_wandb_run_holds_the_space_and_one_row_per_trial(tmp_path, m
     trials = [r for r in inspect(next(tmp_path.glob("wandb/offline-run-*")))
               if r.get("type") == "history" and "trials._type" in r["history"]["item"]]
     assert trials and trials[0]["history"]["item"]["trials.nrows"] == 7
+
+
+def test_check_states_the_space_in_words(capsys):
+    assert main(["sweep", "--config", "sweeps/toy_stability.yaml", "--check"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "sweeps/toy_stability.yaml: valid; 4 factors (160 cells), 4 nuisance parameters, 2 seeds per trial, "
+        "300 G iterations per fit"]
