@@ -195,3 +195,14 @@ def test_check_states_the_space_in_words(capsys):
     assert capsys.readouterr().out.splitlines() == [
         "sweeps/toy_stability.yaml: valid; 4 factors (160 cells), 4 nuisance parameters, 2 seeds per trial, "
         "300 G iterations per fit"]
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("sqlite:///sweeps/toy.db", "sweeps/toy.artifacts"),
+    ("journal:///shared/toy.log", "/shared/toy.artifacts"),
+    ("postgresql://u@h/db", "runs/sweeps/toy.artifacts"),  # beside the study's trial folders, not inside
+])
+def test_artifacts_live_next_to_the_storage(url, expected):
+    from ganbench.sweep.study import artifact_dir
+
+    assert artifact_dir(url, "toy", "runs/sweeps") == Path(expected)

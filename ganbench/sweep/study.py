@@ -134,13 +134,13 @@ def study_space(study: optuna.Study) -> dict[str, Any] | None:
 
 def artifact_dir(storage_url: str, study_name: str, runs_root: str | Path) -> Path:
     """Where a study's Optuna artifacts (trial pictures) go: next to a SQLite or journal file
-    (``sweeps/NAME.db`` → ``sweeps/NAME.artifacts/``), else ``RUNS_ROOT/STUDY/artifacts``; give
-    optuna-dashboard the same folder (``--artifact-dir``)."""
+    (``sweeps/NAME.db`` → ``sweeps/NAME.artifacts/``), else ``RUNS_ROOT/STUDY.artifacts`` (beside the
+    study's trial folders); give optuna-dashboard the same folder (``--artifact-dir``)."""
     for prefix in ("sqlite:///", "journal://"):
         if storage_url.startswith(prefix):
             path = Path(storage_url[len(prefix):])
             return path.with_name(path.stem + ".artifacts")
-    return Path(runs_root) / study_name / "artifacts"
+    return Path(runs_root) / f"{study_name}.artifacts"
 
 
 def finished_count(study: optuna.Study) -> int:
