@@ -175,6 +175,16 @@ def test_leaderboard_shows_every_cell_and_a_panel_per_data_set(tmp_path):
     assert float(table["dataset=ring8 loss=hinge d_norm=spectral"]["median"]) == 2.0
     page = (tmp_path / "report.html").read_text()
     assert page.count("<figcaption>") == 4 and "one panel per dataset" in page and "invalid: rejected" in page
+    assert "a colour scale per dataset" in page
+
+
+def test_heatmap_colour_range_is_best_square_to_90th_percentile():
+    import numpy as np
+
+    from ganbench.sweep.leaderboard import _scale
+
+    assert _scale([np.array([[1.0, np.nan]]), np.array([[3.0]])], "quality") == (1.0, 2.8, True)
+    assert _scale([np.array([[0.25]])], "divergence") == (0.0, 1.0, False)
 
 
 def test_leaderboard_wandb_run_holds_the_space_and_one_row_per_trial(tmp_path, monkeypatch):

@@ -274,11 +274,21 @@ def _unscored_note(board: Board, facet: tuple[tuple[str, Any], ...], a: Any, b: 
     return text or "no trials"
 
 
+def _scale(grids: list[np.ndarray], stat: str) -> tuple[float, float, bool]:
+    """Colour range: rates on [0, 1]; quality from the best square to the 90th percentile (clipped?)."""
+    finite = np.concatenate([g[np.isfinite(g)] for g in grids]) if grids else np.array([])
+    if stat == "quality" and finite.size:
+        vmin, vmax = float(finite.min()), float(np.percentile(finite, 90))
+        return vmin, max(vmax, vmin + 1e-12), bool((finite > vmax).any())
+    return 0.0, 1.0, False
+
+
 def plot_heatmap(board: Board, stat: str, path: Path) -> Path:
-    """One panel per facet (combination of the factors not on an axis, e.g. the data set). Rates on a
-    fixed [0, 1] scale; quality on the range of the squares up to their 90th percentile, so that one
-    exploded cell does not wash out the others (its number is still written on it). Squares whose
-    trials were all rejected as invalid, pruned or failed say so."""
+    """One panel per facet (combination of the factors not on an axis). When the data set is one of
+    them, each data set is a row of panels with its own colour scale (qualities of different data
+    sets are not comparable). Rates on a fixed [0, 1] scale; quality on the range of the squares up to
+    their 90th percentile, so that one exploded cell does not wash out the others (its number is
+    still written on it). Squares whose trials were all rejected as invalid, pruned or failed say so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -289,45 +299,54 @@ def plot_heatmap(board: Board, stat: str, path: Path) -> Path:
     grids = [heatmap_grid(board, stat, f) for f in panels]
     rows, cols = grids[0][0], grids[0][1]
     good_low = (stat != "quality") or board.direction == "minimize"
-    finite = np.concatenate([g[2][np.isfinite(g[2])] for g in grids])
-    if stat == "quality" and finite.size:
-        vmin, vmax = float(finite.min()), float(np.percentile(finite, 90))
-        clipped = bool((finite > vmax).any())
-    else:  # rates (or nothing to scale)
-        vmin, vmax, clipped = 0.0, 1.0, False
-    ncols = min(len(panels), 4)
-    nrows = -(-len(panels) // ncols)
+    dk = _data_key(board)
+    if dk is not None and dk not in (rk, ck):  # a row of panels and a colour scale per data set
+        groups = [g for g in ([i for i, f in enumerate(panels) if dict(f)[dk] == d] for d in _choices(board, dk)) if g]
+        lines = [[g] for g in groups]
+    else:  # one scale; rows of at most 4 panels
+        groups = [list(range(len(panels)))]
+        lines = [[groups[0][i:i + 4] for i in range(0, len(panels), 4)]]
+    ncols = max(len(line) for group_lines in lines for line in group_lines)
+    nrows = sum(len(group_lines) for group_lines in lines)
     w, h = 1.4 + 1.2 * len(cols), 1.2 + 0.7 * len(rows)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 1.0, h * nrows + 0.6), squeeze=False,
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 1.5, h * nrows + 0.6), squeeze=False,
                              layout="constrained")
-    im = None
-    for n, (facet, (_, _, grid, counts)) in enumerate(zip(panels, grids)):
-        ax = axes[n // ncols][n % ncols]
-        im = ax.imshow(grid, cmap="viridis_r" if good_low else "viridis", aspect="auto", vmin=vmin,
-                       vmax=max(vmax, vmin + 1e-12))
-        ax.set_xticks(range(len(cols)), [str(c) for c in cols])
-        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
-        ax.set_xlabel(short(ck))
-        ax.set_ylabel(short(rk))
-        if facet:
-            ax.set_title(", ".join(f"{short(k)}={v}" for k, v in facet), fontsize=9)
-        for i in range(len(rows)):
-            for j in range(len(cols)):
-                if math.isnan(grid[i, j]):
-                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", color="0.75", lw=0))
-                    ax.text(j, i, _unscored_note(board, facet, rows[i], cols[j]), ha="center", va="center",
-                            color="0.3", fontsize=7)
-                    continue
-                r, g, b, _ = im.cmap(im.norm(grid[i, j]))
-                ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-                ax.text(j, i, f"{grid[i, j]:.3g}\nn={counts[i, j]}", ha="center", va="center", color=ink, fontsize=8)
-    for n in range(len(panels), nrows * ncols):
-        axes[n // ncols][n % ncols].axis("off")
+    row = 0
+    for group, group_lines in zip(groups, lines):
+        vmin, vmax, clipped = _scale([grids[n][2] for n in group], stat)
+        im = None
+        for line in group_lines:
+            for col, n in enumerate(line):
+                facet, (_, _, grid, counts) = panels[n], grids[n]
+                ax = axes[row][col]
+                im = ax.imshow(grid, cmap="viridis_r" if good_low else "viridis", aspect="auto", vmin=vmin, vmax=vmax)
+                ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+                ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+                ax.set_xlabel(short(ck))
+                ax.set_ylabel(short(rk))
+                if facet:
+                    ax.set_title(", ".join(f"{short(k)}={v}" for k, v in facet), fontsize=9)
+                for i in range(len(rows)):
+                    for j in range(len(cols)):
+                        if math.isnan(grid[i, j]):
+                            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//",
+                                                       color="0.75", lw=0))
+                            ax.text(j, i, _unscored_note(board, facet, rows[i], cols[j]), ha="center", va="center",
+                                    color="0.3", fontsize=7)
+                            continue
+                        r, g, b, _ = im.cmap(im.norm(grid[i, j]))
+                        ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+                        ax.text(j, i, f"{grid[i, j]:.3g}\nn={counts[i, j]}", ha="center", va="center", color=ink,
+                                fontsize=8)
+            for col in range(len(line), ncols):
+                axes[row][col].axis("off")
+            row += 1
+        bar = fig.colorbar(im, ax=axes[row - len(group_lines):row].ravel().tolist(),
+                           extend="max" if clipped else "neither")
+        if clipped:
+            bar.set_label("colour capped at the 90th percentile", fontsize=8)
     title = f"median {board.metric}" if stat == "quality" else "fraction of seeds diverged"
     fig.suptitle(f"{board.study}: {title}", fontsize=10)
-    bar = fig.colorbar(im, ax=axes.ravel().tolist(), extend="max" if clipped else "neither")
-    if clipped:
-        bar.set_label("colour capped at the 90th percentile", fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -426,7 +445,8 @@ def caption(board: Board, name: str) -> str:
     better = "lower" if board.direction == "minimize" else "higher"
     return {
         "heatmap_quality.png": f"median trial {board.metric} ({better} is better) per {short(rk)} × {short(ck)}; "
-                               f"{per}n = scored trials pooled in the square; hatched squares have no scored "
+                               f"{per}{'a colour scale per dataset; ' if _data_key(board) else ''}"
+                               "n = scored trials pooled in the square; hatched squares have no scored "
                                "trial and say why (invalid: rejected by the model; pruned; failed).",
         "heatmap_divergence.png": f"mean fraction of diverged seeds per {short(rk)} × {short(ck)}; {per}"
                                   "diverged = non-finite or out-of-bound loss, or a final quality worse than "
