@@ -290,7 +290,7 @@ def _progress(study: optuna.Study, total: int, stop: threading.Event) -> None:
                     cell = t.user_attrs.get("cell")
                     if "invalid" in t.user_attrs and cell not in invalid_cells:
                         invalid_cells.add(cell)
-                        bar.console.print(trial_line(t, names))
+                        bar.console.print(trial_line(t, names), markup=False, highlight=False)
                 else:
                     print(f"[{len(finished)}/{total}, ETA {left}] {trial_line(t, names)}", flush=True)
             counts: dict[str, int] = {}
