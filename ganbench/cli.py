@@ -20,7 +20,6 @@ import re
 import shutil
 import sys
 import time
-import warnings
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, Literal
@@ -52,10 +51,12 @@ class ConfigToLoggers(SaveConfigCallback):
     def save_config(self, trainer, pl_module, stage: str) -> None:
         config = self.parser.dump(self.config, skip_none=False, format="yaml")
         import yaml
+        from lightning.pytorch.loggers import WandbLogger
 
         as_dict = yaml.safe_load(config)
+        as_dict.update(dict(self.config.get("run.wandb_config") or {}))  # top level of the W&B config: searchable
         for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
+            if isinstance(logger, WandbLogger):
                 logger.experiment.config.update(as_dict, allow_val_change=True)
 
 
@@ -96,6 +97,11 @@ class GanbenchCLI(LightningCLI):
         parser.add_argument("--run.wandb_project", type=str, default="ganbench")
         parser.add_argument("--run.wandb_group", type=str | None, default=None)
         parser.add_argument("--run.wandb_tags", type=list[str], default=[])
+        parser.add_argument("--run.wandb_name", type=str | None, default=None,
+                            help="W&B run name (default: the run directory's name)")
+        parser.add_argument("--run.wandb_config", type=dict, default={},
+                            help="extra top-level W&B config keys (a sweep puts trial, cell, factors and nuisance "
+                                 "values here)")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -118,7 +124,7 @@ class GanbenchCLI(LightningCLI):
         check_output_dir(root)
 
     def instantiate_trainer(self, **kwargs: Any):
-        from ganbench.callbacks import GANCheckpoint, GIterationBar, RunSummary, SampleGrid
+        from ganbench.callbacks import GANCheckpoint, GIterationBar, LogStep, ParameterSummary, RunSummary, SampleGrid
 
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(cfg.trainer.default_root_dir)
@@ -126,8 +132,11 @@ class GanbenchCLI(LightningCLI):
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = self.make_loggers(root, run)
-        callbacks = [ResumeState(), RunSummary(), SampleGrid(every_n_steps=run.sample_every),
+        callbacks = [ResumeState(), RunSummary(), LogStep(), SampleGrid(every_n_steps=run.sample_every),
                      GANCheckpoint(dirpath=str(root / "checkpoints"), every_n_train_steps=run.checkpoint_every)]
+        if trainer_cfg.get("enable_model_summary", True) is not False:
+            callbacks.append(ParameterSummary())  # instead of Lightning's, which prints 0 FLOPs
+            kwargs["enable_model_summary"] = False
         if trainer_cfg.get("enable_progress_bar", True) is not False:
             callbacks.append(GIterationBar())
         callbacks += self.metric_callbacks(run)
@@ -172,17 +181,15 @@ class GanbenchCLI(LightningCLI):
         return callbacks
 
     def make_loggers(self, root: Path, run) -> list:
-        from lightning.pytorch.loggers import CSVLogger
+        from ganbench.callbacks.log import RunCSVLogger, RunWandbLogger
 
-        loggers: list = [CSVLogger(save_dir=str(root), name="", version="")]
+        loggers: list = [RunCSVLogger(root)]
         if run.wandb and os.environ.get("WANDB_MODE") != "disabled":
-            from lightning.pytorch.loggers import WandbLogger
-
             offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") is None
             root.mkdir(parents=True, exist_ok=True)
-            loggers.append(WandbLogger(save_dir=str(root), project=run.wandb_project, name=root.name,
-                                       group=run.wandb_group, tags=list(run.wandb_tags) or None,
-                                       offline=offline, log_model=False))
+            loggers.append(RunWandbLogger(save_dir=str(root), project=run.wandb_project,
+                                          name=run.wandb_name or root.name, group=run.wandb_group,
+                                          tags=list(run.wandb_tags) or None, offline=offline, log_model=False))
         return loggers
 
 
@@ -194,9 +201,7 @@ def _run_lightning(argv: list[str]) -> int:
     GanbenchError.last = None
     check_argv(argv)
     try:
-        with warnings.catch_warnings():  # main() passes sys.argv on purpose
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            cli = GanbenchCLI(args=argv, auto_configure_optimizers=False, parser_kwargs={"exit_on_error": False})
+        cli = GanbenchCLI(args=argv, auto_configure_optimizers=False, parser_kwargs={"exit_on_error": False})
     except ArgumentError as err:
         raise GanbenchError(parse_error_line(str(err))) from None
     except SIGTERMException:
@@ -219,6 +224,12 @@ def _run_lightning(argv: list[str]) -> int:
         print(f"ganbench: run diverged at G iteration {div.get('step')}: {div.get('reason')}", file=sys.stderr)
         return EXIT_DIVERGED
     return 0
+
+
+def fit_in_process(argv: list[str]) -> int:
+    """``ganbench fit|validate|…`` in this process, as a sweep runs its trials: a user error raises its
+    GanbenchError (the caller decides how to report it) instead of printing ``ganbench: error:``."""
+    return _run_lightning(argv)
 
 
 _NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Expected a <class 'NoneType'>", "Given value type:",
@@ -258,7 +269,10 @@ def _finish_wandb() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ganbench.callbacks.log import quiet_library_noise
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_library_noise()
     try:
         if argv and argv[0] in COMMANDS:
             module = importlib.import_module(COMMANDS[argv[0]])

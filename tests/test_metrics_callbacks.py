@@ -135,7 +135,7 @@ def test_toy_metrics_log_and_save_the_scatter(tmp_path):
     assert logged["val/modes_covered"] == mm["modes_covered"]
     assert logged["val/kl_modes"] == pytest.approx(mm["kl_to_uniform"], rel=1e-6)
     pngs = sorted(p.name for p in (tmp_path / "samples").glob("toy_step_*.png"))
-    assert pngs == ["toy_step_0000002.png", "toy_step_0000004.png"]
+    assert pngs == ["toy_step_0000000.png", "toy_step_0000002.png", "toy_step_0000004.png"]  # G at init too
 
 
 def test_diagnostics_log_grad_norms_and_spectral_sigmas(tmp_path):

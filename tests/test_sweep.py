@@ -190,7 +190,9 @@ def test_tiny_study_end_to_end_then_leaderboard(tmp_path, monkeypatch):
     assert html.count("data:image/png;base64,") == len(PLOTS) and "src=\"http" not in html
     assert len(list(out.glob("wandb/*run-*/run-*.wandb"))) == 1
     with open(out / "leaderboard.csv") as f:
-        rows = list(csv.DictReader(f))
+        table = list(csv.DictReader(f))
+    rows = [r for r in table if int(r["trials"]) > 0]  # scored cells first; the invalid cell follows, marked
+    assert [r["note"] for r in table[len(rows):]] == ["invalid only"] * (len(table) - len(rows))
     cells: dict[str, list[float]] = {}
     for t in trials:
         if t.state == optuna.trial.TrialState.COMPLETE:

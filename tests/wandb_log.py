@@ -46,3 +46,21 @@ def read_records(path: str | Path) -> list:
         records.append(rec)
         pending = b""
     return records
+
+
+def inspect(path: str | Path, summary: bool = False):
+    """W&B's own offline reader (``wandb leet inspect --json``) on a ``.wandb`` file or run folder:
+    the list of records, or with ``summary`` one object with state, config, summary and tags."""
+    import json
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "wandb"
+    out = subprocess.run([str(exe), "leet", "inspect", "--json", *(["--summary"] if summary else []), str(path)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    return json.loads(out) if summary else [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def history(path: str | Path) -> list[dict]:
+    """The history rows of an offline run, in the order they were logged."""
+    return [r["history"]["item"] for r in inspect(path) if r.get("type") == "history"]

@@ -1,8 +1,8 @@
 """Metric callbacks: image metrics, toy-mixture metrics and training diagnostics.
 
-Metrics live outside the training module. Every number is logged through ``pl_module.log`` (so
-every logger receives it) under a key that carries its protocol; files are written on global rank
-0 only.
+Metrics live outside the training module. Every evaluation is logged once, at the G iteration it
+measured, through :func:`ganbench.callbacks.log.log_evaluation` (every logger receives it) under a
+key that carries its protocol; files are written on global rank 0 only.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.nn.utils import parametrize
 
 from ganbench import GanbenchError
+from ganbench.callbacks.log import log_evaluation
 from ganbench.metrics.features import FEATURE_NETS, FeatureNet, load_feature_net
 from ganbench.metrics.image import (
     IMAGE_METRICS,
@@ -83,7 +84,8 @@ def run_dir(trainer: L.Trainer) -> Path:
 class ImageMetrics(L.Callback):
     """FD/FID, IS, KID, precision/recall and SWD of the generator (EMA weights when present).
 
-    Runs every ``every_n_steps`` optimizer steps (``trainer.global_step``), or at the end of each
+    Runs at G iteration 0 of a fresh fit (G at initialization), every ``every_n_steps`` G iterations
+    (``trainer.global_step``) and at the last, or at the end of each
     validation epoch when ``every_n_steps`` is None. ``n_fake`` samples are split across DDP ranks;
     reference statistics of ``n_real`` real images (default ``n_fake``) from ``split`` are cached on
     disk and injected on global rank 0. After ``setup``, ``protocol`` holds everything that
@@ -165,6 +167,10 @@ class ImageMetrics(L.Callback):
             "reference_stats_protocol": self.ref.protocol,
         }
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_steps and trainer.global_step == 0:  # G at initialization: the baseline of every curve
+            self.evaluate(trainer, pl_module)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self._interval.fires(trainer):
             self.evaluate(trainer, pl_module)
@@ -212,9 +218,8 @@ class ImageMetrics(L.Callback):
                 )
             )
         logged = {f"val/{self.keys[k]}": v for k, v in values.items()}
-        for key, value in logged.items():
-            # swd is computed on each rank's own samples: average; the rest are already global
-            pl_module.log(key, value, sync_dist=key.startswith("val/swd"))
+        # swd is computed on each rank's own samples: averaged; the rest are already global
+        logged = log_evaluation(trainer, logged, reduce=tuple(k for k in logged if k.startswith("val/swd")))
         return logged
 
 
@@ -222,7 +227,8 @@ class ToyMetrics(L.Callback):
     """Mode coverage, exact W1 and a scatter picture for 2-D Gaussian-mixture toys.
 
     Logs ``val/modes_covered``, ``val/high_quality_frac``, ``val/kl_modes`` and ``val/w1_exact``
-    every ``every_n_steps`` optimizer steps; rank 0 saves ``<run>/samples/toy_step_XXXXXXX.png``
+    at G iteration 0 of a fresh fit (G at initialization), every ``every_n_steps`` G iterations and at
+    the last; rank 0 saves ``<run>/samples/toy_step_XXXXXXX.png``
     and hands it to each logger that has ``log_image``. W1 uses ``min(n_fake, w1_samples)`` points
     of each side (the exact solver is cubic).
     """
@@ -248,6 +254,10 @@ class ToyMetrics(L.Callback):
             "seed": seed,
         }
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_steps and trainer.global_step == 0:  # G at initialization: the baseline of every curve
+            self.evaluate(trainer, pl_module)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self._interval.fires(trainer):
             self.evaluate(trainer, pl_module)
@@ -260,6 +270,7 @@ class ToyMetrics(L.Callback):
         n_w1 = min(self.n_fake, self.w1_samples)
         real = dm.real_samples(n_w1, split="test", seed=self.seed).float().cpu()
         values: dict[str, float] = {}
+        images = {}
         fakes = replica_samples(pl_module, self.n_fake, self.seed, self.ema)
         for k, fake in enumerate(fakes):
             mm = mode_metrics(fake, mixture.centers, mixture.std, self.threshold)
@@ -273,18 +284,14 @@ class ToyMetrics(L.Callback):
             if self.save_images and trainer.is_global_zero:
                 step = trainer.global_step
                 sub = "samples" if not tag else f"samples/{tag[1:]}"
-                path = toy_scatter(
+                images[f"val/toy_scatter{tag}"] = toy_scatter(
                     real,
                     fake,
                     run_dir(trainer) / sub / f"toy_step_{step:07d}.png",
                     title=f"step {step}{tag.replace('/', ' ')}: {int(mm['modes_covered'])}/{mixture.num_modes} modes",
                     centers=mixture.centers,
                 )
-                for logger in trainer.loggers:
-                    if hasattr(logger, "log_image"):
-                        logger.log_image(key=f"val/toy_scatter{tag}", images=[str(path)], step=step)
-        for key, value in values.items():
-            pl_module.log(key, value)
+        log_evaluation(trainer, values, images)
         return values
 
 
@@ -348,18 +355,20 @@ class Diagnostics(L.Callback):
         if not self._interval.due(trainer.global_step):
             return
         replicas = getattr(pl_module, "population", 1)
+        values: dict[str, float] = {}
         for which, optimizer in zip("gd", trainer.optimizers):
             if replicas == 1:
-                pl_module.log(f"diag/grad_norm_{which}", grad_norm(optimizer))
+                values[f"diag/grad_norm_{which}"] = grad_norm(optimizer)
                 continue
             for k, norm in enumerate(replica_grad_norms(optimizer, replicas)):
-                pl_module.log(f"diag/grad_norm_{which}/r{k}", norm)
+                values[f"diag/grad_norm_{which}/r{k}"] = norm
         if replicas == 1:  # (a population's stacked spectral norms have no per-layer module to read)
             for net in ("generator", "discriminator"):
                 for layer, sigma in spectral_sigmas(getattr(pl_module, net)).items():
-                    pl_module.log(f"diag/sn_sigma/{net}.{layer}", sigma)
+                    values[f"diag/sn_sigma/{net}.{layer}"] = sigma
         dm = getattr(trainer, "datamodule", None)
         if dm is not None and getattr(dm, "mixture", None) is not None:
             for k, fake in enumerate(replica_samples(pl_module, self.n_collapse, 0, ema=False)):
                 covered = mode_metrics(fake, dm.mixture.centers, dm.mixture.std)["modes_covered"]
-                pl_module.log(f"diag/collapse{replica_tag(pl_module, k)}", float(covered < len(dm.mixture.centers) / 2))
+                values[f"diag/collapse{replica_tag(pl_module, k)}"] = float(covered < dm.mixture.num_modes / 2)
+        log_evaluation(trainer, values)

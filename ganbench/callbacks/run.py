@@ -77,7 +77,7 @@ class RunSummary(L.Callback):
 
     @rank_zero_only
     def write(self, trainer: L.Trainer, pl_module, status: str, error: str | None = None) -> None:
-        metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
+        metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k != "step"}  # step: LogStep
         protocol: dict[str, Any] = {"g_step_definition": "one G update after n_critic D updates",
                                     "n_critic": getattr(pl_module, "n_critic", None)}
         for cb in trainer.callbacks:
@@ -99,6 +99,12 @@ class RunSummary(L.Callback):
         if error and status != "diverged":
             summary["error"] = error
         write_json_atomic(Path(trainer.default_root_dir) / self.filename, summary)
+        for logger in trainer.loggers:  # W&B: runs can be filtered by how they ended
+            wandb_summary = getattr(getattr(logger, "experiment", None), "summary", None)
+            if wandb_summary is not None:
+                wandb_summary.update({"status": status, "g_steps": summary["g_steps"]})
+                if wandb_summary.get("diverged") is None:  # a sweep's stricter rule may have written it already
+                    wandb_summary["diverged"] = status == "diverged"
 
 
 class GIterationBar(TQDMProgressBar):

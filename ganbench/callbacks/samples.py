@@ -4,7 +4,7 @@ Every ``every_n_steps`` generator iterations and at the end of training, G (its 
 present) is run on the module's fixed latent batch. Images are saved as
 ``<run>/samples/step_XXXXXXX.png`` (one column per class for conditional models); 2-D toy samples as a
 scatter of real vs generated points. Each picture also goes to every logger that can take images
-(W&B), so this callback is the only place that talks to an image logger.
+(W&B) through :func:`ganbench.callbacks.log.log_evaluation`, at the G iteration it shows.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+
+from ganbench.callbacks.log import log_evaluation
 
 
 class SampleGrid(L.Callback):
@@ -55,9 +57,7 @@ class SampleGrid(L.Callback):
             save_grid(out, per.reshape(-1, *fake.shape[1:]), nrow=per.shape[1])
         else:
             save_grid(out, fake, nrow=ncol)
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="samples", images=[str(out)], step=step)
+        log_evaluation(trainer, {}, images={"samples": out})
         return out
 
 

@@ -224,11 +224,18 @@ def main(argv: list[str]) -> int:
         argv, overrides = argv[:i], argv[i + 1 :]
     else:
         overrides = []
-    ap = CommandParser(prog="ganbench bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    import argparse
+    import textwrap
+
+    first, _, rest = __doc__.partition("\n\n")  # the whole first paragraph, then the rest as written
+    ap = CommandParser(prog="ganbench bench", description=textwrap.fill(" ".join(first.replace("``", "").split()), 100,
+                                                                 break_on_hyphens=False),
+                       epilog=rest.replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="an ordinary `ganbench fit` config, e.g. configs/sngan.yaml")
+    ap.add_argument("--steps", type=int, default=300, help="timed G iterations per loop (default 300)")
+    ap.add_argument("--warmup", type=int, default=20, help="untimed G iterations first (default 20)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cuda when available, else cpu")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convolutions (both loops)")
     ap.add_argument("--modes", default="eager", help="comma-separated, e.g. eager,compile,graph,bf16_cl_graph")
     ap.add_argument("--repeats", type=int, default=1,

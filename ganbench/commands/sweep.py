@@ -22,8 +22,15 @@ def build_parser() -> CommandParser:
     p.add_argument("--runs-root", default="runs/sweeps", help="trial run folders: RUNS_ROOT/STUDY/trial_NNNNN/seed_S")
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--check", action="store_true", help="validate the space and exit without running trials")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (on a terminal) and no per-trial lines (otherwise)")
+    p.add_argument("--no-wandb", action="store_true",
+                   help="trial fits log no W&B runs (same as run.wandb: false in the sweep's overrides)")
     return p
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def main(argv: list[str]) -> int:
@@ -33,10 +40,15 @@ def main(argv: list[str]) -> int:
 
     space = load_space(args.config)
     if args.check:
-        print(f"{args.config}: valid; {len(space.factors)} factors, "
-              f"{len(space.nuisance)} nuisance parameters, {len(space.seeds)} seeds per trial")
+        cells = 1
+        for choices in space.factors.values():
+            cells *= len(choices)
+        print(f"{args.config}: valid; {plural(len(space.factors), 'factor')} ({plural(cells, 'cell')}), "
+              f"{plural(len(space.nuisance), 'nuisance parameter')}, {plural(len(space.seeds), 'seed')} per trial, "
+              f"{plural(space.budget, 'G iteration')} per fit")
         return 0
     study = run_sweep(args.config, args.storage, args.study_name, args.n_trials, args.workers,
-                      runs_root=args.runs_root, threads=args.threads, progress=not args.no_progress)
+                      runs_root=args.runs_root, threads=args.threads, progress=not args.no_progress,
+                      extra_args=["--run.wandb", "false"] if args.no_wandb else None)
     print(f"study {study.study_name}: {finished_count(study)} finished trials")
     return 0

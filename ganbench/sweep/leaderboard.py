@@ -36,7 +36,7 @@ from ganbench import GanbenchError
 from ganbench.sweep.space import short
 
 COLUMNS = ("rank", "cell", "trials", "median", "top5", "iqr", "divergence", "collapse", "seed_spread", "oscillation",
-           "pruned", "invalid", "failed")
+           "pruned", "invalid", "failed", "note")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class CellStats:
     pruned: int
     invalid: int
     failed: int
+    note: str = ""  # why an unscored cell has no quality: "invalid", "pruned", "failed"
     values: tuple[Any, ...] = ()
 
 
@@ -78,6 +79,13 @@ class Board:
     direction: str
     rows: list[TrialRow]
     cells: list[CellStats]
+    choices: dict[str, list[Any]] | None = None  # every value of every factor, from the study's space
+    space: dict[str, Any] | None = None
+
+    def counts(self) -> str:
+        """``N scored trials; a invalid, b pruned, c failed`` over the whole study."""
+        tally = {k: sum(getattr(c, k) for c in self.cells) for k in ("invalid", "pruned", "failed")}
+        return f"{len(self.rows)} scored trials; " + ", ".join(f"{n} {k}" for k, n in tally.items())
 
     def label(self, cell: tuple[Any, ...]) -> str:
         return " ".join(f"{short(k)}={v}" for k, v in zip(self.factors, cell)) or "all"
@@ -85,7 +93,9 @@ class Board:
 
 def load_board(study: optuna.Study) -> Board:
     """Read the study's trials and compute the ranked cells."""
-    space = study.user_attrs.get("space")
+    from ganbench.sweep.study import study_space
+
+    space = study_space(study)
     if not space:
         raise GanbenchError(f"study {study.study_name} was not created by `ganbench sweep` (no 'space' attribute)")
     factors = list(space["factors"])
@@ -105,7 +115,10 @@ def load_board(study: optuna.Study) -> Board:
             counts["invalid" if "invalid" in t.user_attrs else "pruned"] += 1
         elif t.state == TrialState.FAIL:
             counts["failed"] += 1
-    board = Board(study.study_name, factors, q["metric"], q["direction"], rows, [])
+    choices = {k: list(v) for k, v in space["factors"].items()}
+    board = Board(study.study_name, factors, q["metric"], q["direction"], rows, [], choices,
+                  {k: space[k] for k in ("factors", "nuisance", "quality", "collapse", "objectives", "budget",
+                                         "seeds", "base_config", "sampler") if k in space})
     board.cells = rank_cells(board, other)
     return board
 
@@ -137,6 +150,17 @@ def rank_cells(board: Board, other: dict[tuple[Any, ...], dict[str, int]] | None
             pruned=counts.get("pruned", 0), invalid=counts.get("invalid", 0), failed=counts.get("failed", 0),
             values=cell))
     cells.sort(key=lambda c: (sign * c.median, c.divergence, c.cell))
+    unscored = []  # cells with trials but none scored: shown after the ranked ones, with the reason
+    for cell, counts in other.items():
+        if cell in groups:
+            continue
+        note = next(k for k in ("invalid", "pruned", "failed") if counts.get(k)) if any(counts.values()) else "running"
+        nan = float("nan")
+        unscored.append(CellStats(rank=0, cell=board.label(cell), trials=0, median=nan, top5=nan, iqr=nan,
+                                  divergence=nan, collapse=nan, seed_spread=nan, oscillation=nan,
+                                  pruned=counts.get("pruned", 0), invalid=counts.get("invalid", 0),
+                                  failed=counts.get("failed", 0), note=note + " only", values=cell))
+    cells += sorted(unscored, key=lambda c: c.cell)
     for i, c in enumerate(cells, 1):
         c.rank = i
     return cells
@@ -151,7 +175,9 @@ def expected_best(values: list[float], k: int, direction: str) -> float:
 
 # ------------------------------------------------------------------------------------ outputs
 def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
 
 
 def write_tables(board: Board, out: Path) -> tuple[Path, Path]:
@@ -166,7 +192,7 @@ def write_tables(board: Board, out: Path) -> tuple[Path, Path]:
             d = asdict(c)
             w.writerow([*(repr(d[k]) if isinstance(d[k], float) else d[k] for k in COLUMNS), *c.values])
     lines = [f"# Leaderboard of study `{board.study}`", "",
-             f"Quality: `{board.metric}` ({board.direction}); {len(board.rows)} scored trials.", "",
+             f"Quality: `{board.metric}` ({board.direction}); {board.counts()}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_fmt(asdict(c)[k]) for k in COLUMNS) + " |" for c in board.cells]
     md_path.write_text("\n".join(lines) + "\n")
@@ -177,7 +203,7 @@ def print_table(board: Board, limit: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{board.study}: {board.metric} ({board.direction}), {len(board.rows)} trials")
+    table = Table(title=f"{board.study}: {board.metric} ({board.direction}), {board.counts()}")
     for col in COLUMNS:
         table.add_column(col, justify="left" if col == "cell" else "right", no_wrap=col == "cell")
     for c in board.cells[:limit]:
@@ -197,18 +223,37 @@ def _axes_keys(board: Board) -> tuple[str, str]:
     return rows, cols
 
 
-def heatmap_grid(board: Board, stat: str) -> tuple[list[Any], list[Any], np.ndarray, np.ndarray]:
-    """Median quality (``stat="quality"``) or mean divergence rate per (row, column) value pair,
-    pooling every trial with those two values (NaN where there is none), and the number of trials."""
+def facets(board: Board) -> list[tuple[tuple[str, Any], ...]]:
+    """Every combination of the values of the factors that are not on a heatmap axis (one panel each)."""
+    import itertools
+
+    rk, ck = _axes_keys(board)
+    rest = [k for k in board.factors if k not in (rk, ck)]
+    return [tuple(zip(rest, combo)) for combo in itertools.product(*(_choices(board, k) for k in rest))]
+
+
+def _choices(board: Board, key: str) -> list[Any]:
+    i = board.factors.index(key)
+    seen = {c.values[i] for c in board.cells} | {r.cell[i] for r in board.rows}
+    listed = list((board.choices or {}).get(key, []))
+    return listed + sorted((v for v in seen if v not in listed), key=str)
+
+
+def heatmap_grid(board: Board, stat: str, facet: tuple[tuple[str, Any], ...] = ()
+                 ) -> tuple[list[Any], list[Any], np.ndarray, np.ndarray]:
+    """Median quality (``stat="quality"``) or mean divergence rate per (row, column) value pair within
+    one facet (fixed values of the other factors), pooling the trials of the squares' cells (NaN where
+    none is scored), and the number of scored trials."""
     rk, ck = _axes_keys(board)
     ri, ci = board.factors.index(rk), board.factors.index(ck)
-    space_rows = sorted({r.cell[ri] for r in board.rows}, key=str)
-    space_cols = sorted({r.cell[ci] for r in board.rows}, key=str)
+    fixed = [(board.factors.index(k), v) for k, v in facet]
+    space_rows, space_cols = _choices(board, rk), _choices(board, ck)
     grid = np.full((len(space_rows), len(space_cols)), np.nan)
     counts = np.zeros(grid.shape, dtype=int)
     for i, a in enumerate(space_rows):
         for j, b in enumerate(space_cols):
-            sel = [r for r in board.rows if r.cell[ri] == a and r.cell[ci] == b]
+            sel = [r for r in board.rows if r.cell[ri] == a and r.cell[ci] == b
+                   and all(r.cell[k] == v for k, v in fixed)]
             counts[i, j] = len(sel)
             if sel:
                 grid[i, j] = (statistics.median(r.quality for r in sel) if stat == "quality"
@@ -216,44 +261,92 @@ def heatmap_grid(board: Board, stat: str) -> tuple[list[Any], list[Any], np.ndar
     return space_rows, space_cols, grid, counts
 
 
+def _unscored_note(board: Board, facet: tuple[tuple[str, Any], ...], a: Any, b: Any) -> str:
+    """``invalid``/``pruned``/``failed`` with counts for a square without scored trials, else ``no trials``."""
+    rk, ck = _axes_keys(board)
+    want = {rk: a, ck: b, **dict(facet)}
+    notes: dict[str, int] = {}
+    for c in board.cells:
+        if all(c.values[board.factors.index(k)] == v for k, v in want.items()):
+            for kind in ("invalid", "pruned", "failed"):
+                notes[kind] = notes.get(kind, 0) + getattr(c, kind)
+    text = "\n".join(f"{k} ({n})" for k, n in notes.items() if n)
+    return text or "no trials"
+
+
+def _scale(grids: list[np.ndarray], stat: str) -> tuple[float, float, bool]:
+    """Colour range: rates on [0, 1]; quality from the best square to the 90th percentile (clipped?)."""
+    finite = np.concatenate([g[np.isfinite(g)] for g in grids]) if grids else np.array([])
+    if stat == "quality" and finite.size:
+        vmin, vmax = float(finite.min()), float(np.percentile(finite, 90))
+        return vmin, max(vmax, vmin + 1e-12), bool((finite > vmax).any())
+    return 0.0, 1.0, False
+
+
 def plot_heatmap(board: Board, stat: str, path: Path) -> Path:
-    """Rates on a fixed [0, 1] scale; quality on the range of the squares up to their 90th percentile,
-    so that one exploded cell does not wash out the others (its number is still written on it)."""
+    """One panel per facet (combination of the factors not on an axis). When the data set is one of
+    them, each data set is a row of panels with its own colour scale (qualities of different data
+    sets are not comparable). Rates on a fixed [0, 1] scale; quality on the range of the squares up to
+    their 90th percentile, so that one exploded cell does not wash out the others (its number is
+    still written on it). Squares whose trials were all rejected as invalid, pruned or failed say so."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, cols, grid, counts = heatmap_grid(board, stat)
     rk, ck = _axes_keys(board)
+    panels = facets(board)
+    grids = [heatmap_grid(board, stat, f) for f in panels]
+    rows, cols = grids[0][0], grids[0][1]
     good_low = (stat != "quality") or board.direction == "minimize"
-    finite = grid[np.isfinite(grid)]
-    if stat == "quality" and finite.size:
-        vmin, vmax = float(finite.min()), float(np.percentile(finite, 90))
-        clipped = bool((finite > vmax).any())
-    else:  # rates (or nothing to scale)
-        vmin, vmax, clipped = 0.0, 1.0, False
-    fig, ax = plt.subplots(figsize=(1.4 + 1.2 * len(cols), 1.2 + 0.7 * len(rows)))
-    im = ax.imshow(grid, cmap="viridis_r" if good_low else "viridis", aspect="auto", vmin=vmin,
-                   vmax=max(vmax, vmin + 1e-12))
-    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
-    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
-    ax.set_xlabel(short(ck))
-    ax.set_ylabel(short(rk))
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            if math.isnan(grid[i, j]):
-                ax.text(j, i, "no trials", ha="center", va="center", color="0.4", fontsize=7)
-                continue
-            r, g, b, _ = im.cmap(im.norm(grid[i, j]))
-            ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-            ax.text(j, i, f"{grid[i, j]:.3g}\nn={counts[i, j]}", ha="center", va="center", color=ink, fontsize=8)
+    dk = _data_key(board)
+    if dk is not None and dk not in (rk, ck):  # a row of panels and a colour scale per data set
+        groups = [g for g in ([i for i, f in enumerate(panels) if dict(f)[dk] == d] for d in _choices(board, dk)) if g]
+        lines = [[g] for g in groups]
+    else:  # one scale; rows of at most 4 panels
+        groups = [list(range(len(panels)))]
+        lines = [[groups[0][i:i + 4] for i in range(0, len(panels), 4)]]
+    ncols = max(len(line) for group_lines in lines for line in group_lines)
+    nrows = sum(len(group_lines) for group_lines in lines)
+    w, h = 1.4 + 1.2 * len(cols), 1.2 + 0.7 * len(rows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 1.5, h * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    row = 0
+    for group, group_lines in zip(groups, lines):
+        vmin, vmax, clipped = _scale([grids[n][2] for n in group], stat)
+        im = None
+        for line in group_lines:
+            for col, n in enumerate(line):
+                facet, (_, _, grid, counts) = panels[n], grids[n]
+                ax = axes[row][col]
+                im = ax.imshow(grid, cmap="viridis_r" if good_low else "viridis", aspect="auto", vmin=vmin, vmax=vmax)
+                ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+                ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+                ax.set_xlabel(short(ck))
+                ax.set_ylabel(short(rk))
+                if facet:
+                    ax.set_title(", ".join(f"{short(k)}={v}" for k, v in facet), fontsize=9)
+                for i in range(len(rows)):
+                    for j in range(len(cols)):
+                        if math.isnan(grid[i, j]):
+                            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//",
+                                                       color="0.75", lw=0))
+                            ax.text(j, i, _unscored_note(board, facet, rows[i], cols[j]), ha="center", va="center",
+                                    color="0.3", fontsize=7)
+                            continue
+                        r, g, b, _ = im.cmap(im.norm(grid[i, j]))
+                        ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+                        ax.text(j, i, f"{grid[i, j]:.3g}\nn={counts[i, j]}", ha="center", va="center", color=ink,
+                                fontsize=8)
+            for col in range(len(line), ncols):
+                axes[row][col].axis("off")
+            row += 1
+        bar = fig.colorbar(im, ax=axes[row - len(group_lines):row].ravel().tolist(),
+                           extend="max" if clipped else "neither")
+        if clipped:
+            bar.set_label("colour capped at the 90th percentile", fontsize=8)
     title = f"median {board.metric}" if stat == "quality" else "fraction of seeds diverged"
-    ax.set_title(f"{board.study}: {title}", fontsize=10)
-    bar = fig.colorbar(im, ax=ax, extend="max" if clipped else "neither")
-    if clipped:
-        bar.set_label("colour capped at the 90th percentile", fontsize=8)
-    fig.tight_layout()
+    fig.suptitle(f"{board.study}: {title}", fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -266,7 +359,7 @@ def plot_boxes(board: Board, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = board.cells
+    cells = [c for c in board.cells if c.trials]
     data = [[r.quality for r in board.rows if r.cell == c.values] for c in cells]
     fig, ax = plt.subplots(figsize=(8, 1.0 + 0.28 * max(len(cells), 1)))
     ax.boxplot(data, vert=False, tick_labels=[c.cell for c in cells])
@@ -280,35 +373,54 @@ def plot_boxes(board: Board, path: Path) -> Path:
     return path
 
 
-def budget_curves(board: Board) -> dict[str, list[float]]:
-    """Per value of the heatmap's row factor (the loss): expected best quality after k = 1..n trials."""
+def _data_key(board: Board) -> str | None:
+    """The data-set factor, if the study varies it: qualities of different data sets are not comparable."""
+    return next((k for k in board.factors if k.startswith("data.") and short(k) == "dataset"), None)
+
+
+def budget_curves(board: Board, data: Any = None) -> dict[str, list[float]]:
+    """Per value of the heatmap's row factor (the loss), within one data set when the study varies it:
+    expected best quality after k = 1..n trials."""
+    dk = _data_key(board)
+    rows = [r for r in board.rows if dk is None or data is None or r.cell[board.factors.index(dk)] == data]
     if not board.factors:
-        q = [r.quality for r in board.rows]
+        q = [r.quality for r in rows]
         return {"all": [expected_best(q, k, board.direction) for k in range(1, len(q) + 1)]}
     rk, _ = _axes_keys(board)
     i = board.factors.index(rk)
     out: dict[str, list[float]] = {}
-    for value in sorted({r.cell[i] for r in board.rows}, key=str):
-        q = [r.quality for r in board.rows if r.cell[i] == value]
+    for value in sorted({r.cell[i] for r in rows}, key=str):
+        q = [r.quality for r in rows if r.cell[i] == value]
         out[f"{short(rk)}={value}"] = [expected_best(q, k, board.direction) for k in range(1, len(q) + 1)]
     return out
 
 
 def plot_budget(board: Board, path: Path) -> Path:
+    """One panel per data set (when the study varies it); log-scaled k with integer ticks."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, curve in budget_curves(board).items():
-        ax.plot(range(1, len(curve) + 1), curve, marker=".", label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("budget k (trials)")
-    ax.set_ylabel(f"expected best {board.metric}")
-    ax.set_title(f"{board.study}: expected best quality after k trials")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    dk = _data_key(board)
+    datasets = [d for d in _choices(board, dk) if any(r.cell[board.factors.index(dk)] == d for r in board.rows)
+                ] if dk else [None]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False, layout="constrained")
+    for ax, data in zip(axes[0], datasets):
+        curves = budget_curves(board, data)
+        for name, curve in curves.items():
+            ax.plot(range(1, len(curve) + 1), curve, marker=".", label=name)
+        ax.set_xscale("log")
+        longest = max((len(c) for c in curves.values()), default=1)
+        ticks = [k for k in (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000) if k <= longest]
+        ax.set_xticks(ticks, [str(k) for k in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("budget k (trials)")
+        ax.set_ylabel(f"expected best {board.metric}")
+        ax.set_title(f"dataset={data}" if data is not None else "", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{board.study}: expected best quality after k trials", fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -325,6 +437,28 @@ def write_plots(board: Board, out: Path) -> list[Path]:
     return [*heatmaps, plot_boxes(board, out / PLOTS[2]), plot_budget(board, out / PLOTS[3])]
 
 
+def caption(board: Board, name: str) -> str:
+    """What a picture shows and how to read it (report.html)."""
+    rk, ck = _axes_keys(board) if board.factors else ("", "")
+    rest = ", ".join(short(k) for k in board.factors if k not in (rk, ck))
+    per = f"one panel per {rest}; " if rest else ""
+    better = "lower" if board.direction == "minimize" else "higher"
+    return {
+        "heatmap_quality.png": f"median trial {board.metric} ({better} is better) per {short(rk)} × {short(ck)}; "
+                               f"{per}{'a colour scale per dataset; ' if _data_key(board) else ''}"
+                               "n = scored trials pooled in the square; hatched squares have no scored "
+                               "trial and say why (invalid: rejected by the model; pruned; failed).",
+        "heatmap_divergence.png": f"mean fraction of diverged seeds per {short(rk)} × {short(ck)}; {per}"
+                                  "diverged = non-finite or out-of-bound loss, or a final quality worse than "
+                                  "quality.worst or than G at initialization.",
+        "boxplot_quality.png": f"{board.metric} of every scored trial per cell, best median on top: the box "
+                               "width is the sensitivity to the nuisance hyper-parameters.",
+        "budget_curves.png": f"expected best {board.metric} after k trials drawn at random, per {short(rk)}"
+                             f"{', one panel per dataset' if _data_key(board) else ''}: a curve that drops fast "
+                             "needs a small search budget.",
+    }.get(name, "")
+
+
 def write_html(board: Board, out: Path, images: list[Path]) -> Path:
     """A self-contained ``report.html``: the table and every picture inlined as base64 PNG."""
     import base64
@@ -334,33 +468,50 @@ def write_html(board: Board, out: Path, images: list[Path]) -> Path:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(asdict(c)[k]))}</td>" for k in COLUMNS) + "</tr>"
                    for c in board.cells)
     pics = "".join(f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
-                   f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{p.stem}</figcaption></figure>'
-                   for p in images)
+                   f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption><b>{p.stem}</b>: '
+                   f'{html.escape(caption(board, p.name))}</figcaption></figure>' for p in images)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(board.study)}</title>"
             "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
             "padding:2px 6px;font-size:12px}img{max-width:100%}</style></head><body>"
             f"<h1>Study {html.escape(board.study)}</h1><p>Quality {html.escape(board.metric)} "
-            f"({board.direction}), {len(board.rows)} scored trials.</p><table><tr>{head}</tr>{body}</table>"
+            f"({board.direction}), {html.escape(board.counts())}.</p><table><tr>{head}</tr>{body}</table>"
             f"{pics}</body></html>")
     path = out / "report.html"
     path.write_text(page)
     return path
 
 
-def log_wandb(board: Board, images: list[Path], out: Path, project: str = "ganbench") -> str:
-    """One W&B summary run (job type ``leaderboard``, group = study): the table and the pictures.
-    Offline unless WANDB_API_KEY or WANDB_MODE say otherwise; returns the run's local directory."""
+def trial_table(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
+    """One row per trial (number, state, cell, every parameter, the trial's results and W&B runs): the
+    table W&B's parallel-coordinates panel reads."""
+    trials = study.get_trials(deepcopy=False)
+    params = sorted({k for t in trials for k in t.params}, key=lambda k: (k.count("."), k))
+    results = ("quality", "diverged_frac", "collapsed_frac", "instability", "spread", "oscillation")
+    cols = ["trial", "state", "cell", *(short(k) for k in params), *results, "invalid", "wandb_run_ids"]
+    rows = [[t.number, t.state.name, t.user_attrs.get("cell", ""), *(t.params.get(k) for k in params),
+             *(t.user_attrs.get(k) for k in results), t.user_attrs.get("invalid", ""),
+             " ".join(t.user_attrs.get("wandb_run_ids", []))] for t in trials]
+    return cols, rows
+
+
+def log_wandb(board: Board, images: list[Path], out: Path, project: str = "ganbench",
+              trials: tuple[list[str], list[list[Any]]] | None = None) -> str:
+    """One W&B summary run (job type ``leaderboard``, group = study, config = the study's space): the
+    leaderboard, one row per trial (``trials``) and the pictures. Offline unless WANDB_API_KEY or
+    WANDB_MODE say otherwise; returns the run's local directory."""
     import os
 
     import wandb
 
     mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
     run = wandb.init(project=project, group=board.study, job_type="leaderboard", name=f"{board.study}-leaderboard",
-                     dir=str(out), mode=mode, reinit="finish_previous")
+                     dir=str(out), mode=mode, reinit="finish_previous", config=board.space or {})
     try:
         cols = [*COLUMNS, *(short(k) for k in board.factors)]
         rows = [[asdict(c)[k] for k in COLUMNS] + list(map(str, c.values)) for c in board.cells]
+        trial_cols, trial_rows = trials or ([], [])
         run.log({"leaderboard": wandb.Table(columns=cols, data=rows),
+                 **({"trials": wandb.Table(columns=trial_cols, data=trial_rows)} if trial_cols else {}),
                  **{f"leaderboard/{p.stem}": wandb.Image(str(p)) for p in images}})
         return str(run.dir)
     finally:
@@ -377,5 +528,5 @@ def build_leaderboard(study: optuna.Study, out: Path, wandb_log: bool = True, sh
     if show:
         print_table(board)
     if wandb_log:
-        log_wandb(board, images, out)
+        log_wandb(board, images, out, trials=trial_table(study))
     return board

@@ -32,11 +32,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import optuna
 from optuna_integration import PyTorchLightningPruningCallback
 
 from ganbench import GanbenchError
-from ganbench.sweep.space import SweepSpace, short
+from ganbench.sweep.space import Quality, SweepSpace, short
 
 #: the trial whose fit is running in this process (read by :class:`TrialPruning`)
 _CURRENT: dict[str, Any] = {"trial": None}
@@ -83,6 +84,39 @@ class TrialPruning(PyTorchLightningPruningCallback):
             trainer.should_stop = True
 
 
+class SeedVerdict(L.Callback):
+    """Writes a sweep seed's verdict into its W&B run summary when its fit ends: ``quality`` (the
+    final quality metric, or ``worst`` when diverged), ``initial_quality``, ``diverged`` with
+    ``diverged_reason`` (:func:`divergence_reason`) and ``collapsed``: the same rule the sweep scores
+    the seed with, so W&B runs can be filtered by it. Given by the sweep on the fit command line."""
+
+    def __init__(self, metric: str, direction: str, worst: float, collapse_metric: str | None = None,
+                 at_most: float | None = None):
+        self.quality = Quality(metric, direction, worst)  # type: ignore[arg-type]
+        self.collapse_metric, self.at_most = collapse_metric, at_most
+        self.initial: float | None = None
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == 0 and self.initial is None and self.quality.metric in trainer.callback_metrics:
+            self.initial = float(trainer.callback_metrics[self.quality.metric])  # measured at G iteration 0
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        status = getattr(pl_module, "status", "running")
+        status = "completed" if status == "running" else status
+        metrics = trainer.callback_metrics
+        final = float(metrics[self.quality.metric]) if self.quality.metric in metrics else None
+        reason = divergence_reason(self.quality, status, final, self.initial)
+        c = metrics.get(self.collapse_metric) if self.collapse_metric else None
+        collapsed_ = reason is not None or (self.collapse_metric is not None and (
+            c is None or float(c) <= float(self.at_most)))
+        verdict = {"quality": self.quality.worst if reason else final, "initial_quality": self.initial,
+                   "diverged": reason is not None, "diverged_reason": reason or "", "collapsed": collapsed_}
+        for logger in trainer.loggers:
+            summary = getattr(getattr(logger, "experiment", None), "summary", None)
+            if summary is not None:
+                summary.update(verdict)
+
+
 @dataclass
 class SeedResult:
     seed: int
@@ -92,6 +126,8 @@ class SeedResult:
     collapse_value: float | None
     history: list[float]
     run_dir: str
+    reason: str | None = None  # why the seed counts as diverged
+    initial: float | None = None  # quality of G at initialization (G iteration 0)
 
 
 @dataclass
@@ -108,20 +144,44 @@ class TrialResult:
         return tuple(getattr(self, n) for n in names)
 
 
-def metric_history(run_dir: Path, key: str) -> list[float]:
-    """Values of ``key`` in ``<run>/metrics.csv`` in step order (rows without it skipped)."""
+def metric_steps(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    """``(G iteration, value)`` of ``key`` in ``<run>/metrics.csv`` in step order (rows without it skipped;
+    a step written twice, by a resumed segment, keeps its last value)."""
     path = run_dir / "metrics.csv"
     if not path.is_file():
         return []
     with open(path) as f:
-        rows = [r for r in csv.DictReader(f) if r.get(key) not in (None, "")]
-    rows.sort(key=lambda r: int(r["step"]))
-    return [float(r[key]) for r in rows]
+        by_step = {int(float(r["step"])): float(r[key]) for r in csv.DictReader(f) if r.get(key) not in (None, "")}
+    return sorted(by_step.items())
+
+
+def metric_history(run_dir: Path, key: str) -> list[float]:
+    """Values of ``key`` in ``<run>/metrics.csv`` after G iteration 0, in step order."""
+    return [v for step, v in metric_steps(run_dir, key) if step > 0]
 
 
 def pstdev(values: list[float]) -> float:
     """Population standard deviation, 0 for fewer than two values."""
     return statistics.pstdev(values) if len(values) >= 2 else 0.0
+
+
+def divergence_reason(q: Quality, status: str, final: float | None, initial: float | None) -> str | None:
+    """The one rule for a diverged seed (docs/sweeps.md, "Diverged and collapsed"), or None when it did not.
+
+    A seed diverged when its fit stopped on a non-finite or out-of-bound loss (``divergence_threshold``),
+    or its final quality is non-finite, worse than ``quality.worst``, or worse than the quality of G's
+    samples at initialization (G iteration 0, measured by the same metric against the same data)."""
+    if status == "diverged":
+        return "loss non-finite or above divergence_threshold"
+    if status != "completed":
+        return None
+    if final is None or not math.isfinite(final):
+        return f"final {q.metric} is not finite"
+    if q.better(q.worst, final):
+        return f"final {q.metric} {final:.4g} is worse than quality.worst {q.worst:g}"
+    if initial is not None and math.isfinite(initial) and q.better(initial, final):
+        return f"final {q.metric} {final:.4g} is worse than G at initialization ({initial:.4g})"
+    return None
 
 
 def seed_result(space: SweepSpace, seed: int, code: int, run_dir: Path, replica: int | None = None) -> SeedResult:
@@ -137,32 +197,43 @@ def seed_result(space: SweepSpace, seed: int, code: int, run_dir: Path, replica:
     metrics = summary.get("metrics") or {}
     suffix = "" if replica is None else f"/r{replica}"
     value = metrics.get(space.quality.metric)
-    ok = status == "completed" and isinstance(value, (int, float)) and math.isfinite(value)
+    final = float(value) if isinstance(value, (int, float)) else None
+    if status == "completed" and value is None:
+        status = "no_metric"
+    steps = metric_steps(run_dir, space.quality.metric + suffix)
+    initial = steps[0][1] if steps and steps[0][0] == 0 else None
+    reason = divergence_reason(space.quality, status, final, initial)
+    if reason is not None:
+        status = "diverged"
+    ok = status == "completed"
     collapse_value = None
     if space.collapse is not None:
         c = metrics.get(space.collapse["metric"])
         collapse_value = float(c) if isinstance(c, (int, float)) and status != "diverged" else None
-    return SeedResult(seed=seed, status=status if ok or status != "completed" else "no_metric", exit_code=code,
-                      quality=float(value) if ok else space.quality.worst, collapse_value=collapse_value,
-                      history=metric_history(run_dir, space.quality.metric + suffix) if ok else [],
-                      run_dir=str(run_dir))
+    return SeedResult(seed=seed, status=status, exit_code=code, quality=final if ok else space.quality.worst,
+                      collapse_value=collapse_value, history=[v for s, v in steps if s > 0] if ok else [],
+                      run_dir=str(run_dir), reason=reason, initial=initial)
+
+
+def collapsed(space: SweepSpace, seed: SeedResult) -> bool:
+    """Diverged, or the final ``collapse.metric`` is missing or at most ``collapse.at_most``."""
+    return seed.status != "completed" or (space.collapse is not None and (
+        seed.collapse_value is None or seed.collapse_value <= space.collapse["at_most"]))
 
 
 def aggregate(space: SweepSpace, seeds: list[SeedResult]) -> TrialResult:
     """Quality and stability of one trial from its seeds (definitions in the module docstring)."""
     n = len(seeds)
     diverged = [s.status != "completed" for s in seeds]
-    collapsed = [d or (space.collapse is not None and (s.collapse_value is None
-                                                       or s.collapse_value <= space.collapse["at_most"]))
-                 for s, d in zip(seeds, diverged)]
+    collapsed_ = [collapsed(space, s) for s in seeds]
     alive = [s for s, d in zip(seeds, diverged) if not d]
     window = space.oscillation_window
     osc = [pstdev(s.history[-window:]) for s in alive]
     return TrialResult(
         quality=float(statistics.median(s.quality for s in seeds)),
         diverged_frac=sum(diverged) / n,
-        collapsed_frac=sum(collapsed) / n,
-        instability=sum(c or d for c, d in zip(collapsed, diverged)) / n,
+        collapsed_frac=sum(collapsed_) / n,
+        instability=sum(c or d for c, d in zip(collapsed_, diverged)) / n,
         spread=pstdev([s.quality for s in alive]),
         oscillation=float(statistics.fmean(osc)) if osc else 0.0,
         seeds=seeds,
@@ -170,11 +241,18 @@ def aggregate(space: SweepSpace, seeds: list[SeedResult]) -> TrialResult:
 
 
 class Objective:
-    """The callable given to ``study.optimize``: runs the seeds of one trial through ``ganbench fit``."""
+    """The callable given to ``study.optimize``: runs the seeds of one trial through ``ganbench fit``.
 
-    def __init__(self, space: SweepSpace, study_name: str, runs_root: Path, extra_args: list[str] | None = None):
+    Returns the trial's objective values (:meth:`TrialResult.objective_values`, one float for a
+    single-objective study). Per seed, :func:`seed_result` reads the fit's ``summary.json`` and
+    ``metrics.csv``; :func:`aggregate` turns the seeds into the trial's result.
+    """
+
+    def __init__(self, space: SweepSpace, study_name: str, runs_root: Path, extra_args: list[str] | None = None,
+                 artifact_dir: Path | None = None):
         self.space, self.study_name, self.runs_root = space, study_name, Path(runs_root)
         self.extra_args = list(extra_args or [])
+        self.artifact_dir = artifact_dir
 
     def trial_dir(self, number: int) -> Path:
         return self.runs_root / self.study_name / f"trial_{number:05d}"
@@ -187,34 +265,55 @@ class Objective:
                 "init_args": {"monitor": s.quality.metric, "every_n_steps": s.metrics_every}}
         return [f"--trainer.callbacks+={json.dumps(spec)}"]
 
+    def wandb_args(self, trial: optuna.Trial, params: dict[str, Any], cell: str, seed: int | str,
+                   verdict: bool = True) -> list[str]:
+        """Run name ``<study>-t<trial>-s<seed>``; trial, cell, factors and nuisance at the top of its config;
+        the seed's verdict (:class:`SeedVerdict`) in its summary."""
+        s = self.space
+        config = {"study": self.study_name, "trial": trial.number, "cell": cell,  # seed: seed_everything
+                  **{short(k): params[k] for k in s.factors}, **{n: params[n] for n in s.nuisance}}
+        spec = {"class_path": f"{__name__}.SeedVerdict",
+                   "init_args": {"metric": s.quality.metric, "direction": s.quality.direction, "worst": s.quality.worst,
+                                 **({"collapse_metric": s.collapse["metric"], "at_most": s.collapse["at_most"]}
+                                    if s.collapse else {})}}
+        args = ["--run.wandb_name", f"{self.study_name}-t{trial.number}-s{seed}",
+                "--run.wandb_config", json.dumps(config)]
+        # (a population's replicas are read from summary.json's replicas; its run has no one-seed verdict)
+        return args + ([f"--trainer.callbacks+={json.dumps(spec)}"] if verdict else [])
+
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...] | float:
-        from ganbench.cli import main
+        from ganbench.cli import fit_in_process
 
         space = self.space
         params = space.suggest(trial)
         tags = [f"{short(k)}={params[k]}" for k in space.factors]
-        trial.set_user_attr("cell", " ".join(tags))
+        cell = " ".join(tags)
+        trial.set_user_attr("cell", cell)
         out = self.trial_dir(trial.number)
-        seeds = self.run_population(trial, params, tags, out)
+        seeds = self.run_population(trial, params, cell, out)
         if seeds is None:  # one fit per seed
             seeds = []
             for i, seed in enumerate(space.seeds):
                 run_dir = out / f"seed_{seed}"
                 pruning = self.pruning_args() if i == 0 else []
                 argv = space.fit_argv(params, seed, run_dir, self.study_name, [*tags, f"seed={seed}"],
-                                      [*QUIET, *pruning, *self.extra_args])
+                                      [*QUIET, *pruning, *self.wandb_args(trial, params, cell, seed),
+                                       *self.extra_args])
                 _CURRENT["trial"] = trial
                 GanbenchError.last = None
                 try:
-                    code = main(argv)
+                    code, rejected = fit_in_process(argv), None
+                except GanbenchError as err:
+                    code, rejected = 2, err
                 finally:
                     _CURRENT["trial"] = None
                 if code == 2:  # the model or data refused this combination: a recorded, skipped trial
-                    reason = str(GanbenchError.last or "rejected by ganbench fit")
+                    reason = str(rejected or GanbenchError.last or "rejected by ganbench fit")
                     trial.set_user_attr("invalid", reason)
                     _write_trial_summary(out, {"state": "PRUNED", "params": params, "invalid": reason})
                     raise optuna.TrialPruned(reason)
                 seeds.append(seed_result(space, seed, code, run_dir))
+                self.record_runs(trial, seeds)
                 if i == 0 and pruning:
                     step = _pruned_step(trial)
                     if step is not None:
@@ -227,18 +326,20 @@ class Objective:
             trial.set_user_attr(key, value)
         trial.set_user_attr("seed_status", [s.status for s in seeds])
         trial.set_user_attr("seed_quality", [s.quality for s in seeds])
+        trial.set_user_attr("seed_diverged_reason", [s.reason or "" for s in seeds])
         trial.set_user_attr("diverged", result.diverged_frac > 0)
+        self.report_history(trial, seeds[0])
         _write_trial_summary(out, {"state": "COMPLETE", "params": params, **asdict(result)})
         values = result.objective_values(space.objectives)
         return values[0] if len(values) == 1 else values
 
-    def run_population(self, trial: optuna.Trial, params: dict[str, Any], tags: list[str],
+    def run_population(self, trial: optuna.Trial, params: dict[str, Any], cell: str,
                        out: Path) -> list[SeedResult] | None:
         """The trial's seeds as one population fit (``model.init_args.population``; replica r is the
         fit with seed ``seeds[0] + r``), when the study allows it and its seeds are consecutive.
         None when they run one fit each: the family (or an option) cannot be batched, the study
         prunes (the pruner follows one fit), or ``population: false`` in the sweep file."""
-        from ganbench.cli import main
+        from ganbench.cli import fit_in_process
 
         space = self.space
         seeds = list(space.seeds)
@@ -246,12 +347,57 @@ class Objective:
                 or self.pruning_args()):
             return None
         run_dir = out / f"seeds_{seeds[0]}-{seeds[-1]}"
-        argv = space.fit_argv(params, seeds[0], run_dir, self.study_name, [*tags, f"seeds={seeds[0]}-{seeds[-1]}"],
-                              [*QUIET, "--model.init_args.population", str(len(seeds)), *self.extra_args])
-        code = main(argv)
+        name = f"{seeds[0]}-{seeds[-1]}"
+        argv = space.fit_argv(params, seeds[0], run_dir, self.study_name, [*cell.split(), f"seeds={name}"],
+                              [*QUIET, "--model.init_args.population", str(len(seeds)),
+                               *self.wandb_args(trial, params, cell, name, verdict=False), *self.extra_args])
+        try:
+            code = fit_in_process(argv)
+        except GanbenchError:
+            code = 2
         if code == 2:  # not batchable, or an invalid cell: the seeds run one by one and the first says which
             return None
-        return [seed_result(space, seed, code, run_dir, replica=r) for r, seed in enumerate(seeds)]
+        results = [seed_result(space, seed, code, run_dir, replica=r) for r, seed in enumerate(seeds)]
+        self.record_runs(trial, results)
+        return results
+
+    def record_runs(self, trial: optuna.Trial, seeds: list[SeedResult]) -> None:
+        """Links out of the trial: run directories, W&B run ids, and the last picture of the newest seed
+        as an Optuna artifact (the dashboard shows it)."""
+        trial.set_user_attr("run_dirs", [str(Path(s.run_dir).resolve()) for s in seeds])
+        trial.set_user_attr("wandb_run_ids", [i for s in seeds if (i := wandb_run_id(Path(s.run_dir)))])
+        picture = final_picture(Path(seeds[-1].run_dir))
+        if self.artifact_dir is not None and picture is not None:
+            from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+            self.artifact_dir.mkdir(parents=True, exist_ok=True)
+            upload_artifact(artifact_store=FileSystemArtifactStore(str(self.artifact_dir)), file_path=str(picture),
+                            study_or_trial=trial, mimetype="image/png")
+
+    def report_history(self, trial: optuna.Trial, seed: SeedResult) -> None:
+        """Single-objective studies: the first seed's quality curve as intermediate values, when pruning
+        did not already report it while the fit ran."""
+        if len(self.space.objectives) != 1 or seed.status != "completed":
+            return
+        reported = trial.storage.get_trial(trial._trial_id).intermediate_values
+        for step, value in metric_steps(Path(seed.run_dir), self.space.quality.metric):
+            if step > 0 and step not in reported:
+                trial.report(value, step=step)
+
+
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The id of the W&B run a fit wrote under ``<run>/wandb/`` (``[offline-]run-<time>-<id>``)."""
+    runs = sorted(p for p in (run_dir / "wandb").glob("*run-*-*") if p.is_dir() and not p.is_symlink())
+    return runs[-1].name.rsplit("-", 1)[1] if runs else None
+
+
+def final_picture(run_dir: Path) -> Path | None:
+    """The last toy scatter (real and generated points) or else the last sample grid of a run."""
+    for pattern in ("toy_step_*.png", "step_*.png"):
+        pictures = sorted((run_dir / "samples").glob(pattern))
+        if pictures:
+            return pictures[-1]
+    return None
 
 
 def _pruned_step(trial: optuna.Trial) -> int | None:

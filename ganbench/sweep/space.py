@@ -145,10 +145,20 @@ class SweepSpace:
     def to_dict(self) -> dict[str, Any]:
         """What the leaderboard needs to know about the study (stored as a study user attribute)."""
         return {"name": self.name, "factors": {k: list(v) for k, v in self.factors.items()},
+                "nuisance": {n: {"low": v.low, "high": v.high, "log": v.log, "int": v.integer}
+                             for n, v in self.nuisance.items()},
                 "quality": {"metric": self.quality.metric, "direction": self.quality.direction,
                             "worst": self.quality.worst},
-                "objectives": list(self.objectives), "budget": self.budget, "seeds": list(self.seeds),
-                "base_config": self.base_config}
+                "collapse": self.collapse, "objectives": list(self.objectives), "budget": self.budget,
+                "seeds": list(self.seeds), "base_config": self.base_config, "sampler": self.sampler}
+
+    @property
+    def metric_names(self) -> list[str]:
+        """What each objective value is, as optuna-dashboard and ``study.metric_names`` show it."""
+        return [f"quality: median {self.quality.metric} over seeds" if o == "quality" else
+                {"instability": "instability: fraction of seeds diverged or collapsed",
+                 "spread": f"spread: std of {self.quality.metric} over seeds",
+                 "oscillation": f"oscillation: late std of {self.quality.metric}"}[o] for o in self.objectives]
 
 
 def substitute(value: Any, params: dict[str, Any]) -> Any:

@@ -116,8 +116,31 @@ def open_study(space: SweepSpace, storage: optuna.storages.BaseStorage, study_na
     if [d.name.lower() for d in study.directions] != space.directions:
         raise GanbenchError(f"--study-name {study_name} exists with directions "
                             f"{[d.name.lower() for d in study.directions]}, the sweep has {space.directions}")
-    study.set_user_attr("space", space.to_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(space.metric_names)
+    for key, value in space.to_dict().items():  # one attribute per part: readable in optuna-dashboard
+        study.set_user_attr(key, value)
     return study
+
+
+def study_space(study: optuna.Study) -> dict[str, Any] | None:
+    """The space a study was created with (its user attributes; older studies kept it as ``space``)."""
+    attrs = study.user_attrs
+    if "factors" in attrs and "quality" in attrs:
+        return attrs
+    return attrs.get("space")
+
+
+def artifact_dir(storage_url: str, study_name: str, runs_root: str | Path) -> Path:
+    """Where a study's Optuna artifacts (trial pictures) go: next to a SQLite or journal file
+    (``sweeps/NAME.db`` → ``sweeps/NAME.artifacts/``), else ``RUNS_ROOT/STUDY.artifacts`` (beside the
+    study's trial folders); give optuna-dashboard the same folder (``--artifact-dir``)."""
+    for prefix in ("sqlite:///", "journal://"):
+        if storage_url.startswith(prefix):
+            path = Path(storage_url[len(prefix):])
+            return path.with_name(path.stem + ".artifacts")
+    return Path(runs_root) / f"{study_name}.artifacts"
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -134,9 +157,11 @@ def worker(config: str, storage_url: str, study_name: str, n_trials: int, runs_r
     """One sweep worker: load the study and run ``n_trials`` trials (a spawned process or the caller)."""
     import torch
 
+    from ganbench.callbacks.log import quiet_library_noise
     from ganbench.sweep.objective import Objective
 
     torch.set_num_threads(max(1, threads))
+    quiet_library_noise()
     os.environ.setdefault("WANDB_SILENT", "true")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric"):  # one fit per seed: keep quiet
@@ -146,7 +171,8 @@ def worker(config: str, storage_url: str, study_name: str, n_trials: int, runs_r
     storage = make_storage(storage_url, space)
     seed = None if os.environ.get("GANBENCH_SWEEP_SEED") is None else int(os.environ["GANBENCH_SWEEP_SEED"]) + index
     study = open_study(space, storage, study_name, seed)
-    objective = Objective(space, study_name, Path(runs_root), extra_args)
+    objective = Objective(space, study_name, Path(runs_root), extra_args,
+                          artifact_dir=artifact_dir(storage_url, study_name, runs_root))
     study.optimize(objective, n_trials=n_trials, catch=(), gc_after_trial=True)
     return 0
 
@@ -206,25 +232,71 @@ def run_sweep(config: str, storage_url: str | None, study_name: str | None, n_tr
     return study
 
 
+def trial_line(t: optuna.trial.FrozenTrial, names: list[str] | None = None) -> str:
+    """One line about a finished trial: state, objective values (or why it was skipped) and its cell."""
+    a = t.user_attrs
+    cell = a.get("cell", "")
+    if "invalid" in a:
+        return f"trial {t.number} skipped, invalid cell {cell}: {a['invalid']}"
+    if t.state == TrialState.PRUNED:
+        return f"trial {t.number} pruned at G iteration {a.get('pruned_at', '?')}: {cell}"
+    if t.state == TrialState.COMPLETE and t.values is not None:
+        labels = [n.split(":")[0] for n in names] if names else [f"value {i}" for i in range(len(t.values))]
+        values = " ".join(f"{n}={v:.4g}" for n, v in zip(labels, t.values))
+        return f"trial {t.number} complete: {values} diverged={a.get('diverged_frac', 0):.2g} " \
+               f"collapsed={a.get('collapsed_frac', 0):.2g} {cell}"
+    return f"trial {t.number} {t.state.name.lower()}: {cell}"
+
+
+def eta(elapsed_s: float, done: int, todo: int) -> str:
+    """Remaining time at the rate of the trials finished so far in this call (``?`` before the first)."""
+    if done <= 0:
+        return "?"
+    left = round(elapsed_s / done * max(todo - done, 0))
+    return f"{left // 3600}h{left % 3600 // 60:02d}m" if left >= 3600 else f"{left // 60}m{left % 60:02d}s"
+
+
 def _progress(study: optuna.Study, total: int, stop: threading.Event) -> None:
-    """A rich progress bar over finished trials, read from the storage every second."""
+    """Progress over finished trials, read from the storage every second: a rich bar with an ETA on a
+    terminal (skipped invalid cells printed above it, once per cell); one line per finished trial with
+    the count and ETA when stdout is a file or pipe."""
+    import sys
+    import time
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    tty = sys.stdout.isatty()
+    t0, seen, invalid_cells = time.perf_counter(), None, set()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[states]}"), TimeElapsedColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(f"study {study.study_name}", total=total, states="")
+               TextColumn("{task.fields[states]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"))
+    with Progress(*columns, transient=False, disable=not tty) as bar:
+        task = bar.add_task(f"study {study.study_name}", total=total, states="", eta="?")
         while True:
             done = stop.wait(1.0)
             try:
                 trials = study.get_trials(deepcopy=False)
+                names = study.metric_names
             except Exception:  # storage busy: try again next second
                 continue
+            finished = [t for t in trials if t.state in FINISHED]
+            if seen is None:  # trials finished before this call: not reported again
+                seen, start_count = {t.number for t in finished}, len(finished)
+            new = [t for t in finished if t.number not in seen]
+            seen.update(t.number for t in new)
+            todo = max(total - start_count, 0)
+            left = eta(time.perf_counter() - t0, len(finished) - start_count, todo)
+            for t in sorted(new, key=lambda t: t.number):
+                if tty:
+                    cell = t.user_attrs.get("cell")
+                    if "invalid" in t.user_attrs and cell not in invalid_cells:
+                        invalid_cells.add(cell)
+                        bar.console.print(trial_line(t, names), markup=False, highlight=False)
+                else:
+                    print(f"[{len(finished)}/{total}, ETA {left}] {trial_line(t, names)}", flush=True)
             counts: dict[str, int] = {}
             for t in trials:
                 counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
-            bar.update(task, completed=sum(counts.get(s.name.lower(), 0) for s in FINISHED),
+            bar.update(task, completed=len(finished), eta=left,
                        states=" ".join(f"{k} {v}" for k, v in sorted(counts.items())))
             if done:
                 return
-
