@@ -29,8 +29,18 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ganbench import GanbenchError
-from ganbench.reliability import EXIT_INTERRUPTED, ResumeState, check_argv, check_output_dir, check_resume_checkpoint
+from ganbench import GanbenchError, find_user_error
+from ganbench.history import HistoryCSVLogger, check_resume_compatible
+from ganbench.reliability import (
+    EXIT_INTERRUPTED,
+    ResumeState,
+    check_argv,
+    check_family,
+    check_loadable,
+    check_output_dir,
+    plan_resume,
+    read_checkpoint,
+)
 
 #: sub-commands that are not Lightning's: name → module with ``main(argv) -> int``
 COMMANDS: dict[str, str] = {
@@ -47,7 +57,23 @@ EXIT_DIVERGED = 3
 
 
 class ConfigToLoggers(SaveConfigCallback):
-    """Save config.yaml in the run directory and send the full config to every logger (W&B)."""
+    """Save config.yaml in the run directory and send the full config to every logger (W&B).
+
+    A resumed run keeps the config.yaml of the first segment and saves its own as
+    ``resumes/config_step_XXXXXXX.yaml`` (the G iteration it resumes from; see :meth:`resume_from`)."""
+
+    def resume_from(self, root: Path, step: int) -> None:
+        """Save this segment's config under ``resumes/`` (a new name when one of that step exists)."""
+        name, n = f"resumes/config_step_{step:07d}.yaml", 1
+        while (root / name).exists():
+            n += 1
+            name = f"resumes/config_step_{step:07d}-{n}.yaml"
+        self.config_filename = name
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if trainer.is_global_zero and not self.already_saved and trainer.log_dir is not None:
+            Path(trainer.log_dir, self.config_filename).parent.mkdir(parents=True, exist_ok=True)
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         config = self.parser.dump(self.config, skip_none=False, format="yaml")
@@ -60,9 +86,12 @@ class ConfigToLoggers(SaveConfigCallback):
 
 
 class GanbenchCLI(LightningCLI):
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, created_dirs: list[Path] | None = None, **kwargs: Any):
         from ganbench.data import GANDataModule
         from ganbench.models import GANModule
+
+        #: run directories this invocation creates (the caller's list: filled before anything can fail)
+        self.created_dirs = created_dirs if created_dirs is not None else []
 
         kwargs.setdefault("save_config_callback", ConfigToLoggers)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -91,6 +120,9 @@ class GanbenchCLI(LightningCLI):
         parser.add_argument("--run.image_metrics_n", type=int, default=10000, help="generated samples per evaluation")
         parser.add_argument("--run.diagnostics_every", type=int, default=50,
                             help="G iterations between gradient-norm / spectral-norm diagnostics; 0 turns them off")
+        parser.add_argument("--run.allow_changed_config", type=bool, default=False,
+                            help="resume although model or data settings differ from the checkpoint's "
+                                 "(docs/reliability.md lists the changes that are always allowed)")
         parser.add_argument("--run.wandb", type=bool, default=True,
                             help="log to Weights & Biases (offline unless WANDB_API_KEY or WANDB_MODE say otherwise)")
         parser.add_argument("--run.wandb_project", type=str, default="ganbench")
@@ -113,8 +145,10 @@ class GanbenchCLI(LightningCLI):
         if cfg.run.image_metrics_n < 2:
             raise GanbenchError(f"run.image_metrics_n must be >= 2 (a covariance needs two samples), "
                                 f"got {cfg.run.image_metrics_n}")
-        # a directory this invocation creates is removed again if the run fails on a user error
-        GanbenchCLI.created_root = None if root.exists() else root
+        # a directory this invocation creates may be removed again if the run fails on a user error
+        # before it holds a checkpoint (remove_failed_run_dir)
+        if not root.exists():
+            self.created_dirs.append(root)
         check_output_dir(root)
 
     def instantiate_trainer(self, **kwargs: Any):
@@ -140,8 +174,30 @@ class GanbenchCLI(LightningCLI):
             raise GanbenchError(f"trainer: {first}") from None
 
     def before_fit(self) -> None:
-        """A resumed fit needs a complete checkpoint of the configured family (one line otherwise)."""
-        check_resume_checkpoint(self.config.fit.ckpt_path, Path(self.config.fit.trainer.default_root_dir), self.model)
+        """Check a resume before anything in the run directory is touched: a complete checkpoint of the
+        configured family, model and data settings compatible with it, ``max_steps`` not below its step,
+        a writable checkpoint folder. ``last`` without ``last.ckpt`` resumes from the newest intact
+        ``step_*.ckpt`` (with a notice); the config of a resumed segment goes to ``resumes/``."""
+        cfg = self.config.fit
+        root = Path(cfg.trainer.default_root_dir)
+        path, notice = plan_resume(cfg.ckpt_path, root)
+        if path is None:
+            return
+        ckpt = read_checkpoint(path)
+        check_family(ckpt["ganbench"], path, getattr(self.model, "family", None))
+        check_resume_compatible(ckpt, path, dict(self.model.hparams), dict(self.datamodule.hparams),
+                                cfg.trainer.max_steps, cfg.run.allow_changed_config)
+        check_loadable(ckpt, path, self.model)
+        folder = root / "checkpoints"
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise GanbenchError(f"{folder} is not writable; the run cannot save its checkpoints there "
+                                "(make it writable, or resume into another --trainer.default_root_dir)")
+        if notice:
+            print(notice, file=sys.stderr)
+        self.config_init.fit.ckpt_path = str(path)
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, ConfigToLoggers) and (root / cb.config_filename).exists():
+                cb.resume_from(root, int(ckpt.get("global_step", 0)))
 
     def metric_callbacks(self, run) -> list:
         """Diagnostics always; toy metrics for 2-D data; image metrics with the chosen feature net."""
@@ -172,9 +228,7 @@ class GanbenchCLI(LightningCLI):
         return callbacks
 
     def make_loggers(self, root: Path, run) -> list:
-        from lightning.pytorch.loggers import CSVLogger
-
-        loggers: list = [CSVLogger(save_dir=str(root), name="", version="")]
+        loggers: list = [HistoryCSVLogger(save_dir=str(root))]
         if run.wandb and os.environ.get("WANDB_MODE") != "disabled":
             from lightning.pytorch.loggers import WandbLogger
 
@@ -186,17 +240,25 @@ class GanbenchCLI(LightningCLI):
         return loggers
 
 
-GanbenchCLI.created_root = None
+def keep_failed_run_dir(root: Path) -> bool:
+    """Remove the run directory ``root`` that a failed invocation created, unless it holds a checkpoint
+    (a checkpoint is history: ganbench never deletes one). Returns whether a directory is kept."""
+    if not root.is_dir():
+        return False
+    if any(root.rglob("*.ckpt")):
+        return True
+    shutil.rmtree(root, ignore_errors=True)
+    return False
 
 
 def _run_lightning(argv: list[str]) -> int:
-    GanbenchCLI.created_root = None
-    GanbenchError.last = None
     check_argv(argv)
+    created: list[Path] = []
     try:
         with warnings.catch_warnings():  # main() passes sys.argv on purpose
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            cli = GanbenchCLI(args=argv, auto_configure_optimizers=False, parser_kwargs={"exit_on_error": False})
+            cli = GanbenchCLI(args=argv, auto_configure_optimizers=False, parser_kwargs={"exit_on_error": False},
+                              created_dirs=created)
     except ArgumentError as err:
         raise GanbenchError(parse_error_line(str(err))) from None
     except SIGTERMException:
@@ -204,12 +266,13 @@ def _run_lightning(argv: list[str]) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:
-        user_error = err if isinstance(err, GanbenchError) else GanbenchError.last
+        user_error = find_user_error(err)
+        kept = [root for root in created if keep_failed_run_dir(root)]
+        for root in kept:
+            print(f"ganbench: the run directory {root} holds checkpoints and is kept; resume it with "
+                  f"--trainer.default_root_dir {root} --ckpt_path last", file=sys.stderr)
         if user_error is None:
             raise
-        created = GanbenchCLI.created_root
-        if created is not None and created.exists():
-            shutil.rmtree(created, ignore_errors=True)
         raise user_error from None
     finally:
         _finish_wandb()
@@ -257,13 +320,18 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
+def run(argv: list[str]) -> int:
+    """Run one ganbench command; bad input raises :class:`GanbenchError` (what :func:`main` prints)."""
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(COMMANDS[argv[0]])
+        return int(module.main(argv[1:]) or 0)
+    return _run_lightning(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] in COMMANDS:
-            module = importlib.import_module(COMMANDS[argv[0]])
-            return int(module.main(argv[1:]) or 0)
-        return _run_lightning(argv)
+        return run(argv)
     except GanbenchError as err:
         print(f"ganbench: error: {err}", file=sys.stderr)
         return EXIT_USAGE

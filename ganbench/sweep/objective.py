@@ -28,6 +28,7 @@ import csv
 import json
 import math
 import statistics
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,7 @@ class Objective:
         return [f"--trainer.callbacks+={json.dumps(spec)}"]
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...] | float:
-        from ganbench.cli import main
+        from ganbench.cli import run
 
         space = self.space
         params = space.suggest(trial)
@@ -195,16 +196,16 @@ class Objective:
             argv = space.fit_argv(params, seed, run_dir, self.study_name, [*tags, f"seed={seed}"],
                                   [*QUIET, *pruning, *self.extra_args])
             _CURRENT["trial"] = trial
-            GanbenchError.last = None
             try:
-                code = main(argv)
-            finally:
-                _CURRENT["trial"] = None
-            if code == 2:  # the model or data refused this combination: a recorded, skipped trial
-                reason = str(GanbenchError.last or "rejected by ganbench fit")
+                code = run(argv)
+            except GanbenchError as err:  # the model or data refused this combination: a recorded, skipped trial
+                reason = str(err)
+                print(f"ganbench: error: {reason}", file=sys.stderr)
                 trial.set_user_attr("invalid", reason)
                 _write_trial_summary(out, {"state": "PRUNED", "params": params, "invalid": reason})
-                raise optuna.TrialPruned(reason)
+                raise optuna.TrialPruned(reason) from None
+            finally:
+                _CURRENT["trial"] = None
             seeds.append(seed_result(space, seed, code, run_dir))
             if i == 0 and pruning:
                 step = _pruned_step(trial)

@@ -1,0 +1,145 @@
+"""A run directory is append-only history: crashes, resumes and bad input never lose what it holds."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from ganbench import GanbenchError, find_user_error
+from ganbench.cli import EXIT_USAGE, main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from kill_resume import fit_argv, interrupt, start_fit  # noqa: E402
+
+TOY = ["--data.dataset", "ring8", "--data.n_toy_samples", "512", "--model.init_args.width", "4",
+       "--data.batch_size", "8"]
+TINY = [*TOY, "--trainer.accelerator", "cpu", "--run.wandb", "false", "--run.metrics_every", "0",
+        "--run.diagnostics_every", "0", "--run.sample_every", "1000", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false"]
+
+
+def fit(root: Path, *args: str, steps: int = 3, config: str = "configs/sngan.yaml") -> int:
+    return main(["fit", "--config", config, "--trainer.default_root_dir", str(root), *TINY,
+                 "--trainer.max_steps", str(steps), *args])
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------ errors and deletion
+class CrashAt(L.Callback):
+    """Raises ``kind`` after G iteration ``step``; creates (and swallows) an unrelated GanbenchError first,
+    as a callback that tolerates a missing optional file does."""
+
+    def __init__(self, step: int, kind: str = "runtime"):
+        self.step, self.kind = step, kind
+        try:
+            raise GanbenchError("an unrelated, handled problem")
+        except GanbenchError:
+            pass
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            if self.kind == "runtime":
+                raise RuntimeError(f"injected crash at G iteration {self.step}")
+            raise GanbenchError(f"injected bad input at G iteration {self.step}")
+
+
+def crash_at(step: int, kind: str) -> list[str]:
+    return ["--trainer.callbacks+=tests.test_run_history.CrashAt", "--trainer.callbacks.step", str(step),
+            "--trainer.callbacks.kind", kind]
+
+
+@pytest.mark.parametrize("kind", ["runtime", "ganbench"])
+def test_crash_after_a_checkpoint_keeps_the_directory_and_shows_the_real_error(tmp_path, capsys, kind):
+    root = tmp_path / "run"
+    args = ["--run.checkpoint_every", "1", *crash_at(3, kind)]
+    if kind == "runtime":
+        with pytest.raises(RuntimeError, match="^injected crash at G iteration 3$"):
+            fit(root, *args, steps=5)
+    else:
+        assert fit(root, *args, steps=5) == EXIT_USAGE
+    err = capsys.readouterr().err
+    # the user callback runs before the checkpoint callback: steps 1 and 2 were saved, not 3
+    assert sorted(p.name for p in (root / "checkpoints").iterdir()) == \
+        ["last.ckpt", "step_0000001.ckpt", "step_0000002.ckpt"]
+    assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["g_steps"] == 3
+    assert "unrelated" not in err and "unrelated" not in summary["error"]
+    assert f"ganbench: the run directory {root} holds checkpoints and is kept" in err
+    if kind == "ganbench":
+        assert err.strip().splitlines()[-1] == "ganbench: error: injected bad input at G iteration 3"
+        assert summary["error"] == "GanbenchError: injected bad input at G iteration 3"
+
+
+def test_find_user_error_follows_causes_only():
+    def wrapped():
+        try:
+            raise GanbenchError("inner")
+        except GanbenchError as inner:
+            raise ValueError("jsonargparse's wrapper") from inner
+
+    with pytest.raises(ValueError) as info:
+        wrapped()
+    assert str(find_user_error(info.value)) == "inner"
+    try:
+        raise GanbenchError("replaced")
+    except GanbenchError:
+        suppressed = RuntimeError("new")
+        suppressed.__suppress_context__ = True
+        suppressed.__context__ = GanbenchError("replaced")
+    assert find_user_error(suppressed) is None
+    assert find_user_error(RuntimeError("plain")) is None
+
+
+# ------------------------------------------------------------------------------ metrics.csv history
+def test_metrics_csv_after_sigkill_and_resume_equals_the_uninterrupted_run(tmp_path):
+    """Every G iteration logged, diagnostics every 2: the killed run logs rows past its last checkpoint,
+    the resume drops them and continues, and the file ends byte-identical to the uninterrupted run's
+    (same steps, same values: the run is deterministic). The first segment's config.yaml stays."""
+    steps, every = 10, "2"
+    args = ["--run.checkpoint_every", every, "--trainer.log_every_n_steps", "1", "--run.diagnostics_every", "2",
+            *TOY]
+    ref_root, run_root = tmp_path / "reference", tmp_path / "run"
+    ref = start_fit(fit_argv("configs/sngan.yaml", ref_root, steps, *args), tmp_path / "reference.log")
+    proc = start_fit(fit_argv("configs/sngan.yaml", run_root, steps, *args, pace=0.3), tmp_path / "killed.log")
+    assert interrupt(proc, run_root, 4, signal.SIGKILL) == -signal.SIGKILL
+    stopped = torch.load(run_root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    logged = (run_root / "metrics.csv").read_text().splitlines()
+    # last.ckpt follows step_4.ckpt, so a kill between the two leaves it at step 2
+    assert 2 <= stopped < steps and len(logged) - 1 > stopped  # rows past the checkpoint were written
+    config = (run_root / "config.yaml").read_bytes()
+    resumed = start_fit(fit_argv("configs/sngan.yaml", run_root, steps, *args, "--ckpt_path", "last"),
+                        tmp_path / "resumed.log")
+    assert resumed.wait(timeout=600) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    assert ref.wait(timeout=600) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    expected, got = read_csv(ref_root / "metrics.csv"), read_csv(run_root / "metrics.csv")
+    assert [int(r["step"]) for r in got] == [int(r["step"]) for r in expected] == list(range(steps))
+    assert any(k.startswith("diag/") for k in expected[0])
+    # Lightning repeats a value a callback logged (diagnostics) in the next row; a resumed run has no
+    # previous row, so its first row lacks that repeat and only that. Every other cell is equal.
+    first = stopped
+    for i, (a, b) in enumerate(zip(expected, got)):
+        if i == first:
+            assert {k for k in a if a[k] != b[k]} <= {k for k in a if k.startswith("diag/")}
+            assert all(b[k] == "" and a[k] == expected[i - 1][k] for k in a if a[k] != b[k])
+        else:
+            assert a == b, (i, a, b)
+    assert (run_root / "config.yaml").read_bytes() == config
+    assert [p.name for p in (run_root / "resumes").iterdir()] == [f"config_step_{stopped:07d}.yaml"]
+    summary = json.loads((run_root / "summary.json").read_text())
+    assert (summary["status"], summary["g_steps"]) == ("completed", steps)
