@@ -185,8 +185,8 @@ class GanbenchCLI(LightningCLI):
             return
         ckpt = read_checkpoint(path)
         check_family(ckpt["ganbench"], path, getattr(self.model, "family", None))
-        check_resume_compatible(ckpt, path, dict(self.model.hparams), dict(self.datamodule.hparams),
-                                cfg.trainer.max_steps, cfg.run.allow_changed_config)
+        changes = check_resume_compatible(ckpt, path, dict(self.model.hparams), dict(self.datamodule.hparams),
+                                          cfg.trainer.max_steps, cfg.run.allow_changed_config)
         check_loadable(ckpt, path, self.model)
         folder = root / "checkpoints"
         if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
@@ -194,10 +194,14 @@ class GanbenchCLI(LightningCLI):
                                 "(make it writable, or resume into another --trainer.default_root_dir)")
         if notice:
             print(notice, file=sys.stderr)
+        if changes:
+            print(f"ganbench: resuming with changed settings: {'; '.join(changes)}", file=sys.stderr)
         self.config_init.fit.ckpt_path = str(path)
         for cb in self.trainer.callbacks:
             if isinstance(cb, ConfigToLoggers) and (root / cb.config_filename).exists():
                 cb.resume_from(root, int(ckpt.get("global_step", 0)))
+            if isinstance(cb, ResumeState):  # torch restores lr, betas, ... with the optimizer state
+                cb.optimizer_settings_from_config = any("_optimizer." in c for c in changes)
 
     def metric_callbacks(self, run) -> list:
         """Diagnostics always; toy metrics for 2-D data; image metrics with the chosen feature net."""

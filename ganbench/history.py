@@ -113,7 +113,9 @@ SAFE_CHANGES: dict[str, frozenset[str]] = {
     "model": frozenset({"divergence_threshold", "check_every", "channels_last", "compile", "cuda_graph"}),
     "data": frozenset({"root", "num_workers", "download"}),
 }
+#: not compared: Lightning's bookkeeping, and the model arguments linked from the data (their source differs)
 _IGNORED = frozenset({"_instantiator", "_class_path"})
+_LINKED = frozenset({"data_shape", "num_classes"})
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -151,17 +153,20 @@ def config_changes(saved: dict[str, Any], now: dict[str, Any], section: str) -> 
 
 
 def check_resume_compatible(ckpt: dict[str, Any], path: Path, model_hparams: dict[str, Any],
-                            data_hparams: dict[str, Any] | None, max_steps: int | None, allow_changed: bool) -> None:
+                            data_hparams: dict[str, Any] | None, max_steps: int | None,
+                            allow_changed: bool) -> list[str]:
     """Refuse a resume whose model or data settings differ from the checkpoint's (unless ``allow_changed``)
-    and one whose ``max_steps`` is below the checkpoint's G iteration."""
+    and one whose ``max_steps`` is below the checkpoint's G iteration; returns the (allowed) changes."""
     step = int(ckpt.get("global_step", 0))
     if max_steps is not None and 0 <= max_steps < step:
         raise GanbenchError(f"trainer.max_steps={max_steps} is below G iteration {step} of checkpoint {path}; "
                             f"give --trainer.max_steps >= {step} to continue the run")
-    changes = config_changes(dict(ckpt.get("hyper_parameters") or {}), dict(model_hparams), "model")
+    model_saved = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if k not in _LINKED}
+    changes = config_changes(model_saved, {k: v for k, v in model_hparams.items() if k not in _LINKED}, "model")
     if data_hparams is not None and ckpt.get("datamodule_hyper_parameters") is not None:
         changes += config_changes(dict(ckpt["datamodule_hyper_parameters"]), dict(data_hparams), "data")
     if changes and not allow_changed:
         raise GanbenchError(
             f"resume from {path} with settings that differ from the checkpoint's: {'; '.join(changes)}; resume with "
             f"the run's config.yaml, or pass --run.allow_changed_config true to continue with the new settings")
+    return changes

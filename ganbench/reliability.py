@@ -102,6 +102,9 @@ class ResumeState(L.Callback):
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
+        #: set for a resume with changed optimizer settings (``--run.allow_changed_config``): the
+        #: hyper-parameters of each param group (lr, betas, ...) are the configured ones, not the checkpoint's
+        self.optimizer_settings_from_config = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         strategy = trainer.strategy
@@ -139,6 +142,12 @@ class ResumeState(L.Callback):
                                 f"model.d_scheduler define {len(schedulers)}; resume with the run's config.yaml")
         for scheduler, state in zip(schedulers, saved):
             scheduler.load_state_dict(state)
+        if self.optimizer_settings_from_config:
+            for opt in trainer.optimizers:
+                for group in opt.param_groups:
+                    group.update({k: v for k, v in opt.defaults.items() if k in group})
+                    if "initial_lr" in group:
+                        group["initial_lr"] = opt.defaults["lr"]
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:

@@ -143,3 +143,114 @@ def test_metrics_csv_after_sigkill_and_resume_equals_the_uninterrupted_run(tmp_p
     assert [p.name for p in (run_root / "resumes").iterdir()] == [f"config_step_{stopped:07d}.yaml"]
     summary = json.loads((run_root / "summary.json").read_text())
     assert (summary["status"], summary["g_steps"]) == ("completed", steps)
+
+
+# ------------------------------------------------------------------------------ resume checks
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> Path:
+    """A finished 4-step SNGAN run with step checkpoints at 2 and 4."""
+    root = tmp_path_factory.mktemp("done") / "run"
+    assert fit(root, "--run.checkpoint_every", "2", steps=4) == 0
+    return root
+
+
+def last_error(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("ganbench")]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model.init_args.width", "8"], "model.width: 4 -> 8"),
+    (["--data.batch_size", "16"], "data.batch_size: 8 -> 16"),
+    (["--model.init_args.n_critic", "2"], "model.n_critic: 5 -> 2"),
+    (["--data.dataset", "grid25"], "data.dataset: 'ring8' -> 'grid25'"),  # model.num_classes follows the data
+    (["--model.init_args.g_optimizer.init_args.lr", "0.001"], "model.g_optimizer.init_args.lr: 0.0002 -> 0.001"),
+])
+def test_resume_with_changed_settings_is_one_line_and_touches_nothing(done, tmp_path, capsys, args, message):
+    run = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(done, run)
+    before = snapshot(run)
+    capsys.readouterr()
+    assert fit(run, *args, "--ckpt_path", "last", steps=6) == EXIT_USAGE
+    last = run / "checkpoints" / "last.ckpt"
+    assert last_error(capsys) == [
+        f"ganbench: error: resume from {last} with settings that differ from the checkpoint's: {message}; resume "
+        "with the run's config.yaml, or pass --run.allow_changed_config true to continue with the new settings"]
+    assert snapshot(run) == before
+
+
+def test_changed_width_cannot_be_forced(done, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(done, run)
+    before = snapshot(run)
+    capsys.readouterr()
+    code = fit(run, "--model.init_args.width", "8", "--run.allow_changed_config", "true", "--ckpt_path", "last",
+               steps=6)
+    assert code == EXIT_USAGE
+    err = last_error(capsys)
+    assert len(err) == 1 and err[0].startswith(
+        f"ganbench: error: checkpoint {run / 'checkpoints' / 'last.ckpt'} cannot be loaded into the configured "
+        "model, even with --run.allow_changed_config: discriminator.")
+    assert snapshot(run) == before
+
+
+def test_safe_and_allowed_changes_resume(done, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(done, run)
+    config = (run / "config.yaml").read_bytes()
+    # max_steps up and intervals are always allowed; an optimizer setting with --run.allow_changed_config
+    assert fit(run, "--run.checkpoint_every", "3", "--model.init_args.d_optimizer.init_args.lr", "0.001",
+               "--run.allow_changed_config", "true", "--ckpt_path", "last", steps=6) == 0
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 6
+    # the new D learning rate is in effect (torch would restore the checkpoint's 2e-4), G's is unchanged
+    assert [g["lr"] for s in ckpt["optimizer_states"] for g in s["param_groups"]] == [2e-4, 1e-3]
+    assert (run / "config.yaml").read_bytes() == config
+    assert sorted(p.name for p in (run / "resumes").iterdir()) == ["config_step_0000004.yaml"]
+    assert "lr: 0.001" in (run / "resumes" / "config_step_0000004.yaml").read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    segments = [(s["from_step"], s["to_step"], s["status"]) for s in summary["segments"]]
+    assert segments == [(0, 4, "completed"), (4, 6, "completed")] and summary["g_steps"] == 6
+    assert summary["wall_s"] == round(sum(s["wall_s"] for s in summary["segments"]), 3)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--ckpt_path", "last"], "trainer.max_steps=3 is below G iteration 4 of checkpoint {last}; "
+                              "give --trainer.max_steps >= 4 to continue the run"),
+    ([], "trainer.default_root_dir='{run}' already holds checkpoints (last.ckpt, step_0000002.ckpt, "
+         "step_0000004.ckpt); resume with --ckpt_path last, or choose a new directory"),
+    (["--ckpt_path", "{run}"], "ckpt_path='{run}' is a directory; give a checkpoint file "
+                               "(e.g. {run}/checkpoints/last.ckpt) or --ckpt_path last"),
+])
+def test_resume_refusals_leave_the_directory_as_it_was(done, capsys, args, message):
+    before = snapshot(done)
+    fill = {"{run}": str(done), "{last}": str(done / "checkpoints" / "last.ckpt")}
+    args = [fill.get(a, a) for a in args]
+    capsys.readouterr()
+    assert fit(done, *args, steps=3) == EXIT_USAGE
+    for key, value in fill.items():
+        message = message.replace(key, value)
+    assert last_error(capsys) == [f"ganbench: error: {message}"]
+    assert snapshot(done) == before
+
+
+def test_last_missing_resumes_from_the_newest_step_checkpoint(done, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(done, run)
+    (run / "checkpoints" / "last.ckpt").unlink()
+    (run / "checkpoints" / "step_0000004.ckpt").write_bytes(b"cut")  # the newest one is damaged
+    capsys.readouterr()
+    assert fit(run, "--run.checkpoint_every", "2", "--ckpt_path", "last", steps=6) == 0
+    good = run / "checkpoints" / "step_0000002.ckpt"
+    assert last_error(capsys) == [f"ganbench: {run / 'checkpoints' / 'last.ckpt'} is missing; resuming from the "
+                                  f"newest intact checkpoint {good}"]
+    assert sorted(p.name for p in (run / "resumes").iterdir()) == ["config_step_0000002.yaml"]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 6 and ckpt["ganbench"]["d_steps"] == 30

@@ -36,15 +36,30 @@ class RunSummary(L.Callback):
     ``status`` is ``completed`` when training reached its end, ``diverged`` when the module stopped
     on a NaN/inf or exploding loss (with the step and reason), and ``interrupted`` for
     Ctrl-C/SIGTERM or any other exception (with the error).
+
+    A resumed run updates the summary of the run it continues: ``segments`` lists every segment
+    (first and last G iteration, status, wall time), ``wall_s`` is their sum, and metrics the new
+    segment did not compute keep their earlier values.
     """
 
     def __init__(self, filename: str = "summary.json"):
         self.filename = filename
         self._t0: float | None = None
+        self._g0 = 0
+        self._earlier: dict[str, Any] = {}
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
-        self._g0 = trainer.global_step
+        self._earlier = {}
+        path = Path(trainer.default_root_dir) / self.filename
+        if trainer.ckpt_path is not None and path.is_file():
+            try:
+                self._earlier = json.loads(path.read_text())
+            except (OSError, ValueError):  # an unreadable summary is replaced, the checkpoints hold the state
+                self._earlier = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._g0 = trainer.global_step  # after the checkpoint is restored
 
     def on_fit_end(self, trainer, pl_module) -> None:
         status = getattr(pl_module, "status", "running")
@@ -66,13 +81,23 @@ class RunSummary(L.Callback):
         for cb in trainer.callbacks:
             if getattr(cb, "protocol", None):
                 protocol.update(cb.protocol)
+        wall = round(time.perf_counter() - (self._t0 or time.perf_counter()), 3)
+        earlier = self._earlier
+        segments = list(earlier.get("segments") or ([{"from_step": 0, "to_step": earlier.get("g_steps"),
+                                                       "status": earlier.get("status"),
+                                                       "wall_s": earlier.get("wall_s")}] if earlier else []))
+        segments.append({"from_step": int(self._g0), "to_step": int(trainer.global_step), "status": status,
+                         "wall_s": wall})
         summary = {
             "status": status,
             "family": getattr(pl_module, "family", type(pl_module).__name__),
             "g_steps": int(trainer.global_step),
             "max_steps": int(trainer.max_steps),
-            "wall_s": round(time.perf_counter() - (self._t0 or time.perf_counter()), 3),
-            "metrics": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()},
+            "wall_s": round(sum(s.get("wall_s") or 0 for s in segments), 3),
+            "segments": segments,
+            "metrics": {**(earlier.get("metrics") or {}),
+                        **{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                           for k, v in metrics.items()}},
             "protocol": protocol,
         }
         if getattr(pl_module, "divergence", None):
