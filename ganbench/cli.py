@@ -283,7 +283,9 @@ def _run_lightning(argv: list[str]) -> int:
     model = getattr(cli, "model", None)
     if getattr(model, "status", None) == "diverged":
         div = model.divergence or {}
-        print(f"ganbench: run diverged at G iteration {div.get('step')}: {div.get('reason')}", file=sys.stderr)
+        kept = f"; last finite checkpoint: {div['last_finite']}" if div.get("last_finite") else \
+            "; no finite checkpoint was written before it"
+        print(f"ganbench: run diverged at G iteration {div.get('step')}: {div.get('reason')}{kept}", file=sys.stderr)
         return EXIT_DIVERGED
     return 0
 

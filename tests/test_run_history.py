@@ -254,3 +254,30 @@ def test_last_missing_resumes_from_the_newest_step_checkpoint(done, tmp_path, ca
     assert sorted(p.name for p in (run / "resumes").iterdir()) == ["config_step_0000002.yaml"]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 6 and ckpt["ganbench"]["d_steps"] == 30
+
+
+# ------------------------------------------------------------------------------ divergence
+def test_diverged_run_keeps_a_finite_last_checkpoint(tmp_path, capsys):
+    """lr 1e10: the weights are non-finite after a few G iterations, before any loss is. No checkpoint with NaN/inf is
+    written; the newest one before the divergence is kept as last_finite.ckpt and named in summary.json."""
+    root = tmp_path / "run"
+    lr = ["--model.init_args.g_optimizer.init_args.lr", "1e10", "--model.init_args.d_optimizer.init_args.lr", "1e10",
+          "--model.init_args.divergence_threshold", ".inf"]  # only NaN/inf count: the weights get there first
+    capsys.readouterr()
+    assert fit(root, *lr, "--run.checkpoint_every", "1", steps=40) == 3
+    summary = json.loads((root / "summary.json").read_text())
+    div = summary["divergence"]
+    last_finite = root / "checkpoints" / "last_finite.ckpt"
+    assert summary["status"] == "diverged" and div["last_finite"] == str(last_finite)
+    assert div["step"] < 40 and div["reason"].startswith("non-finite weights (")  # seen at a checkpoint
+    ckpts = sorted((root / "checkpoints").glob("step_*.ckpt"))
+    assert [p.name for p in ckpts] == [f"step_{i:07d}.ckpt" for i in range(1, div["step"])]
+    for path in [*ckpts, last_finite, root / "checkpoints" / "last.ckpt"]:
+        state = torch.load(path, weights_only=False)
+        tensors = [v for v in state["state_dict"].values() if v.is_floating_point()]
+        tensors += [v for s in state["optimizer_states"] for p in s["state"].values() for v in p.values()
+                    if torch.is_tensor(v) and v.is_floating_point()]
+        assert all(torch.isfinite(v).all() for v in tensors), path
+    assert torch.load(last_finite, weights_only=False)["global_step"] == div["step"] - 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"ganbench: run diverged at G iteration {div['step']}: {div['reason']}; last finite checkpoint: {last_finite}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -149,9 +150,28 @@ class GIterationBar(TQDMProgressBar):
         return items
 
 
+def non_finite_tensor(module: torch.nn.Module) -> str | None:
+    """The name of the first floating-point entry of ``module``'s state that holds NaN/inf (None when all
+    are finite); one host sync."""
+    state = [(k, v) for k, v in module.state_dict().items() if torch.is_tensor(v) and v.is_floating_point()]
+    if not state:
+        return None
+    finite = torch.stack([torch.isfinite(v).all() for _, v in state]).cpu()
+    bad = (~finite).nonzero()
+    return state[int(bad[0])][0] if len(bad) else None
+
+
 class GANCheckpoint(ModelCheckpoint):
     """``<run>/checkpoints/step_XXXXXXX.ckpt`` every ``every_n_train_steps`` G iterations (all kept)
-    plus ``last.ckpt``, which is also written when training stops between two intervals."""
+    plus ``last.ckpt``, which is also written when training stops between two intervals.
+
+    Nothing non-finite is ever written: before each save the module's divergence flag is read and its
+    weights are checked for NaN/inf; a diverged run is stopped instead of saved. When a run diverges,
+    the newest checkpoint written before (finite by construction) is copied to ``last_finite.ckpt``
+    and named in ``summary.json`` (``divergence.last_finite``).
+    """
+
+    LAST_FINITE = "last_finite.ckpt"
 
     def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 1000, **kwargs: Any):
         kwargs.setdefault("filename", "step_{step:07d}")
@@ -160,7 +180,43 @@ class GANCheckpoint(ModelCheckpoint):
         kwargs.setdefault("save_last", True)
         kwargs.setdefault("enable_version_counter", False)  # a resumed run rewrites step_N.ckpt, not step_N-v1
         super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, **kwargs)
+        self._newest: str | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._newest = None
+        if trainer.ckpt_path is not None and Path(trainer.ckpt_path).is_file():
+            self._newest = str(trainer.ckpt_path)  # written by a run that checked it, or the user's choice
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        module = trainer.lightning_module
+        if hasattr(module, "check_divergence"):
+            if module.check_divergence():
+                return
+            bad = non_finite_tensor(module)
+            if trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+                module.mark_diverged(f"non-finite weights ({bad or 'on another rank'}) at the checkpoint "
+                                     f"of G iteration {trainer.global_step}")
+                return
+        super()._save_checkpoint(trainer, filepath)
+        self._newest = filepath
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self._last_global_step_saved != trainer.global_step and not trainer.sanity_checking:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if getattr(pl_module, "status", None) == "diverged" and pl_module.divergence is not None:
+            pl_module.divergence["last_finite"] = self.keep_last_finite(trainer)
+
+    def keep_last_finite(self, trainer) -> str | None:
+        """Copy the newest checkpoint written before the divergence to ``last_finite.ckpt``; its path."""
+        if self._newest is None or not Path(self._newest).is_file() or self.dirpath is None:
+            return None
+        target = Path(self.dirpath) / self.LAST_FINITE
+        if trainer.is_global_zero and Path(self._newest).resolve() != target.resolve():
+            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            try:
+                shutil.copyfile(self._newest, tmp)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        trainer.strategy.barrier("ganbench-last-finite")
+        return str(target)

@@ -192,6 +192,7 @@ class GANModule(L.LightningModule):
         self.register_buffer("_bad", torch.zeros((), dtype=torch.bool), persistent=False)
         self.status = "running"
         self.divergence: dict[str, Any] | None = None
+        self._last_losses: tuple[torch.Tensor, ...] = ()
         self._d_steps = 0
         self._penalty_value: torch.Tensor | None = None
         self.vbn_reference: tuple[torch.Tensor, torch.Tensor | None] | None = None
@@ -465,16 +466,24 @@ class GANModule(L.LightningModule):
         self._bad |= (~torch.isfinite(v) | (v.abs() > self.cfg.divergence_threshold)).any()
 
     def _watch(self, *losses: torch.Tensor, accumulate: bool = True) -> None:
-        """Accumulate a divergence flag on the device; look at it only every ``check_every`` steps."""
-        bound = self.cfg.divergence_threshold
+        """Accumulate a divergence flag on the device; look at it only every ``check_every`` steps
+        (and, through :meth:`check_divergence`, before every checkpoint and sample grid)."""
         if accumulate:
             self._accumulate_divergence(*losses)
+        self._last_losses = losses
         step = self.global_step
         if step % self.cfg.check_every == 0 or step >= (self.trainer.max_steps or 0) > 0:
-            # every rank must stop at the same step under DDP: stop when any rank saw a divergence
-            if self.trainer.strategy.reduce_boolean_decision(bool(self._bad), all=False):
-                values = ", ".join(f"{x.item():.4g}" for x in losses)
-                self.mark_diverged(f"loss non-finite or above {bound:g} (d_loss, g_loss = {values})")
+            self.check_divergence()
+
+    def check_divergence(self) -> bool:
+        """Read the device flag (a host sync; under DDP every rank must call it, and all stop when any
+        rank saw a divergence) and mark the run diverged when a loss was non-finite or beyond
+        ``divergence_threshold``. Returns whether the run has diverged."""
+        if self.status != "diverged" and self.trainer.strategy.reduce_boolean_decision(bool(self._bad), all=False):
+            values = ", ".join(f"{x.item():.4g}" for x in self._last_losses)
+            self.mark_diverged(f"loss non-finite or above {self.cfg.divergence_threshold:g} "
+                               f"(d_loss, g_loss = {values})")
+        return self.status == "diverged"
 
     def mark_diverged(self, reason: str) -> None:
         self.status = "diverged"
