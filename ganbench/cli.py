@@ -38,6 +38,7 @@ from ganbench.reliability import (
     check_family,
     check_loadable,
     check_output_dir,
+    file_system_error,
     plan_resume,
     read_checkpoint,
 )
@@ -128,6 +129,12 @@ class GanbenchCLI(LightningCLI):
         parser.add_argument("--run.wandb_project", type=str, default="ganbench")
         parser.add_argument("--run.wandb_group", type=str | None, default=None)
         parser.add_argument("--run.wandb_tags", type=list[str], default=[])
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI replaces the configured model arguments by the checkpoint's when ``--ckpt_path`` is a
+        file, so a changed setting would be silently ignored (and ``last`` would behave differently from an
+        explicit path). ganbench keeps the configuration as given and compares it with the checkpoint's in
+        :meth:`before_fit`."""
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -270,7 +277,7 @@ def _run_lightning(argv: list[str]) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:
-        user_error = find_user_error(err)
+        user_error = find_user_error(err) or file_system_error(err)
         kept = [root for root in created if keep_failed_run_dir(root)]
         for root in kept:
             print(f"ganbench: the run directory {root} holds checkpoints and is kept; resume it with "
@@ -294,6 +301,9 @@ _NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Expected a <clas
           "Given value:", "Parser key", "Problem with given class_path")
 
 
+_NON_FINITE = ("inf", "nan", "infinity")
+
+
 def parse_error_line(message: str) -> str:
     """jsonargparse's (multi-line, union-nested) parse error as one line naming the full key.
 
@@ -313,6 +323,12 @@ def parse_error_line(message: str) -> str:
                 line = f"expected one of {literal.group(1).replace(chr(39), '')}; got {literal.group(2)!r}"
             reasons.append(line)
     reason = "; ".join(dict.fromkeys(reasons)) or message.strip().splitlines()[0]
+    word = re.search(r"(?:Got value|import path string): (\S+)", message)
+    if word and "Expected a <class 'float'>" in message and word.group(1).lower().lstrip("+-") in _NON_FINITE:
+        if "expects a function or a callable class" in message and "." in key:  # an optimizer's init_args
+            head, _, last = key.rpartition(".")
+            key = f"{head}.init_args.{last}"
+        reason = f"expected a finite number; got {word.group(1)!r}"
     if nested:
         reason += f" ({nested.group(1)})"
     return f"{key}: {reason}; ganbench fit --help lists the options" if key else \

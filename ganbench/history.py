@@ -157,10 +157,6 @@ def check_resume_compatible(ckpt: dict[str, Any], path: Path, model_hparams: dic
                             allow_changed: bool) -> list[str]:
     """Refuse a resume whose model or data settings differ from the checkpoint's (unless ``allow_changed``)
     and one whose ``max_steps`` is below the checkpoint's G iteration; returns the (allowed) changes."""
-    step = int(ckpt.get("global_step", 0))
-    if max_steps is not None and 0 <= max_steps < step:
-        raise GanbenchError(f"trainer.max_steps={max_steps} is below G iteration {step} of checkpoint {path}; "
-                            f"give --trainer.max_steps >= {step} to continue the run")
     model_saved = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if k not in _LINKED}
     changes = config_changes(model_saved, {k: v for k, v in model_hparams.items() if k not in _LINKED}, "model")
     if data_hparams is not None and ckpt.get("datamodule_hyper_parameters") is not None:
@@ -169,4 +165,8 @@ def check_resume_compatible(ckpt: dict[str, Any], path: Path, model_hparams: dic
         raise GanbenchError(
             f"resume from {path} with settings that differ from the checkpoint's: {'; '.join(changes)}; resume with "
             f"the run's config.yaml, or pass --run.allow_changed_config true to continue with the new settings")
+    step = int(ckpt.get("global_step", 0))
+    if max_steps is not None and 0 <= max_steps < step:
+        raise GanbenchError(f"trainer.max_steps={max_steps} is below G iteration {step} of checkpoint {path}; "
+                            f"give --trainer.max_steps >= {step} to continue the run")
     return changes

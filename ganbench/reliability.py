@@ -25,9 +25,11 @@ them), :func:`check_output_dir` and :func:`plan_resume` turn bad input into one
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -55,14 +57,25 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through ``<path>.tmp-<pid>`` in the same directory, fsync, ``os.replace`` and a
     directory fsync: after a crash ``path`` is either the old file or the complete new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        # torch's zip writer reports a full disk as RuntimeError("... file write failed")
+        if isinstance(err, RuntimeError) and "write failed" not in str(err):
+            raise
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        try:
+            free = f"; {shutil.disk_usage(path.parent).free} bytes free there"
+        except OSError:
+            free = ""
+        raise GanbenchError(f"cannot write checkpoint {path}: {reason}{free}; the checkpoints written "
+                            "before are kept") from err
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -168,6 +181,24 @@ class ResumeState(L.Callback):
                 cb._save_last_checkpoint(trainer, cb._monitor_candidates(trainer))
 
 
+# ------------------------------------------------------------------------------------ file-system errors
+#: errors of the file system rather than of ganbench: reported as one line naming the path
+FILE_SYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def file_system_error(err: BaseException | None) -> GanbenchError | None:
+    """One line for an OSError of the file system (no space, read-only, permission) that ``err`` is or
+    was raised from; None for anything else."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in FILE_SYSTEM_ERRNOS:
+            where = err.filename if err.filename is not None else "a file of the run"
+            return GanbenchError(f"cannot write {where}: {err.strerror or err}; the files written before are kept")
+        seen.add(id(err))
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    return None
+
+
 # ------------------------------------------------------------------------------------ input checks
 def _config_files(argv: list[str]) -> list[str]:
     files = []
@@ -252,10 +283,16 @@ def check_argv(argv: list[str]) -> None:
     for name in _config_files(argv):
         data = read_yaml(name)
         if data is None:
-            continue
+            raise GanbenchError(f"--config {name} is empty; it must be a YAML mapping of keys (trainer, model, data, "
+                                "run, ...)")
         if not isinstance(data, dict):
             raise GanbenchError(f"--config {name} must be a YAML mapping of keys (trainer, model, data, run, ...), "
                                 f"not a {type(data).__name__}")
+        for section in ("trainer", "data", "run", "model"):
+            value = data.get(section)
+            if value is not None and not isinstance(value, dict) and not (section == "model" and isinstance(value, str)):
+                raise GanbenchError(f"--config {name}: section {section!r} must be a mapping of options, not "
+                                    f"{type(value).__name__} {value!r}")
         model = data.get("model")
         if isinstance(model, dict) and isinstance(model.get("class_path"), str):
             family = check_class_path(model["class_path"], f"model.class_path in {name}")

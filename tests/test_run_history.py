@@ -281,3 +281,39 @@ def test_diverged_run_keeps_a_finite_last_checkpoint(tmp_path, capsys):
     assert torch.load(last_finite, weights_only=False)["global_step"] == div["step"] - 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"ganbench: run diverged at G iteration {div['step']}: {div['reason']}; last finite checkpoint: {last_finite}")
+
+
+# ------------------------------------------------------------------------------ file system
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (skipped where mounting is not permitted)."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_is_one_line_and_keeps_the_last_good_checkpoint(small_disk, capsys):
+    from ganbench.reliability import newest_intact_checkpoint
+
+    root = small_disk / "run"
+    capsys.readouterr()
+    assert fit(root, "--run.checkpoint_every", "1", steps=500) == EXIT_USAGE
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ganbench")]
+    assert err[-1].startswith("ganbench: error: cannot write ") and "No space left on device" in err[-1], err
+    assert err[-1].endswith("are kept"), err
+    assert err[:-1] == [f"ganbench: the run directory {root} holds checkpoints and is kept; resume it with "
+                        f"--trainer.default_root_dir {root} --ckpt_path last"]
+    folder = root / "checkpoints"
+    assert not list(folder.glob(".*.tmp-*"))
+    steps = sorted(int(p.stem.split("_")[1]) for p in folder.glob("step_*.ckpt"))
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 2
+    assert newest_intact_checkpoint(folder) is not None
+    last = torch.load(folder / "last.ckpt", weights_only=False)  # complete: the previous one survived
+    assert last["global_step"] in (steps[-1], steps[-1] - 1)

@@ -72,7 +72,10 @@ class RunSummary(L.Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if getattr(pl_module, "status", None) != "diverged":
             pl_module.status = "interrupted"
-        self.write(trainer, pl_module, pl_module.status, error=f"{type(exception).__name__}: {exception}")
+        try:
+            self.write(trainer, pl_module, pl_module.status, error=f"{type(exception).__name__}: {exception}")
+        except OSError:  # a full or read-only disk: the exception being handled is what the user must see
+            pass
 
     @rank_zero_only
     def write(self, trainer: L.Trainer, pl_module, status: str, error: str | None = None) -> None:

@@ -333,11 +333,16 @@ class GANModule(L.LightningModule):
     def _make_optimizer(self, factory: OptimizerCallable | None, params, key: str) -> torch.optim.Optimizer:
         try:
             if factory is not None:
-                return factory(params)
-            cls, kwargs = self.paper_optimizer
-            return cls(params, **kwargs)
+                opt = factory(params)
+            else:
+                cls, kwargs = self.paper_optimizer
+                opt = cls(params, **kwargs)
         except (ValueError, TypeError) as err:  # torch.optim validates lr, betas, eps, ... on construction
             raise GanbenchError(f"model.{key}: {err}") from None
+        for name, value in opt.defaults.items():  # torch accepts lr = inf or nan
+            if isinstance(value, float) and not math.isfinite(value):
+                raise GanbenchError(f"model.{key}.init_args.{name} must be a finite number, got {value}")
+        return opt
 
     def configure_optimizers(self):
         g_factory, d_factory = self.optimizer_factories
