@@ -317,3 +317,58 @@ def test_disk_full_is_one_line_and_keeps_the_last_good_checkpoint(small_disk, ca
     assert newest_intact_checkpoint(folder) is not None
     last = torch.load(folder / "last.ckpt", weights_only=False)  # complete: the previous one survived
     assert last["global_step"] in (steps[-1], steps[-1] - 1)
+
+
+# ------------------------------------------------------------------------------ every data set
+def _tiny_idx(folder: Path) -> None:
+    import gzip
+
+    folder.mkdir()
+    images = b"\x00\x00\x08\x03" + (16).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + bytes(range(256)) * 49
+    labels = b"\x00\x00\x08\x01" + (16).to_bytes(4, "big") + bytes(i % 10 for i in range(16))
+    for split in ("train", "t10k"):
+        (folder / f"{split}-images-idx3-ubyte.gz").write_bytes(gzip.compress(images, mtime=0))
+        (folder / f"{split}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels, mtime=0))
+
+
+def _tiny_folder(folder: Path) -> None:
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(8):
+        Image.new("RGB", (12, 10), (30 * i, 255 - 30 * i, 7 * i)).save(folder / f"x{i}.png")
+
+
+DATA = {"ring8": [], "grid25": [], "swissroll": [], "digits": ["--data.resolution", "8"],
+        "mnist": ["--data.resolution", "8"], "imagefolder": ["--data.resolution", "8"],
+        "fashion_mnist": ["--data.resolution", "8"]}
+
+
+@pytest.mark.parametrize("dataset", sorted(DATA))
+def test_diagnostics_and_metrics_run_on_every_data_set(tmp_path, dataset):
+    """Two G iterations with diagnostics, metrics and sample grids at every step (swissroll used to crash
+    Diagnostics, which read a Gaussian mixture's centres)."""
+    args = ["--data.dataset", dataset, *DATA[dataset], "--data.n_toy_samples", "256"]
+    if dataset == "mnist":
+        _tiny_idx(tmp_path / "mnist")
+        args += ["--data.root", str(tmp_path / "mnist"), "--data.download", "false"]
+    elif dataset == "imagefolder":
+        _tiny_folder(tmp_path / "images")
+        args += ["--data.root", str(tmp_path / "images")]
+    elif dataset == "fashion_mnist":
+        from ganbench.data import sources
+
+        if sources.find_idx("fashion_mnist", None)[0] is None:
+            pytest.skip("no Fashion-MNIST files on this machine")
+        args += ["--data.download", "false"]
+    root = tmp_path / "run"
+    code = main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(root), *TINY, *args,
+                 "--run.diagnostics_every", "1", "--run.metrics_every", "1", "--run.image_features", "none",
+                 "--run.sample_every", "1", "--trainer.log_every_n_steps", "1", "--data.batch_size", "4",
+                 "--model.init_args.n_critic", "1", "--trainer.max_steps", "2"])
+    assert code == 0
+    rows = read_csv(root / "metrics.csv")
+    assert [r["step"] for r in rows] == ["0", "1"]
+    assert all(r["diag/grad_norm_g"] and float(r["diag/grad_norm_d"]) > 0 for r in rows)
+    assert ("diag/collapse" in rows[0]) == (dataset in ("ring8", "grid25"))
+    assert sorted(p.name for p in (root / "samples").glob("step_*.png")) == ["step_0000001.png", "step_0000002.png"]
