@@ -372,3 +372,28 @@ def test_diagnostics_and_metrics_run_on_every_data_set(tmp_path, dataset):
     assert all(r["diag/grad_norm_g"] and float(r["diag/grad_norm_d"]) > 0 for r in rows)
     assert ("diag/collapse" in rows[0]) == (dataset in ("ring8", "grid25"))
     assert sorted(p.name for p in (root / "samples").glob("step_*.png")) == ["step_0000001.png", "step_0000002.png"]
+
+
+def test_read_only_checkpoints_on_resume_is_one_line(done, tmp_path, capsys):
+    """A read-only checkpoints/ (a read-only bind mount: root ignores file modes) is refused before the
+    run directory is touched."""
+    import shutil
+    import subprocess
+
+    run = tmp_path / "run"
+    shutil.copytree(done, run)
+    folder = run / "checkpoints"
+    if subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode:
+        pytest.skip("bind mounts are not permitted here")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True).returncode:
+            pytest.skip("read-only remounts are not permitted here")
+        before = snapshot(run)
+        capsys.readouterr()
+        assert fit(run, "--ckpt_path", "last", steps=6) == EXIT_USAGE
+        assert last_error(capsys) == [
+            f"ganbench: error: {folder} is not writable; the run cannot save its checkpoints there (make it "
+            "writable, or resume into another --trainer.default_root_dir)"]
+        assert snapshot(run) == before
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
