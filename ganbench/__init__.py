@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 __version__ = "0.1.0"
 
 
@@ -15,13 +17,17 @@ class GanbenchError(Exception):
     """
 
 
-def find_user_error(err: BaseException | None) -> GanbenchError | None:
-    """The GanbenchError that ``err`` is or was raised from (its ``__cause__``, or its ``__context__``
-    unless suppressed), or None: an error never stands for an unrelated one raised earlier."""
+def exception_chain(err: BaseException | None) -> Iterator[BaseException]:
+    """``err`` and the exceptions it was raised from: its ``__cause__``, or its ``__context__`` unless
+    suppressed (``raise … from None``)."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, GanbenchError):
-            return err
+        yield err
         seen.add(id(err))
         err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
-    return None
+
+
+def find_user_error(err: BaseException | None) -> GanbenchError | None:
+    """The GanbenchError that ``err`` is or was raised from, or None: an error never stands for an
+    unrelated one raised (and handled) earlier."""
+    return next((e for e in exception_chain(err) if isinstance(e, GanbenchError)), None)

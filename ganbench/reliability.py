@@ -40,7 +40,7 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ganbench import GanbenchError
+from ganbench import GanbenchError, exception_chain
 
 __all__ = ["EXIT_INTERRUPTED", "AtomicCheckpointIO", "ResumeState", "check_argv", "check_family", "check_loadable",
            "check_output_dir", "inspect_checkpoint", "newest_intact_checkpoint",
@@ -189,13 +189,10 @@ FILE_SYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.E
 def file_system_error(err: BaseException | None) -> GanbenchError | None:
     """One line for an OSError of the file system (no space, read-only, permission) that ``err`` is or
     was raised from; None for anything else."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError) and err.errno in FILE_SYSTEM_ERRNOS:
-            where = err.filename if err.filename is not None else "a file of the run"
-            return GanbenchError(f"cannot write {where}: {err.strerror or err}; the files written before are kept")
-        seen.add(id(err))
-        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    for e in exception_chain(err):
+        if isinstance(e, OSError) and e.errno in FILE_SYSTEM_ERRNOS:
+            where = e.filename if e.filename is not None else "a file of the run"
+            return GanbenchError(f"cannot write {where}: {e.strerror or e}; the files written before are kept")
     return None
 
 
