@@ -131,10 +131,12 @@ class GanbenchCLI(LightningCLI):
         parser.add_argument("--run.wandb_tags", type=list[str], default=[])
 
     def _parse_ckpt_path(self) -> None:
-        """LightningCLI replaces the configured model arguments by the checkpoint's when ``--ckpt_path`` is a
-        file, so a changed setting would be silently ignored (and ``last`` would behave differently from an
-        explicit path). ganbench keeps the configuration as given and compares it with the checkpoint's in
-        :meth:`before_fit`."""
+        """For ``fit``, LightningCLI would replace the configured model arguments by the checkpoint's when
+        ``--ckpt_path`` is a file, so a changed setting would be silently ignored (and ``last`` would behave
+        differently from an explicit path). ganbench keeps the configuration as given and compares it with
+        the checkpoint's in :meth:`before_fit`; validate/test/predict keep Lightning's behaviour."""
+        if self.config.get("subcommand") != "fit":
+            super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
