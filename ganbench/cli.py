@@ -28,8 +28,19 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ganbench import GanbenchError
-from ganbench.reliability import EXIT_INTERRUPTED, ResumeState, check_argv, check_output_dir, check_resume_checkpoint
+from ganbench import GanbenchError, find_user_error
+from ganbench.history import HistoryCSVLogger, check_resume_compatible
+from ganbench.reliability import (
+    EXIT_INTERRUPTED,
+    ResumeState,
+    check_argv,
+    check_family,
+    check_loadable,
+    check_output_dir,
+    file_system_error,
+    plan_resume,
+    read_checkpoint,
+)
 
 #: sub-commands that are not Lightning's: name → module with ``main(argv) -> int``
 COMMANDS: dict[str, str] = {
@@ -46,7 +57,23 @@ EXIT_DIVERGED = 3
 
 
 class ConfigToLoggers(SaveConfigCallback):
-    """Save config.yaml in the run directory and send the full config to every logger (W&B)."""
+    """Save config.yaml in the run directory and send the full config to every logger (W&B).
+
+    A resumed run keeps the config.yaml of the first segment and saves its own as
+    ``resumes/config_step_XXXXXXX.yaml`` (the G iteration it resumes from; see :meth:`resume_from`)."""
+
+    def resume_from(self, root: Path, step: int) -> None:
+        """Save this segment's config under ``resumes/`` (a new name when one of that step exists)."""
+        name, n = f"resumes/config_step_{step:07d}.yaml", 1
+        while (root / name).exists():
+            n += 1
+            name = f"resumes/config_step_{step:07d}-{n}.yaml"
+        self.config_filename = name
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if trainer.is_global_zero and not self.already_saved and trainer.log_dir is not None:
+            Path(trainer.log_dir, self.config_filename).parent.mkdir(parents=True, exist_ok=True)
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         config = self.parser.dump(self.config, skip_none=False, format="yaml")
@@ -61,9 +88,12 @@ class ConfigToLoggers(SaveConfigCallback):
 
 
 class GanbenchCLI(LightningCLI):
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, created_dirs: list[Path] | None = None, **kwargs: Any):
         from ganbench.data import GANDataModule
         from ganbench.models import GANModule
+
+        #: run directories this invocation creates (the caller's list: filled before anything can fail)
+        self.created_dirs = created_dirs if created_dirs is not None else []
 
         kwargs.setdefault("save_config_callback", ConfigToLoggers)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -92,6 +122,9 @@ class GanbenchCLI(LightningCLI):
         parser.add_argument("--run.image_metrics_n", type=int, default=10000, help="generated samples per evaluation")
         parser.add_argument("--run.diagnostics_every", type=int, default=50,
                             help="G iterations between gradient-norm / spectral-norm diagnostics; 0 turns them off")
+        parser.add_argument("--run.allow_changed_config", type=bool, default=False,
+                            help="resume although model or data settings differ from the checkpoint's "
+                                 "(docs/reliability.md lists the changes that are always allowed)")
         parser.add_argument("--run.wandb", type=bool, default=True,
                             help="log to Weights & Biases (offline unless WANDB_API_KEY or WANDB_MODE say otherwise)")
         parser.add_argument("--run.wandb_project", type=str, default="ganbench")
@@ -102,6 +135,14 @@ class GanbenchCLI(LightningCLI):
         parser.add_argument("--run.wandb_config", type=dict, default={},
                             help="extra top-level W&B config keys (a sweep puts trial, cell, factors and nuisance "
                                  "values here)")
+
+    def _parse_ckpt_path(self) -> None:
+        """For ``fit``, LightningCLI would replace the configured model arguments by the checkpoint's when
+        ``--ckpt_path`` is a file, so a changed setting would be silently ignored (and ``last`` would behave
+        differently from an explicit path). ganbench keeps the configuration as given and compares it with
+        the checkpoint's in :meth:`before_fit`; validate/test/predict keep Lightning's behaviour."""
+        if self.config.get("subcommand") != "fit":
+            super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -119,8 +160,10 @@ class GanbenchCLI(LightningCLI):
         if cfg.run.image_metrics_n < 2:
             raise GanbenchError(f"run.image_metrics_n must be >= 2 (a covariance needs two samples), "
                                 f"got {cfg.run.image_metrics_n}")
-        # a directory this invocation creates is removed again if the run fails on a user error
-        GanbenchCLI.created_root = None if root.exists() else root
+        # a directory this invocation creates may be removed again if the run fails on a user error
+        # before it holds a checkpoint (remove_failed_run_dir)
+        if not root.exists():
+            self.created_dirs.append(root)
         check_output_dir(root)
 
     def instantiate_trainer(self, **kwargs: Any):
@@ -149,8 +192,34 @@ class GanbenchCLI(LightningCLI):
             raise GanbenchError(f"trainer: {first}") from None
 
     def before_fit(self) -> None:
-        """A resumed fit needs a complete checkpoint of the configured family (one line otherwise)."""
-        check_resume_checkpoint(self.config.fit.ckpt_path, Path(self.config.fit.trainer.default_root_dir), self.model)
+        """Check a resume before anything in the run directory is touched: a complete checkpoint of the
+        configured family, model and data settings compatible with it, ``max_steps`` not below its step,
+        a writable checkpoint folder. ``last`` without ``last.ckpt`` resumes from the newest intact
+        ``step_*.ckpt`` (with a notice); the config of a resumed segment goes to ``resumes/``."""
+        cfg = self.config.fit
+        root = Path(cfg.trainer.default_root_dir)
+        path, notice = plan_resume(cfg.ckpt_path, root)
+        if path is None:
+            return
+        ckpt = read_checkpoint(path)
+        check_family(ckpt["ganbench"], path, getattr(self.model, "family", None))
+        changes = check_resume_compatible(ckpt, path, dict(self.model.hparams), dict(self.datamodule.hparams),
+                                          cfg.trainer.max_steps, cfg.run.allow_changed_config)
+        check_loadable(ckpt, path, self.model)
+        folder = root / "checkpoints"
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise GanbenchError(f"{folder} is not writable; the run cannot save its checkpoints there "
+                                "(make it writable, or resume into another --trainer.default_root_dir)")
+        if notice:
+            print(notice, file=sys.stderr)
+        if changes:
+            print(f"ganbench: resuming with changed settings: {'; '.join(changes)}", file=sys.stderr)
+        self.config_init.fit.ckpt_path = str(path)
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, ConfigToLoggers) and (root / cb.config_filename).exists():
+                cb.resume_from(root, int(ckpt.get("global_step", 0)))
+            if isinstance(cb, ResumeState):  # torch restores lr, betas, ... with the optimizer state
+                cb.optimizer_settings_from_config = any("_optimizer." in c for c in changes)
 
     def metric_callbacks(self, run) -> list:
         """Diagnostics always; toy metrics for 2-D data; image metrics with the chosen feature net."""
@@ -181,9 +250,9 @@ class GanbenchCLI(LightningCLI):
         return callbacks
 
     def make_loggers(self, root: Path, run) -> list:
-        from ganbench.callbacks.log import RunCSVLogger, RunWandbLogger
+        from ganbench.callbacks.log import RunWandbLogger
 
-        loggers: list = [RunCSVLogger(root)]
+        loggers: list = [HistoryCSVLogger(save_dir=str(root))]
         if run.wandb and os.environ.get("WANDB_MODE") != "disabled":
             offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") is None
             root.mkdir(parents=True, exist_ok=True)
@@ -193,15 +262,23 @@ class GanbenchCLI(LightningCLI):
         return loggers
 
 
-GanbenchCLI.created_root = None
+def keep_failed_run_dir(root: Path) -> bool:
+    """Remove the run directory ``root`` that a failed invocation created, unless it holds a checkpoint
+    (a checkpoint is history: ganbench never deletes one). Returns whether a directory is kept."""
+    if not root.is_dir():
+        return False
+    if any(root.rglob("*.ckpt")):
+        return True
+    shutil.rmtree(root, ignore_errors=True)
+    return False
 
 
 def _run_lightning(argv: list[str]) -> int:
-    GanbenchCLI.created_root = None
-    GanbenchError.last = None
     check_argv(argv)
+    created: list[Path] = []
     try:
-        cli = GanbenchCLI(args=argv, auto_configure_optimizers=False, parser_kwargs={"exit_on_error": False})
+        cli = GanbenchCLI(args=argv, auto_configure_optimizers=False, parser_kwargs={"exit_on_error": False},
+                          created_dirs=created)
     except ArgumentError as err:
         raise GanbenchError(parse_error_line(str(err))) from None
     except SIGTERMException:
@@ -209,31 +286,31 @@ def _run_lightning(argv: list[str]) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:
-        user_error = err if isinstance(err, GanbenchError) else GanbenchError.last
+        user_error = find_user_error(err) or file_system_error(err)
+        kept = [root for root in created if keep_failed_run_dir(root)]
+        for root in kept:
+            print(f"ganbench: the run directory {root} holds checkpoints and is kept; resume it with "
+                  f"--trainer.default_root_dir {root} --ckpt_path last", file=sys.stderr)
         if user_error is None:
             raise
-        created = GanbenchCLI.created_root
-        if created is not None and created.exists():
-            shutil.rmtree(created, ignore_errors=True)
         raise user_error from None
     finally:
         _finish_wandb()
     model = getattr(cli, "model", None)
     if getattr(model, "status", None) == "diverged":
         div = model.divergence or {}
-        print(f"ganbench: run diverged at G iteration {div.get('step')}: {div.get('reason')}", file=sys.stderr)
+        kept = f"; last finite checkpoint: {div['last_finite']}" if div.get("last_finite") else \
+            "; no finite checkpoint was written before it"
+        print(f"ganbench: run diverged at G iteration {div.get('step')}: {div.get('reason')}{kept}", file=sys.stderr)
         return EXIT_DIVERGED
     return 0
 
 
-def fit_in_process(argv: list[str]) -> int:
-    """``ganbench fit|validate|…`` in this process, as a sweep runs its trials: a user error raises its
-    GanbenchError (the caller decides how to report it) instead of printing ``ganbench: error:``."""
-    return _run_lightning(argv)
-
-
 _NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Expected a <class 'NoneType'>", "Given value type:",
           "Given value:", "Parser key", "Problem with given class_path")
+
+
+_NON_FINITE = ("inf", "nan", "infinity")
 
 
 def parse_error_line(message: str) -> str:
@@ -255,6 +332,12 @@ def parse_error_line(message: str) -> str:
                 line = f"expected one of {literal.group(1).replace(chr(39), '')}; got {literal.group(2)!r}"
             reasons.append(line)
     reason = "; ".join(dict.fromkeys(reasons)) or message.strip().splitlines()[0]
+    word = re.search(r"(?:Got value|import path string): (\S+)", message)
+    if word and "Expected a <class 'float'>" in message and word.group(1).lower().lstrip("+-") in _NON_FINITE:
+        if "expects a function or a callable class" in message and "." in key:  # an optimizer's init_args
+            head, _, last = key.rpartition(".")
+            key = f"{head}.init_args.{last}"
+        reason = f"expected a finite number; got {word.group(1)!r}"
     if nested:
         reason += f" ({nested.group(1)})"
     return f"{key}: {reason}; ganbench fit --help lists the options" if key else \
@@ -268,16 +351,21 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
+def run(argv: list[str]) -> int:
+    """Run one ganbench command; bad input raises :class:`GanbenchError` (what :func:`main` prints)."""
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(COMMANDS[argv[0]])
+        return int(module.main(argv[1:]) or 0)
+    return _run_lightning(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ganbench.callbacks.log import quiet_library_noise
 
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_library_noise()
     try:
-        if argv and argv[0] in COMMANDS:
-            module = importlib.import_module(COMMANDS[argv[0]])
-            return int(module.main(argv[1:]) or 0)
-        return _run_lightning(argv)
+        return run(argv)
     except GanbenchError as err:
         print(f"ganbench: error: {err}", file=sys.stderr)
         return EXIT_USAGE

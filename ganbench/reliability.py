@@ -19,15 +19,17 @@ any moment leaves either the previous or the new ``last.ckpt``, never a truncate
 ``summary.json`` with status ``interrupted``, and the command line exits with :data:`EXIT_INTERRUPTED`.
 
 **Input checks.** :func:`check_argv` (config files and ``model.class_path`` before jsonargparse sees
-them), :func:`check_output_dir` and :func:`check_resume_checkpoint` turn bad input into one
+them), :func:`check_output_dir` and :func:`plan_resume` turn bad input into one
 :class:`ganbench.GanbenchError` line naming the key and what is valid (docs/reliability.md lists them).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,10 +40,11 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ganbench import GanbenchError
+from ganbench import GanbenchError, exception_chain
 
-__all__ = ["EXIT_INTERRUPTED", "AtomicCheckpointIO", "ResumeState", "check_argv", "check_family", "check_output_dir",
-           "check_resume_checkpoint", "inspect_checkpoint", "newest_intact_checkpoint", "resolve_ckpt_path"]
+__all__ = ["EXIT_INTERRUPTED", "AtomicCheckpointIO", "ResumeState", "check_argv", "check_family", "check_loadable",
+           "check_output_dir", "inspect_checkpoint", "newest_intact_checkpoint",
+           "plan_resume", "read_checkpoint", "resolve_ckpt_path"]
 
 #: exit code of a run stopped by SIGTERM (128 + 15, the shell's convention); ``--ckpt_path last`` resumes it
 EXIT_INTERRUPTED = 143
@@ -54,14 +57,25 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through ``<path>.tmp-<pid>`` in the same directory, fsync, ``os.replace`` and a
     directory fsync: after a crash ``path`` is either the old file or the complete new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        # torch's zip writer reports a full disk as RuntimeError("... file write failed")
+        if isinstance(err, RuntimeError) and "write failed" not in str(err):
+            raise
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        try:
+            free = f"; {shutil.disk_usage(path.parent).free} bytes free there"
+        except OSError:
+            free = ""
+        raise GanbenchError(f"cannot write checkpoint {path}: {reason}{free}; the checkpoints written "
+                            "before are kept") from err
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -101,6 +115,9 @@ class ResumeState(L.Callback):
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
+        #: set for a resume with changed optimizer settings (``--run.allow_changed_config``): the
+        #: hyper-parameters of each param group (lr, betas, ...) are the configured ones, not the checkpoint's
+        self.optimizer_settings_from_config = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         strategy = trainer.strategy
@@ -127,6 +144,10 @@ class ResumeState(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending is None:
             return
+        next_row = trainer.global_step  # rows are logged at step = G iteration - 1: the resumed ones start here
+        for logger in trainer.loggers:
+            if hasattr(logger, "resume_at") and trainer.is_global_zero:
+                logger.resume_at(next_row)
         schedulers = getattr(pl_module, "_schedulers", [])
         saved = self._pending.get("schedulers", [])
         if len(saved) != len(schedulers):
@@ -134,6 +155,12 @@ class ResumeState(L.Callback):
                                 f"model.d_scheduler define {len(schedulers)}; resume with the run's config.yaml")
         for scheduler, state in zip(schedulers, saved):
             scheduler.load_state_dict(state)
+        if self.optimizer_settings_from_config:
+            for opt in trainer.optimizers:
+                for group in opt.param_groups:
+                    group.update({k: v for k, v in opt.defaults.items() if k in group})
+                    if "initial_lr" in group:
+                        group["initial_lr"] = opt.defaults["lr"]
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -152,6 +179,21 @@ class ResumeState(L.Callback):
         for cb in trainer.checkpoint_callbacks:
             if getattr(cb, "save_last", False) and cb._last_global_step_saved != trainer.global_step:
                 cb._save_last_checkpoint(trainer, cb._monitor_candidates(trainer))
+
+
+# ------------------------------------------------------------------------------------ file-system errors
+#: errors of the file system rather than of ganbench: reported as one line naming the path
+FILE_SYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def file_system_error(err: BaseException | None) -> GanbenchError | None:
+    """One line for an OSError of the file system (no space, read-only, permission) that ``err`` is or
+    was raised from; None for anything else."""
+    for e in exception_chain(err):
+        if isinstance(e, OSError) and e.errno in FILE_SYSTEM_ERRNOS:
+            where = e.filename if e.filename is not None else "a file of the run"
+            return GanbenchError(f"cannot write {where}: {e.strerror or e}; the files written before are kept")
+    return None
 
 
 # ------------------------------------------------------------------------------------ input checks
@@ -238,10 +280,17 @@ def check_argv(argv: list[str]) -> None:
     for name in _config_files(argv):
         data = read_yaml(name)
         if data is None:
-            continue
+            raise GanbenchError(f"--config {name} is empty; it must be a YAML mapping of keys (trainer, model, data, "
+                                "run, ...)")
         if not isinstance(data, dict):
             raise GanbenchError(f"--config {name} must be a YAML mapping of keys (trainer, model, data, run, ...), "
                                 f"not a {type(data).__name__}")
+        for section in ("trainer", "data", "run", "model"):
+            value = data.get(section)
+            if (value is not None and not isinstance(value, dict)
+                    and not (section == "model" and isinstance(value, str))):
+                raise GanbenchError(f"--config {name}: section {section!r} must be a mapping of options, not "
+                                    f"{type(value).__name__} {value!r}")
         model = data.get("model")
         if isinstance(model, dict) and isinstance(model.get("class_path"), str):
             family = check_class_path(model["class_path"], f"model.class_path in {name}")
@@ -310,9 +359,12 @@ def _zip_problem(path: Path) -> str | None:
     return None if bad is None else f"record {bad} fails its CRC check"
 
 
-def inspect_checkpoint(path: Path) -> dict[str, Any]:
-    """The ``ganbench`` entry of a checkpoint, after checking the file is complete. Raises one line
-    naming the newest intact checkpoint of the same folder when it is not."""
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A ganbench checkpoint (memory-mapped), after checking the file is complete. Raises one line naming
+    the newest intact checkpoint of the same folder when it is not."""
+    if path.is_dir():
+        raise GanbenchError(f"ckpt_path={str(path)!r} is a directory; give a checkpoint file "
+                            f"(e.g. {path / 'checkpoints' / 'last.ckpt'}) or --ckpt_path last")
     if not path.is_file():
         raise GanbenchError(f"ckpt_path={str(path)!r} does not exist")
     problem = _zip_problem(path)
@@ -327,10 +379,14 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         hint = f"the newest intact checkpoint is {good}; resume with --ckpt_path {good}" if good else \
             "no intact checkpoint is left in that folder"
         raise GanbenchError(f"checkpoint {path} is truncated or corrupt ({problem}); {hint}")
-    info = ckpt.get("ganbench") if isinstance(ckpt, dict) else None
-    if not info:
+    if not isinstance(ckpt, dict) or not ckpt.get("ganbench"):
         raise GanbenchError(f"checkpoint {path} was not written by ganbench (no 'ganbench' entry)")
-    return info
+    return ckpt
+
+
+def inspect_checkpoint(path: Path) -> dict[str, Any]:
+    """The ``ganbench`` entry of a complete checkpoint (see :func:`read_checkpoint`)."""
+    return read_checkpoint(path)["ganbench"]
 
 
 def resolve_ckpt_path(ckpt_path: str | None, root: Path) -> Path | None:
@@ -344,9 +400,41 @@ def resolve_ckpt_path(ckpt_path: str | None, root: Path) -> Path | None:
     return Path(ckpt_path)
 
 
-def check_resume_checkpoint(ckpt_path: str | None, root: Path, model: Any) -> None:
-    """``--ckpt_path`` names a complete checkpoint of the configured model's family."""
-    path = resolve_ckpt_path(ckpt_path, root)
-    if path is None:
-        return
-    check_family(inspect_checkpoint(path), path, getattr(model, "family", None))
+def plan_resume(ckpt_path: str | None, root: Path) -> tuple[Path | None, str | None]:
+    """The checkpoint file a fit in run directory ``root`` starts from (None: a new run) and a notice
+    to print. ``last`` without ``last.ckpt`` falls back to the newest intact ``step_*.ckpt``; a new run
+    (no ``--ckpt_path``) in a directory that holds checkpoints is refused, so none is overwritten."""
+    folder = root / "checkpoints"
+    try:
+        existing = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+    except OSError as err:
+        raise GanbenchError(f"{folder} cannot be read ({type(err).__name__}: {err.strerror or err})") from None
+    if ckpt_path is None:
+        if existing:
+            raise GanbenchError(f"trainer.default_root_dir={str(root)!r} already holds checkpoints "
+                                f"({', '.join(existing[:3])}{', ...' if len(existing) > 3 else ''}); resume with "
+                                "--ckpt_path last, or choose a new directory")
+        return None, None
+    if ckpt_path != "last":
+        return resolve_ckpt_path(ckpt_path, root), None
+    last = folder / "last.ckpt"
+    if last.exists() or not existing:
+        return (last if last.exists() else None), None
+    good = newest_intact_checkpoint(folder)
+    if good is None:
+        raise GanbenchError(f"--ckpt_path last: {last} is missing and no checkpoint in {folder} is intact; "
+                            "start a new run in another directory")
+    return good, f"ganbench: {last} is missing; resuming from the newest intact checkpoint {good}"
+
+
+def check_loadable(ckpt: dict[str, Any], path: Path, model: torch.nn.Module) -> None:
+    """The checkpoint's weights fit ``model``: same parameter and buffer names and shapes."""
+    saved = {k: tuple(v.shape) for k, v in ckpt.get("state_dict", {}).items() if isinstance(v, torch.Tensor)}
+    now = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = [f"{k} {saved[k]} -> {now[k]}" for k in sorted(set(saved) & set(now)) if saved[k] != now[k]]
+    problems += [f"{k} missing in the checkpoint" for k in sorted(set(now) - set(saved))]
+    problems += [f"{k} not in the model" for k in sorted(set(saved) - set(now))]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise GanbenchError(f"checkpoint {path} cannot be loaded into the configured model, even with "
+                            f"--run.allow_changed_config: {'; '.join(problems[:3])}{more}")

@@ -141,7 +141,7 @@ def test_began_k_follows_the_proportional_control_and_resumes(tmp_path):
     assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["ganbench"]["began_k"] == \
         float(first[-1]["train/began_k"])
     fit(root, "began", *RING8, "--model.init_args.lambda_k", "1.0", "--ckpt_path", "last", steps=4)
-    logged = rows(root)  # the resumed run appends to metrics.csv: the first segment's rows stay
+    logged = rows(root)  # the resumed run continues metrics.csv: the first segment's rows stay
     assert logged[:2] == first and [int(r["step"]) for r in logged] == [1, 2, 3, 4]
     k = 0.0
     for r in logged:

@@ -208,9 +208,25 @@ def test_divergence_stops_the_run_with_its_own_status_and_exit_code(tmp_path, ca
     assert code == EXIT_DIVERGED
     summary = json.loads((root / "summary.json").read_text())
     assert summary["status"] == "diverged"
-    assert summary["divergence"]["step"] == 4 and summary["g_steps"] == 4
+    # the flag is read every check_every=4 steps and before each sample grid and checkpoint (every 2)
+    assert summary["divergence"]["step"] == 2 and summary["g_steps"] == 2
     assert "above 1e-09" in summary["divergence"]["reason"]
-    assert "diverged at G iteration 4" in capsys.readouterr().err
+    assert summary["divergence"]["last_finite"] is None  # nothing was saved before G iteration 2
+    assert "diverged at G iteration 2" in capsys.readouterr().err
+    assert not (root / "checkpoints").exists()
+
+
+def test_divergence_is_read_every_check_every_steps_between_saves(tmp_path):
+    from ganbench.cli import EXIT_DIVERGED
+
+    root = tmp_path / "run"
+    code = main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(root),
+                 "--trainer.max_steps", "20", *TINY, "--data.dataset", "ring8", "--data.n_toy_samples", "2000",
+                 "--run.sample_every", "100", "--run.checkpoint_every", "100",
+                 "--model.init_args.divergence_threshold", "1e-9", "--model.init_args.check_every", "3"])
+    assert code == EXIT_DIVERGED
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["divergence"]["step"] == 3 and summary["g_steps"] == 3
 
 
 def test_any_family_can_use_the_patchgan_discriminator(tmp_path):

@@ -7,6 +7,7 @@ a checkpoint (SIGKILL) or the pace marker (SIGTERM) passed a seeded random step,
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -187,12 +188,32 @@ def scratch(tmp_path_factory) -> Path:
     fm.mkdir()
     names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     for name in names:  # valid gzip headers, the training images cut short
-        import gzip
-
         with gzip.open(fm / f"{name}.gz", "wb") as f:
             f.write(b"\x00\x00\x08\x03" + bytes(2000))
     data = (fm / f"{names[0]}.gz").read_bytes()
     (fm / f"{names[0]}.gz").write_bytes(data[: len(data) // 2])
+    (tmp / "empty.yaml").write_text("")
+    (tmp / "trainer_list.yaml").write_text("trainer: [1, 2]\n")
+    (tmp / "data5.yaml").write_text("data: 5\n")
+    pixels = bytes(random.Random(0).randrange(256) for _ in range(2 * 784))
+    broken = {  # idx sets whose training part is damaged in one way each
+        "flip": (b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + pixels, bytes([0, 1])),
+        "shape": (b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (14).to_bytes(4, "big") + (56).to_bytes(4, "big")
+                  + pixels, bytes([0, 1])),
+        "labels": (b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + pixels,
+                   bytes([3, 250])),
+        "partial": (b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + pixels, bytes([0, 1])),
+    }
+    for kind, (images, labels) in broken.items():
+        folder = tmp / f"idx_{kind}"
+        folder.mkdir()
+        for name, content in zip(names, [images, b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + labels] * 2):
+            (folder / f"{name}.gz").write_bytes(gzip.compress(content, mtime=0))
+    flip = tmp / "idx_flip" / f"{names[0]}.gz"
+    data = bytearray(flip.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flip.write_bytes(bytes(data))
+    (tmp / "idx_partial" / f"{names[3]}.gz").unlink()
     for run, steps in (("sngan", 2), ("cut", 2)):
         assert main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(tmp / run), *TINY,
                      "--run.checkpoint_every", "1", "--trainer.max_steps", str(steps)]) == 0
@@ -203,7 +224,7 @@ def scratch(tmp_path_factory) -> Path:
 
 def test_doc_table_covers_the_inputs():
     names = {r[0] for r in ROWS}
-    assert len(ROWS) == 22 and len(names) == len(ROWS)
+    assert len(ROWS) == 34 and len(names) == len(ROWS)
     for needed in ("malformed YAML", "unknown key", "unknown family", "unknown normalization", "unknown loss",
                    "batch norm in D with a gradient penalty", "truncated dataset file", "unreadable image",
                    "unwritable output directory", "unreachable sweep storage", "checkpoint of another family"):

@@ -10,7 +10,7 @@ Rules (docs/metrics.md, "Logging"):
 * the last G iteration of a fit is always in ``metrics.csv``, also when the run is shorter than
   ``log_every_n_steps``;
 * ``metrics.csv`` is appended to: the run directory already holds ``config.yaml``, checkpoints and
-  samples, and a resumed run keeps the rows of the segment before it (:class:`RunCSVLogger`).
+  samples, and a resumed run keeps the rows of the segment before it (``ganbench.history.HistoryCSVLogger``).
 
 :func:`quiet_library_noise` is the one place where warnings of the libraries that a ganbench user
 cannot act on are filtered (by their exact message); every other warning is still shown.
@@ -18,7 +18,6 @@ cannot act on are filtered (by their exact message); every other warning is stil
 
 from __future__ import annotations
 
-import csv
 import logging
 import warnings
 from pathlib import Path
@@ -27,8 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichModelSummary
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers import WandbLogger
 
 #: (message regex, why a ganbench user cannot act on it)
 UNACTIONABLE: tuple[tuple[str, str], ...] = (
@@ -57,37 +55,6 @@ def quiet_library_noise() -> None:
         log = logging.getLogger(name)
         if not any(isinstance(f, _NoAdverts) for f in log.filters):
             log.addFilter(_NoAdverts())
-
-
-class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer, appending to an existing ``metrics.csv`` instead of deleting it, and
-    writing the scalars of one step that arrive in several calls as one row."""
-
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
-
-    def log_metrics(self, metrics_dict: dict[str, float], step: int | None = None) -> None:
-        last = self.metrics[-1] if self.metrics else None
-        if last is not None and step is not None and last.get("step") == step and not set(metrics_dict) & set(last):
-            last.update({k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics_dict.items()})
-            return
-        super().log_metrics(metrics_dict, step)
-
-
-class RunCSVLogger(CSVLogger):
-    """``<run>/metrics.csv``: one row per logged G iteration (see the module docstring)."""
-
-    def __init__(self, run_dir: str | Path):
-        super().__init__(save_dir=str(run_dir), name="", version="")
-
-    @property
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
 
 
 class RunWandbLogger(WandbLogger):

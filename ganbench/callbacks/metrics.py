@@ -32,17 +32,20 @@ from ganbench.metrics.wasserstein import w1_exact
 
 
 class _Interval:
-    """Fires when ``global_step`` crosses a multiple of ``every`` (robust to steps that jump by > 1,
-    as they do under manual optimization where every optimizer step counts)."""
+    """Fires when ``global_step`` crosses a multiple of ``every`` (robust to steps that jump by > 1).
+    The first step it sees counts from the multiple below it, so a run resumed at G iteration 3 with
+    ``every = 2`` fires at 4, 6, ... as the uninterrupted run does, not at once."""
 
     def __init__(self, every: int | None) -> None:
         self.every = every
-        self.last = 0
+        self.last: int | None = None
 
     def due(self, step: int) -> bool:
         if not self.every or step <= 0:
             return False
         slot = step // self.every
+        if self.last is None:
+            self.last = (step - 1) // self.every
         if slot > self.last:
             self.last = slot
             return True
@@ -367,7 +370,7 @@ class Diagnostics(L.Callback):
                 for layer, sigma in spectral_sigmas(getattr(pl_module, net)).items():
                     values[f"diag/sn_sigma/{net}.{layer}"] = sigma
         dm = getattr(trainer, "datamodule", None)
-        if dm is not None and getattr(dm, "mixture", None) is not None:
+        if dm is not None and getattr(dm, "mixture", None) is not None:  # swissroll has no modes to cover
             for k, fake in enumerate(replica_samples(pl_module, self.n_collapse, 0, ema=False)):
                 covered = mode_metrics(fake, dm.mixture.centers, dm.mixture.std)["modes_covered"]
                 values[f"diag/collapse{replica_tag(pl_module, k)}"] = float(covered < dm.mixture.num_modes / 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -53,15 +54,30 @@ class RunSummary(L.Callback):
     ``status`` is ``completed`` when training reached its end, ``diverged`` when the module stopped
     on a NaN/inf or exploding loss (with the step and reason), and ``interrupted`` for
     Ctrl-C/SIGTERM or any other exception (with the error).
+
+    A resumed run updates the summary of the run it continues: ``segments`` lists every segment
+    (first and last G iteration, status, wall time), ``wall_s`` is their sum, and metrics the new
+    segment did not compute keep their earlier values.
     """
 
     def __init__(self, filename: str = "summary.json"):
         self.filename = filename
         self._t0: float | None = None
+        self._g0 = 0
+        self._earlier: dict[str, Any] = {}
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
-        self._g0 = trainer.global_step
+        self._earlier = {}
+        path = Path(trainer.default_root_dir) / self.filename
+        if trainer.ckpt_path is not None and path.is_file():
+            try:
+                self._earlier = json.loads(path.read_text())
+            except (OSError, ValueError):  # an unreadable summary is replaced, the checkpoints hold the state
+                self._earlier = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._g0 = trainer.global_step  # after the checkpoint is restored
 
     def on_fit_end(self, trainer, pl_module) -> None:
         status = getattr(pl_module, "status", "running")
@@ -73,7 +89,10 @@ class RunSummary(L.Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if getattr(pl_module, "status", None) != "diverged":
             pl_module.status = "interrupted"
-        self.write(trainer, pl_module, pl_module.status, error=f"{type(exception).__name__}: {exception}")
+        try:
+            self.write(trainer, pl_module, pl_module.status, error=f"{type(exception).__name__}: {exception}")
+        except OSError:  # a full or read-only disk: the exception being handled is what the user must see
+            pass
 
     @rank_zero_only
     def write(self, trainer: L.Trainer, pl_module, status: str, error: str | None = None) -> None:
@@ -83,13 +102,23 @@ class RunSummary(L.Callback):
         for cb in trainer.callbacks:
             if getattr(cb, "protocol", None):
                 protocol.update(cb.protocol)
+        wall = round(time.perf_counter() - (self._t0 or time.perf_counter()), 3)
+        earlier = self._earlier
+        segments = list(earlier.get("segments") or ([{"from_step": 0, "to_step": earlier.get("g_steps"),
+                                                       "status": earlier.get("status"),
+                                                       "wall_s": earlier.get("wall_s")}] if earlier else []))
+        segments.append({"from_step": int(self._g0), "to_step": int(trainer.global_step), "status": status,
+                         "wall_s": wall})
         summary = {
             "status": status,
             "family": getattr(pl_module, "family", type(pl_module).__name__),
             "g_steps": int(trainer.global_step),
             "max_steps": int(trainer.max_steps),
-            "wall_s": round(time.perf_counter() - (self._t0 or time.perf_counter()), 3),
-            "metrics": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()},
+            "wall_s": round(sum(s.get("wall_s") or 0 for s in segments), 3),
+            "segments": segments,
+            "metrics": {**(earlier.get("metrics") or {}),
+                        **{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                           for k, v in metrics.items()}},
             "protocol": protocol,
         }
         if getattr(pl_module, "divergence", None):
@@ -149,9 +178,28 @@ class GIterationBar(TQDMProgressBar):
         return items
 
 
+def non_finite_tensor(module: torch.nn.Module) -> str | None:
+    """The name of the first floating-point entry of ``module``'s state that holds NaN/inf (None when all
+    are finite); one host sync."""
+    state = [(k, v) for k, v in module.state_dict().items() if torch.is_tensor(v) and v.is_floating_point()]
+    if not state:
+        return None
+    finite = torch.stack([torch.isfinite(v).all() for _, v in state]).cpu()
+    bad = (~finite).nonzero()
+    return state[int(bad[0])][0] if len(bad) else None
+
+
 class GANCheckpoint(ModelCheckpoint):
     """``<run>/checkpoints/step_XXXXXXX.ckpt`` every ``every_n_train_steps`` G iterations (all kept)
-    plus ``last.ckpt``, which is also written when training stops between two intervals."""
+    plus ``last.ckpt``, which is also written when training stops between two intervals.
+
+    Nothing non-finite is ever written: before each save the module's divergence flag is read and its
+    weights are checked for NaN/inf; a diverged run is stopped instead of saved. When a run diverges,
+    the newest checkpoint written before (finite by construction) is copied to ``last_finite.ckpt``
+    and named in ``summary.json`` (``divergence.last_finite``).
+    """
+
+    LAST_FINITE = "last_finite.ckpt"
 
     def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 1000, **kwargs: Any):
         kwargs.setdefault("filename", "step_{step:07d}")
@@ -160,7 +208,44 @@ class GANCheckpoint(ModelCheckpoint):
         kwargs.setdefault("save_last", True)
         kwargs.setdefault("enable_version_counter", False)  # a resumed run rewrites step_N.ckpt, not step_N-v1
         super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, **kwargs)
+        self._newest: str | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._newest = None
+        if trainer.ckpt_path is not None and Path(trainer.ckpt_path).is_file():
+            self._newest = str(trainer.ckpt_path)  # written by a run that checked it, or the user's choice
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        module = trainer.lightning_module
+        if hasattr(module, "check_divergence"):
+            if module.check_divergence():
+                return
+            # (a population keeps a diverged replica's values frozen in its slice: recorded, not saved over)
+            bad = non_finite_tensor(module) if getattr(module, "population", 1) == 1 else None
+            if trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+                module.mark_diverged(f"non-finite weights ({bad or 'on another rank'}) at the checkpoint "
+                                     f"of G iteration {trainer.global_step}")
+                return
+        super()._save_checkpoint(trainer, filepath)
+        self._newest = filepath
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self._last_global_step_saved != trainer.global_step and not trainer.sanity_checking:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if getattr(pl_module, "status", None) == "diverged" and pl_module.divergence is not None:
+            pl_module.divergence["last_finite"] = self.keep_last_finite(trainer)
+
+    def keep_last_finite(self, trainer) -> str | None:
+        """Copy the newest checkpoint written before the divergence to ``last_finite.ckpt``; its path."""
+        if self._newest is None or not Path(self._newest).is_file() or self.dirpath is None:
+            return None
+        target = Path(self.dirpath) / self.LAST_FINITE
+        if trainer.is_global_zero and Path(self._newest).resolve() != target.resolve():
+            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            try:
+                shutil.copyfile(self._newest, tmp)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        trainer.strategy.barrier("ganbench-last-finite")
+        return str(target)

@@ -27,6 +27,8 @@ class SampleGrid(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            if hasattr(pl_module, "check_divergence"):  # every rank: the divergence flag is read at each grid
+                pl_module.check_divergence()
             self.save(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -123,7 +124,18 @@ def find_idx(dataset: str, root: str | None) -> tuple[dict[str, Path] | None, li
         for folder in candidates:
             if folder.is_dir() and (files := _idx_files_in(folder)) is not None:
                 return files, places
+            if folder.is_dir() and not any(label == str(p) for p in system):
+                _check_partial_idx(folder)
     return None, places
+
+
+def _check_partial_idx(folder: Path) -> None:
+    """A folder the user named that holds some but not all idx files is an error, not a reason to look on."""
+    have = [name for name in IDX_FILES.values() if _existing(folder / name) is not None]
+    if have and len(have) < len(IDX_FILES):
+        missing = [name for name in IDX_FILES.values() if name not in have]
+        raise GanbenchError(f"data: {folder} holds {len(have)} of the 4 idx files; missing: {', '.join(missing)} "
+                            "(each may be gzip-compressed, .gz)")
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -142,6 +154,8 @@ def read_idx(path: str | Path) -> np.ndarray:
             raw = path.read_bytes()
     except (OSError, EOFError) as e:
         raise GanbenchError(f"data: cannot read idx file {path}: {e}") from e
+    except zlib.error as e:  # damaged deflate data (a flipped byte) before gzip's own CRC check
+        raise GanbenchError(f"data: cannot read idx file {path}: the gzip data are corrupt (zlib: {e})") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise GanbenchError(f"data: {path} is not an idx file (bad magic number)")
     ndim = raw[3]
@@ -159,16 +173,24 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def load_idx_split(files: dict[str, Path], split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(images uint8 (N, 28, 28), labels long (N,))`` of ``split`` ("train"/"test")."""
+def load_idx_split(files: dict[str, Path], split: str, num_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images uint8 (N, 28, 28), labels long (N,))`` of ``split`` ("train"/"test"); the images must be
+    28x28 and the labels in ``[0, num_classes)``."""
     prefix = "train" if split == "train" else "test"
-    images = read_idx(files[f"{prefix}_images"])
-    labels = read_idx(files[f"{prefix}_labels"])
+    image_file, label_file = files[f"{prefix}_images"], files[f"{prefix}_labels"]
+    images = read_idx(image_file)
+    labels = read_idx(label_file)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise GanbenchError(
-            f"data: {files[f'{prefix}_images']} and {files[f'{prefix}_labels']} do not match "
+            f"data: {image_file} and {label_file} do not match "
             f"(shapes {images.shape} and {labels.shape})"
         )
+    if images.shape[1:] != (28, 28):
+        raise GanbenchError(f"data: idx file {image_file} holds images of {images.shape[1]}x{images.shape[2]} "
+                            "pixels; MNIST and Fashion-MNIST images are 28x28")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise GanbenchError(f"data: idx file {label_file} has labels from {int(labels.min())} to "
+                            f"{int(labels.max())}; the data set has {num_classes} classes (0 to {num_classes - 1})")
     return torch.from_numpy(images.astype(np.uint8)), torch.from_numpy(labels.astype(np.int64))
 
 

@@ -239,6 +239,7 @@ class GANModule(L.LightningModule):
         self._rng_state: list[torch.Tensor] | None = None
         self.status = "running"
         self.divergence: dict[str, Any] | None = None
+        self._last_losses: tuple[torch.Tensor, ...] = ()
         self._d_steps = 0
         self._penalty_value: torch.Tensor | None = None
         self.vbn_reference: tuple[torch.Tensor, torch.Tensor | None] | None = None
@@ -573,11 +574,16 @@ class GANModule(L.LightningModule):
     def _make_optimizer(self, factory: OptimizerCallable | None, params, key: str) -> torch.optim.Optimizer:
         try:
             if factory is not None:
-                return factory(params)
-            cls, kwargs = self.paper_optimizer
-            return cls(params, **kwargs)
+                opt = factory(params)
+            else:
+                cls, kwargs = self.paper_optimizer
+                opt = cls(params, **kwargs)
         except (ValueError, TypeError) as err:  # torch.optim validates lr, betas, eps, ... on construction
             raise GanbenchError(f"model.{key}: {err}") from None
+        for name, value in opt.defaults.items():  # torch accepts lr = inf or nan
+            if isinstance(value, float) and not math.isfinite(value):
+                raise GanbenchError(f"model.{key}.init_args.{name} must be a finite number, got {value}")
+        return opt
 
     def replica_optimizer(self, opt: torch.optim.Optimizer, player: str) -> torch.optim.Optimizer:
         """``opt`` itself, or — when ``population_overrides`` set this player's learning rate or betas —
@@ -797,18 +803,29 @@ class GANModule(L.LightningModule):
         self._bad |= (~torch.isfinite(v) | (v.abs() > self.cfg.divergence_threshold)).any(0)
 
     def _watch(self, *losses: torch.Tensor, accumulate: bool = True) -> None:
-        """Accumulate a divergence flag on the device; look at it only every ``check_every`` steps."""
-        bound = self.cfg.divergence_threshold
+        """Accumulate a divergence flag on the device; look at it only every ``check_every`` steps
+        (and, through :meth:`check_divergence`, before every checkpoint and sample grid)."""
         if accumulate:
             self._accumulate_divergence(*losses)
+        self._last_losses = losses
         step = self.global_step
         if step % self.cfg.check_every == 0 or step >= (self.trainer.max_steps or 0) > 0:
-            if self.population > 1:
-                return self._watch_replicas(*losses)
-            # every rank must stop at the same step under DDP: stop when any rank saw a divergence
-            if self.trainer.strategy.reduce_boolean_decision(bool(self._bad.any()), all=False):
-                values = ", ".join(f"{x.sum().item():.4g}" for x in losses)
-                self.mark_diverged(f"loss non-finite or above {bound:g} (d_loss, g_loss = {values})")
+            self.check_divergence()
+
+    def check_divergence(self) -> bool:
+        """Read the device flag (a host sync; under DDP every rank must call it, and all stop when any
+        rank saw a divergence) and mark the run diverged when a loss was non-finite or beyond
+        ``divergence_threshold``. Returns whether the run has diverged. In a population, each newly
+        diverged replica is frozen and recorded, and the run has diverged when every replica has."""
+        if self.population > 1:
+            self._watch_replicas(*self._last_losses)
+            return self.status == "diverged"
+        if self.status != "diverged" and self.trainer.strategy.reduce_boolean_decision(bool(self._bad.any()),
+                                                                                      all=False):
+            values = ", ".join(f"{x.sum().item():.4g}" for x in self._last_losses)
+            self.mark_diverged(f"loss non-finite or above {self.cfg.divergence_threshold:g} "
+                               f"(d_loss, g_loss = {values})")
+        return self.status == "diverged"
 
     def _watch_replicas(self, *losses: torch.Tensor) -> None:
         """A diverged replica is a result, not the end of the fit: it is frozen (learning rates 0, so

@@ -282,7 +282,7 @@ class Objective:
         return args + ([f"--trainer.callbacks+={json.dumps(spec)}"] if verdict else [])
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...] | float:
-        from ganbench.cli import fit_in_process
+        from ganbench.cli import run
 
         space = self.space
         params = space.suggest(trial)
@@ -300,15 +300,14 @@ class Objective:
                                       [*QUIET, *pruning, *self.wandb_args(trial, params, cell, seed),
                                        *self.extra_args])
                 _CURRENT["trial"] = trial
-                GanbenchError.last = None
                 try:
-                    code, rejected = fit_in_process(argv), None
+                    code, rejected = run(argv), None
                 except GanbenchError as err:
                     code, rejected = 2, err
                 finally:
                     _CURRENT["trial"] = None
                 if code == 2:  # the model or data refused this combination: a recorded, skipped trial
-                    reason = str(rejected or GanbenchError.last or "rejected by ganbench fit")
+                    reason = str(rejected or "rejected by ganbench fit")
                     trial.set_user_attr("invalid", reason)
                     _write_trial_summary(out, {"state": "PRUNED", "params": params, "invalid": reason})
                     raise optuna.TrialPruned(reason)
@@ -339,7 +338,7 @@ class Objective:
         fit with seed ``seeds[0] + r``), when the study allows it and its seeds are consecutive.
         None when they run one fit each: the family (or an option) cannot be batched, the study
         prunes (the pruner follows one fit), or ``population: false`` in the sweep file."""
-        from ganbench.cli import fit_in_process
+        from ganbench.cli import run
 
         space = self.space
         seeds = list(space.seeds)
@@ -352,7 +351,7 @@ class Objective:
                               [*QUIET, "--model.init_args.population", str(len(seeds)),
                                *self.wandb_args(trial, params, cell, name, verdict=False), *self.extra_args])
         try:
-            code = fit_in_process(argv)
+            code = run(argv)
         except GanbenchError:
             code = 2
         if code == 2:  # not batchable, or an invalid cell: the seeds run one by one and the first says which

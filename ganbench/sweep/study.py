@@ -13,7 +13,9 @@ Storage URLs:
 
 ``--n-trials N`` is the number of finished (COMPLETE or PRUNED) trials the study should hold: a
 call runs ``N - finished`` more, split over its ``--workers`` processes, so a killed study resumes
-where it stopped (``load_if_exists``).
+where it stopped (``load_if_exists``). Spawned workers die with the ``ganbench sweep`` process that
+started them (:func:`die_with_parent`), so a killed sweep leaves nothing running that would add trials
+beyond ``N`` once it is rerun.
 """
 
 from __future__ import annotations
@@ -177,9 +179,36 @@ def worker(config: str, storage_url: str, study_name: str, n_trials: int, runs_r
     return 0
 
 
-def _spawned(*args: Any) -> None:
+def die_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """End this process when its parent ``parent`` dies, so a killed ``ganbench sweep`` leaves no worker
+    running trials beyond its ``--n-trials``: Linux's parent-death signal (``PR_SET_PDEATHSIG``, SIGKILL)
+    where available, and on every system a daemon thread that watches the parent id."""
+    import signal
     import sys
 
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(128 + signal.SIGKILL)
+            threading.Event().wait(poll_s)
+
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(128 + signal.SIGKILL)
+    threading.Thread(target=watch, name="ganbench-parent-watch", daemon=True).start()
+
+
+def _spawned(parent: int, *args: Any) -> None:
+    import sys
+
+    die_with_parent(parent)
     try:
         worker(*args)
     except GanbenchError as err:
@@ -215,7 +244,8 @@ def run_sweep(config: str, storage_url: str | None, study_name: str | None, n_tr
             worker(config, url, name, shares[0], runs_root, 0, threads, extra_args)
         elif shares:
             ctx = mp.get_context("spawn")
-            procs = [ctx.Process(target=_spawned, args=(config, url, name, share, runs_root, i, threads, extra_args))
+            procs = [ctx.Process(target=_spawned,
+                                 args=(os.getpid(), config, url, name, share, runs_root, i, threads, extra_args))
                      for i, share in enumerate(shares)]
             for p in procs:
                 p.start()
