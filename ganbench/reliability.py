@@ -144,7 +144,7 @@ class ResumeState(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending is None:
             return
-        next_row = trainer.global_step  # rows are logged at step = G iteration - 1: the resumed ones start here
+        next_row = trainer.global_step + 1  # rows are keyed by G iteration (LogStep): the resumed ones start here
         for logger in trainer.loggers:
             if hasattr(logger, "resume_at") and trainer.is_global_zero:
                 logger.resume_at(next_row)
