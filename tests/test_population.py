@@ -245,3 +245,20 @@ def test_a_replica_loads_as_the_ordinary_module_it_is(tmp_path, capsys):
     assert main(["sample", "--ckpt", str(ckpt), "--n", "16", "--out", str(tmp_path / "x.png")]) == EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "population of 3 replicas: pass --replica K with K in 0..2" in err[0]
+
+
+def test_bench_population_reports_one_fit_and_the_population_in_the_same_run(capsys):
+    args = ["bench", "--config", "configs/sngan.yaml", "--device", "cpu", "--steps", "4", "--warmup", "1",
+            "--block", "2", "--population", "3", "--", "--data.dataset", "ring8", "--model.init_args.width", "8",
+            "--model.init_args.latent_dim", "2", "--data.batch_size", "8", "--model.init_args.g_batch_size", "8",
+            "--trainer.max_steps", "300"]
+    assert main(args) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    one, pop, summary = lines
+    assert (one["population"], pop["population"], summary["population"]) == (1, 3, 3)
+    assert summary["population_fit_g_it_per_s"] == pytest.approx(3 * pop["ganbench_g_it_per_s"], rel=1e-3)
+    assert summary["speedup"] == pytest.approx(summary["population_fit_g_it_per_s"] / one["ganbench_g_it_per_s"],
+                                               rel=1e-3)
+    assert summary["fits_per_hour_one"] == pytest.approx(3600 * one["ganbench_g_it_per_s"] / 300, rel=1e-3)
+    assert summary["interleaved_step_speedup"] == pytest.approx(
+        summary["interleaved_step_population_fit_g_it_per_s"] / summary["interleaved_step_one_g_it_per_s"], rel=1e-3)

@@ -276,6 +276,7 @@ def main(argv: list[str]) -> int:
         if args.population > 1:
             one, pop = per_population[1], per_population[args.population]
             fit_rate = args.population * pop["ganbench_g_it_per_s"]
+            step_one, step_pop = interleaved_steps(args, mode, overrides, device)
             print(json.dumps({
                 "mode": mode, "config": args.config, "population": args.population,
                 "device": one["device"], "torch": torch.__version__,
@@ -284,8 +285,29 @@ def main(argv: list[str]) -> int:
                 "speedup": round(fit_rate / one["ganbench_g_it_per_s"], 3),
                 "fits_per_hour_one": round(3600 * one["ganbench_g_it_per_s"] / one["max_steps"], 3),
                 "fits_per_hour_population": round(3600 * fit_rate / one["max_steps"], 3),
-                "fit_length_g_steps": one["max_steps"]}), flush=True)
+                "fit_length_g_steps": one["max_steps"],
+                "interleaved_step_one_g_it_per_s": round(step_one, 3),
+                "interleaved_step_population_fit_g_it_per_s": round(args.population * step_pop, 3),
+                "interleaved_step_speedup": round(args.population * step_pop / step_one, 3)}), flush=True)
     return 0
+
+
+def interleaved_steps(args, mode: str, overrides: list[str], device: torch.device) -> tuple[float, float]:
+    """G-it/s of the module's own step (:class:`PlainLoop`, no Lightning) for one fit and for the
+    population, run in alternating blocks of ``--block`` (10 when 0) iterations so that drift and a
+    busy neighbour hit both alike — the population's speedup that sequential measurements blur."""
+    loops = []
+    for population in (1, args.population):
+        model, dm = build(args.config, [*overrides, "--model.init_args.population", str(population)])
+        torch.manual_seed(0)
+        loop = PlainLoop(model, random_batches(model, dm, device), dm.batch_size, device, mode)
+        loop.run(args.warmup)
+        loops.append(loop)
+    block, spent = args.block or 10, [0.0, 0.0]
+    for done in range(0, args.steps, block):
+        for i, loop in enumerate(loops):
+            spent[i] += loop.run(min(block, args.steps - done))
+    return args.steps / spent[0], args.steps / spent[1]
 
 
 def measure(args, mode: str, overrides: list[str], device: torch.device) -> dict[str, Any]:
