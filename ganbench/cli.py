@@ -71,8 +71,9 @@ class ConfigToLoggers(SaveConfigCallback):
         self.config_filename = name
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if trainer.is_global_zero and not self.already_saved and trainer.log_dir is not None:
-            Path(trainer.log_dir, self.config_filename).parent.mkdir(parents=True, exist_ok=True)
+        log_dir = None if self.already_saved else trainer.log_dir  # a broadcast under DDP: every rank asks
+        if trainer.is_global_zero and log_dir is not None:
+            Path(log_dir, self.config_filename).parent.mkdir(parents=True, exist_ok=True)
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:

@@ -221,7 +221,8 @@ def test_mode_metrics_on_hand_made_samples():
 def test_mode_metrics_uniform_coverage_has_zero_kl():
     centers = ring()
     out = mode_metrics(centers.repeat(5, 1), centers, 0.02)
-    assert out == {"modes_covered": 8.0, "high_quality_frac": 1.0, "kl_to_uniform": pytest.approx(0.0, abs=1e-9)}
+    assert out == {"modes_covered": 8.0, "high_quality_frac": 1.0, "kl_to_uniform": pytest.approx(0.0, abs=1e-9),
+                   "reverse_kl": pytest.approx(0.0, abs=1e-12)}
 
 
 def test_toy_scatter_writes_a_png(tmp_path):

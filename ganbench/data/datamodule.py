@@ -383,7 +383,8 @@ class GANDataModule(L.LightningDataModule):
             x, y = self.toy.sample(n, _seed(self.seed, _TRAIN_STREAM if split == "train" else _VAL_STREAM))
             return x.contiguous(), y
         if name in ("fashion_mnist", "mnist"):
-            raw, y = sources.load_idx_split(self._location, split, self.num_classes)
+            # the (Fashion-)MNIST idx files hold 10 classes, also under an image-to-image set built on them
+            raw, y = sources.load_idx_split(self._location, split, num_classes=10)
             x = raw.unsqueeze(1).to(torch.float32) / 127.5 - 1.0
         elif name == "cifar10":
             raw, y = sources.load_cifar10_split(self._location, split)
