@@ -313,9 +313,16 @@ def _zip_problem(path: Path) -> str | None:
 def inspect_checkpoint(path: Path) -> dict[str, Any]:
     """The ``ganbench`` entry of a checkpoint, after checking the file is complete. Raises one line
     naming the newest intact checkpoint of the same folder when it is not."""
+    return read_checkpoint(path)["ganbench"]
+
+
+def read_checkpoint(path: Path, option: str = "ckpt_path", use: str = "resume with --ckpt_path") -> dict[str, Any]:
+    """A complete ganbench checkpoint (memory-mapped, nothing built from it), or one ``GanbenchError``
+    line: missing, empty, truncated or corrupt (naming the newest intact checkpoint of the same folder:
+    ``<use> <path>``), or not written by ganbench. ``option`` is the flag the path came from."""
     if not path.is_file():
-        raise GanbenchError(f"ckpt_path={str(path)!r} does not exist")
-    problem = _zip_problem(path)
+        raise GanbenchError(f"{option}={str(path)!r} does not exist")
+    problem = "the file is empty" if path.stat().st_size == 0 else _zip_problem(path)
     ckpt: Any = None
     if problem is None:
         try:
@@ -324,13 +331,13 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
             problem = f"{type(err).__name__}: {err}".splitlines()[0]
     if problem is not None:
         good = newest_intact_checkpoint(path.parent, exclude=path)
-        hint = f"the newest intact checkpoint is {good}; resume with --ckpt_path {good}" if good else \
+        hint = f"the newest intact checkpoint is {good}; {use} {good}" if good else \
             "no intact checkpoint is left in that folder"
         raise GanbenchError(f"checkpoint {path} is truncated or corrupt ({problem}); {hint}")
     info = ckpt.get("ganbench") if isinstance(ckpt, dict) else None
     if not info:
         raise GanbenchError(f"checkpoint {path} was not written by ganbench (no 'ganbench' entry)")
-    return info
+    return ckpt
 
 
 def resolve_ckpt_path(ckpt_path: str | None, root: Path) -> Path | None:
