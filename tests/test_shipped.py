@@ -139,10 +139,14 @@ def test_make_run_default_command_runs_on_a_cpu(tmp_path, monkeypatch, capsys):
     save_domain_net(DomainCNN(resolution=28), "fmnist", accuracy=0.0)  # the run trains one when none exists
     root = tmp_path / "run"
     code = main([*make_run_command(), "--trainer.max_steps", "2", "--trainer.default_root_dir", str(root),
-                 "--run.wandb", "false", "--run.metrics_every", "2", "--trainer.enable_progress_bar", "false"])
-    out = capsys.readouterr().out
+                 "--run.wandb", "false", "--run.metrics_every", "2"])
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
     assert code == 0
     assert "ganbench: no GPU found: running the CPU profile" in out and "make run PROFILE=full" in out
+    # the end-of-run evaluation shows progress in a redirected log: its keys, its count, each tenth
+    lines = [line.split(" (")[0] for line in err.splitlines() if line.startswith("ganbench: step 2: fd_fmnist_2k")]
+    assert [line.rsplit(": ", 1)[1] for line in lines] == [f"{n}/2000" for n in range(250, 2001, 250)], err[-3000:]
     summary = json.loads((root / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["g_steps"] == 2
     assert summary["metrics"]["val/fd_fmnist_2k"] > 0

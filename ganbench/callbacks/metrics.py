@@ -174,7 +174,8 @@ class ImageMetrics(L.Callback):
         pl_module.eval()
         what = f"step {trainer.global_step}: {', '.join(self.keys.values())}: samples"
         try:
-            with progress(what, n_local, enabled=trainer.is_global_zero) as bar:
+            shown = trainer.is_global_zero and trainer.progress_bar_callback is not None
+            with progress(what, n_local, enabled=shown) as bar:
                 for images in generate(pl_module, n_local, self.batch_size, self.seed + rank, self.ema, offset):
                     out = self.net.extract(images)
                     self.suite.update(out["features"], out["logits"])
