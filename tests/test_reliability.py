@@ -208,7 +208,7 @@ def scratch(tmp_path_factory) -> Path:
 
 def test_doc_table_covers_the_inputs():
     names = {r[0] for r in ROWS}
-    assert len(ROWS) == 42 and len(names) == len(ROWS)
+    assert len(ROWS) == 43 and len(names) == len(ROWS)
     for needed in ("malformed YAML", "unknown key", "unknown family", "unknown normalization", "unknown loss",
                    "batch norm in D with a gradient penalty", "truncated dataset file", "unreadable image",
                    "unwritable output directory", "unreachable sweep storage", "checkpoint of another family"):

@@ -13,6 +13,7 @@ import argparse
 import inspect
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +140,13 @@ def check_device(device: str) -> None:
 
 def check_out(path: Path) -> None:
     """The JSON can be written there: checked before anything runs, so no work is lost at the end."""
-    from ganbench.reliability import check_output_dir
-
     if path.is_dir():
         raise GanbenchError(f"--out {path} is a directory; give a file name")
-    check_output_dir(path.parent)
+    folder = path.parent.absolute()
+    while not folder.exists():  # created only when the result is written
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise GanbenchError(f"--out {path} cannot be written: {folder} is not a writable directory")
 
 
 class Plan(argparse.Namespace):
