@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/sngan.yaml
 ARGS   ?=
+# make run: auto = configs/sngan.yaml as is with a GPU, its CPU profile without one; full = as is
+PROFILE ?= auto
 # torch 2.14.1 / torchvision 0.29.1 are the newest releases this project is tested with.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
@@ -30,7 +32,7 @@ data:
 	fi
 
 run: setup
-	$(BIN)/ganbench fit --config $(CONFIG) $(ARGS)
+	$(BIN)/ganbench run --profile $(PROFILE) --config $(CONFIG) $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)

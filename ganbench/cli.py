@@ -44,6 +44,7 @@ from ganbench.reliability import (
 
 #: sub-commands that are not Lightning's: name → module with ``main(argv) -> int``
 COMMANDS: dict[str, str] = {
+    "run": "ganbench.commands.run",
     "evaluate": "ganbench.commands.evaluate",
     "sample": "ganbench.commands.sample",
     "train-features": "ganbench.commands.train_features",

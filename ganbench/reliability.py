@@ -359,15 +359,21 @@ def _zip_problem(path: Path) -> str | None:
     return None if bad is None else f"record {bad} fails its CRC check"
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A ganbench checkpoint (memory-mapped), after checking the file is complete. Raises one line naming
-    the newest intact checkpoint of the same folder when it is not."""
+def inspect_checkpoint(path: Path) -> dict[str, Any]:
+    """The ``ganbench`` entry of a complete checkpoint (see :func:`read_checkpoint`)."""
+    return read_checkpoint(path)["ganbench"]
+
+
+def read_checkpoint(path: Path, option: str = "ckpt_path", use: str = "resume with --ckpt_path") -> dict[str, Any]:
+    """A complete ganbench checkpoint (memory-mapped, nothing built from it), or one ``GanbenchError``
+    line: a directory, missing, empty, truncated or corrupt (naming the newest intact checkpoint of the
+    same folder: ``<use> <path>``), or not written by ganbench. ``option`` is the flag the path came from."""
     if path.is_dir():
-        raise GanbenchError(f"ckpt_path={str(path)!r} is a directory; give a checkpoint file "
+        raise GanbenchError(f"{option}={str(path)!r} is a directory; give a checkpoint file "
                             f"(e.g. {path / 'checkpoints' / 'last.ckpt'}) or --ckpt_path last")
     if not path.is_file():
-        raise GanbenchError(f"ckpt_path={str(path)!r} does not exist")
-    problem = _zip_problem(path)
+        raise GanbenchError(f"{option}={str(path)!r} does not exist")
+    problem = "the file is empty" if path.stat().st_size == 0 else _zip_problem(path)
     ckpt: Any = None
     if problem is None:
         try:
@@ -376,17 +382,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             problem = f"{type(err).__name__}: {err}".splitlines()[0]
     if problem is not None:
         good = newest_intact_checkpoint(path.parent, exclude=path)
-        hint = f"the newest intact checkpoint is {good}; resume with --ckpt_path {good}" if good else \
+        hint = f"the newest intact checkpoint is {good}; {use} {good}" if good else \
             "no intact checkpoint is left in that folder"
         raise GanbenchError(f"checkpoint {path} is truncated or corrupt ({problem}); {hint}")
     if not isinstance(ckpt, dict) or not ckpt.get("ganbench"):
         raise GanbenchError(f"checkpoint {path} was not written by ganbench (no 'ganbench' entry)")
     return ckpt
-
-
-def inspect_checkpoint(path: Path) -> dict[str, Any]:
-    """The ``ganbench`` entry of a complete checkpoint (see :func:`read_checkpoint`)."""
-    return read_checkpoint(path)["ganbench"]
 
 
 def resolve_ckpt_path(ckpt_path: str | None, root: Path) -> Path | None:

@@ -137,10 +137,11 @@ def test_resume_from_last_continues_the_count(tmp_path, capsys):
 
 @pytest.mark.parametrize("config", sorted(str(p) for p in Path("configs").rglob("*.yaml")))
 def test_every_config_instantiates(config, tmp_path):
-    """Family configs as they are; trainer fragments under configs/trainer/ on top of sngan.yaml."""
+    """Family configs as they are; fragments in sub-folders (trainer/, profiles/) on top of sngan.yaml."""
     from ganbench.cli import GanbenchCLI
 
-    configs = ["--config", "configs/sngan.yaml", "--config", config] if "/trainer/" in config else ["--config", config]
+    fragment = Path(config).parent != Path("configs")
+    configs = ["--config", "configs/sngan.yaml", "--config", config] if fragment else ["--config", config]
     cli = GanbenchCLI(args=[*configs, "--trainer.default_root_dir", str(tmp_path)], run=False)
     assert cli.model.generator is not None and cli.trainer is not None
     assert tuple(cli.model.data_shape) == tuple(cli.datamodule.shape)

@@ -128,7 +128,8 @@ FOUND = {
                        "ganbench: error: model.d_optimizer: Invalid beta parameter at index 0: -1.0"),
     "batch norm on one sample": (["--model.init_args.g_batch_size", "1"],
                                  "ganbench: error: model.g_batch_size or data.batch_size=1 is too small for batch "
-                                 "normalization in G (model.g_norm='batch' needs >= 2 samples per batch)"),
+                                 "normalization in G layer norms.0.norm: 1 sample x 1 position (vectors) = 1 value "
+                                 "per channel, it needs >= 2; use a larger batch or a model.g_norm other than 'batch'"),
     "unknown accelerator backend": (["--trainer.accelerator", "tpu"], "ganbench: error: trainer: "),
     "negative interval": (["--run.checkpoint_every", "-1"],
                           "ganbench: error: run.checkpoint_every must be >= 0 (0: never), got -1"),

@@ -82,13 +82,15 @@ def test_evaluate_toy_reports_mode_metrics(tmp_path, capsys):
     module = load_module(ckpt)
     fake = torch.cat(list(generate(module, 300, 250, 0, True)))
     mm = mode_metrics(fake, dm.mixture.centers, dm.mixture.std)
-    assert out["metrics"]["modes_covered"] == mm["modes_covered"]
-    assert out["metrics"]["kl_modes"] == pytest.approx(mm["kl_to_uniform"], rel=1e-9)
+    assert out["metrics"]["modes_covered_300"] == mm["modes_covered"]
+    assert out["metrics"]["kl_modes_300"] == pytest.approx(mm["kl_to_uniform"], rel=1e-9)
+    assert out["protocol"]["w1_samples"] == 300 and "w1_exact_300" in out["metrics"]
     assert Path(out["written_to"]).name == "eval_toy_300.json"
 
 
 def test_evaluate_unknown_features_is_one_line_error(digits_ckpt):
-    with pytest.raises(GanbenchError, match=r"^unknown features 'vgg'; valid choices: inception, fmnist, digits$"):
+    with pytest.raises(GanbenchError, match=r"^ganbench evaluate: argument --features: invalid choice: 'vgg' "
+                                            r"\(choose from '?inception'?, '?fmnist'?, '?digits'?\)$"):
         evaluate.main(["--ckpt", str(digits_ckpt), "--n-fake", "10", "--features", "vgg"])
 
 
@@ -126,6 +128,7 @@ def test_datamodule_is_rebuilt_from_hyper_parameters_saved_by_lightning_cli(tmp_
     path = tmp_path / "x.ckpt"
     torch.save(
         {
+            "ganbench": {"family": "sngan", "class_path": "ganbench.models.sngan.SNGAN"},
             "datamodule_hyper_parameters": {
                 "dataset": "digits",
                 "resolution": 12,

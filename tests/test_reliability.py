@@ -219,12 +219,17 @@ def scratch(tmp_path_factory) -> Path:
                      "--run.checkpoint_every", "1", "--trainer.max_steps", str(steps)]) == 0
     last = tmp / "cut" / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])
+    assert main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(tmp / "img"), *TINY,
+                 "--data.dataset", "digits", "--data.resolution", "8", "--trainer.max_steps", "1"]) == 0
+    from ganbench.metrics.features import DomainCNN, save_domain_net
+
+    save_domain_net(DomainCNN(1, 8, 10), "digits", accuracy=0.0, out=tmp / "digits.pt")
     return tmp
 
 
 def test_doc_table_covers_the_inputs():
     names = {r[0] for r in ROWS}
-    assert len(ROWS) == 34 and len(names) == len(ROWS)
+    assert len(ROWS) == 55 and len(names) == len(ROWS)
     for needed in ("malformed YAML", "unknown key", "unknown family", "unknown normalization", "unknown loss",
                    "batch norm in D with a gradient penalty", "truncated dataset file", "unreadable image",
                    "unwritable output directory", "unreachable sweep storage", "checkpoint of another family"):

@@ -22,13 +22,16 @@ from ganbench.metrics.image import (
     IMAGE_METRICS,
     StreamingImageMetrics,
     check_metrics,
+    check_sample_counts,
     metric_keys,
+    metric_protocol,
     swd_metrics,
 )
 from ganbench.metrics.reference import ReferenceStats, reference_statistics
 from ganbench.metrics.sampling import generate
 from ganbench.metrics.toy import mode_metrics, toy_scatter
 from ganbench.metrics.wasserstein import w1_exact
+from ganbench.progress import progress
 
 
 class _Interval:
@@ -114,6 +117,8 @@ class ImageMetrics(L.Callback):
             raise GanbenchError(f"unknown features '{features}'; valid choices: {', '.join(FEATURE_NETS)}")
         metrics = list(IMAGE_METRICS if metrics is None else metrics)
         check_metrics(metrics)
+        check_sample_counts(metrics, n_fake, n_real or n_fake, "ImageMetrics.n_fake (run.image_metrics_n)",
+                            "ImageMetrics.n_real")
         self.every_n_steps = every_n_steps
         self.n_fake, self.n_real = n_fake, n_real or n_fake
         self.features, self.metrics, self.split = features, metrics, split
@@ -137,6 +142,7 @@ class ImageMetrics(L.Callback):
         if getattr(dm, "is_toy", False):
             raise GanbenchError("ImageMetrics needs an image data set; use ToyMetrics for 2-D toys")
         self.net = load_feature_net(self.features, self.feature_weights)
+        self.keys = metric_keys(self.net.label, self.n_fake, self.metrics, self.n_projections)
         # rank 0 fills the cache first; the others then read it
         if trainer.is_global_zero:
             self.ref = reference_statistics(dm, self.net, self.n_real, self.split, self.seed)
@@ -149,7 +155,7 @@ class ImageMetrics(L.Callback):
         self.suite = StreamingImageMetrics(self.net.num_features, num_logits, self.n_fake, self.ref.n, self.metrics)
         self.protocol = {
             "implementation": "torchmetrics",
-            "features": self.features,
+            "features": self.net.label,
             **self.net.protocol,
             "dataset": dm.dataset,
             "split": self.split,
@@ -161,12 +167,7 @@ class ImageMetrics(L.Callback):
             "ema": self.ema,
             "seed": self.seed,
             "quantization": "uint8",
-            "kid_subsets": self.suite.kid and 100,
-            "kid_subset_size": self.suite.kid_subset_size,
-            "is_splits": 10,
-            "pr_neighborhood": 3,
-            "swd_projections": self.n_projections,
-            "swd_samples": self.swd_samples,
+            **metric_protocol(self.metrics, self.n_fake, self.ref.n, self.n_projections, self.swd_samples),
             "reference_stats_protocol": self.ref.protocol,
         }
 
@@ -197,14 +198,18 @@ class ImageMetrics(L.Callback):
         keep_pixels, keep_feats, kept = [], [], 0
         was_training = pl_module.training
         pl_module.eval()
+        what = f"step {trainer.global_step}: {', '.join(self.keys.values())}: samples"
         try:
-            for images in generate(pl_module, n_local, self.batch_size, self.seed + rank, self.ema, offset):
-                out = self.net.extract(images)
-                self.suite.update(out["features"], out["logits"])
-                if "swd" in self.metrics and kept < self.swd_samples:
-                    keep_pixels.append(images.float().cpu())
-                    keep_feats.append(out["features"].cpu())
-                    kept += len(images)
+            shown = trainer.is_global_zero and trainer.progress_bar_callback is not None
+            with progress(what, n_local, enabled=shown) as bar:
+                for images in generate(pl_module, n_local, self.batch_size, self.seed + rank, self.ema, offset):
+                    out = self.net.extract(images)
+                    self.suite.update(out["features"], out["logits"])
+                    if "swd" in self.metrics and kept < self.swd_samples:
+                        keep_pixels.append(images.float().cpu())
+                        keep_feats.append(out["features"].cpu())
+                        kept += len(images)
+                    bar.update(len(images))
         finally:
             pl_module.train(was_training)
         values = self.suite.compute()

@@ -16,11 +16,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+def write_json_atomic(path: Path, data: dict[str, Any], allow_nan: bool = True) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file
+    (``allow_nan=False``: strict JSON, a NaN/inf is an error, not a bare ``NaN``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str, allow_nan=allow_nan) + "\n")
     os.replace(tmp, path)
 
 

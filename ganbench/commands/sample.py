@@ -57,20 +57,34 @@ def arithmetic_latents(
     return torch.cat(rows), k + 1
 
 
+def check_args(args) -> None:
+    """Every argument, the checkpoint (read, not built) and the output path before a model is built."""
+    from ganbench.commands.evaluate import check_device, check_out, read_ckpt
+
+    for name, least in (("n", 1), ("group_size", 1), ("interpolate", 2), ("nrow", 1)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise GanbenchError(f"--{name.replace('_', '-')}={value} is invalid; it must be >= {least}")
+    if args.truncation is not None and not args.truncation > 0:
+        raise GanbenchError(f"--truncation={args.truncation} is invalid; it must be > 0")
+    if args.interpolate is not None and args.arithmetic:
+        raise GanbenchError("--interpolate and --arithmetic exclude each other; choose one")
+    check_device(args.device)
+    read_ckpt(args.ckpt)
+    check_out(Path(args.out))
+
+
 def main(argv: list[str] | None = None) -> int:
     from torchvision.utils import save_image
 
     from ganbench.models import load_module
 
     args = build_parser().parse_args(argv)
-    if args.n < 1:
-        raise GanbenchError(f"--n={args.n} is invalid; it must be >= 1")
-    if args.interpolate is not None and args.arithmetic:
-        raise GanbenchError("--interpolate and --arithmetic exclude each other; choose one")
+    check_args(args)
     module = load_module(args.ckpt, map_location=args.device, replica=args.replica).eval()
     gen = torch.Generator(device=module.device).manual_seed(args.seed)
     num_classes = getattr(module, "num_classes", 0) or 0
-    if args.label is not None and not num_classes:
+    if args.label is not None and not num_classes:  # the module knows its classes (CGAN fixes conditional)
         raise GanbenchError("--class needs a conditional generator; this one has no classes")
     if args.label is not None and not 0 <= args.label < num_classes:
         raise GanbenchError(f"--class={args.label} is invalid; valid: 0..{num_classes - 1}")
@@ -81,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
 
     nrow = args.nrow or int(math.ceil(math.sqrt(args.n)))
     if args.interpolate is not None:
-        if args.interpolate < 2:
-            raise GanbenchError(f"--interpolate={args.interpolate} is invalid; it must be >= 2 steps")
         rows = max(1, args.n // args.interpolate)
         a, b = latents(rows), latents(rows)
         t = torch.linspace(0, 1, args.interpolate, device=a.device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from ganbench import GanbenchError
 from ganbench.commands.evaluate import CommandParser
@@ -40,6 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.data not in DATASETS:
         raise GanbenchError(f"unknown --data '{args.data}'; valid choices: {', '.join(DATASETS)}")
+    for key, value in (("epochs", args.epochs), ("batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise GanbenchError(f"--{key}={value} is invalid; it must be >= 1")
+    if not args.lr > 0:
+        raise GanbenchError(f"--lr={args.lr} is invalid; it must be > 0")
+    if args.out is not None:
+        from ganbench.commands.evaluate import check_out
+
+        check_out(Path(args.out))
     name = DATASETS[args.data]
     epochs = args.epochs or DEFAULT_EPOCHS[args.data]
     start = time.perf_counter()

@@ -516,6 +516,11 @@ class GANDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------------------------------
     # samples for metrics
     # ------------------------------------------------------------------------------------------
+    def split_size(self, split: Split = "train") -> int:
+        """How many images ``split`` holds (the most ``real_samples`` can return); loads the split."""
+        data = self._split(split)
+        return len(data[0]) if isinstance(data, tuple) else len(data)  # type: ignore[arg-type]
+
     def real_samples(self, n: int, split: Split = "train", seed: int = 0) -> torch.Tensor:
         """``n`` real samples, the same for the same ``(n, split, seed)``.
 
@@ -529,7 +534,7 @@ class GANDataModule(L.LightningDataModule):
             stream = _REAL_TRAIN_STREAM if split == "train" else _REAL_TEST_STREAM
             return self.toy.sample(n, _seed(seed, stream))[0]
         data = self._split(split)
-        total = len(data[0]) if isinstance(data, tuple) else len(data)  # type: ignore[arg-type]
+        total = self.split_size(split)
         if n > total:
             raise GanbenchError(
                 f"{n} real samples requested but the {split} split of data.dataset={self.dataset} has {total}"

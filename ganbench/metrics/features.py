@@ -48,6 +48,9 @@ FIDELITY_NAMES = {
     "digits": "ganbench-digits",
 }
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+"""SHA-256 of torch-fidelity's published TF-ported Inception-v3 weights (``URL_INCEPTION_V3``, whose
+file name carries its first 8 hex digits, as torch.hub's ``check_hash`` expects)."""
 
 
 def cache_root() -> Path:
@@ -206,17 +209,33 @@ class FeatureNet:
     sha256: str
 
     @property
+    def verified(self) -> bool:
+        """Inception weights are torch-fidelity's published file (domain nets: always true)."""
+        return self.name != "inception" or self.sha256 == INCEPTION_SHA256
+
+    @property
+    def label(self) -> str:
+        """The net's name in metric keys: ``inception-unverified`` for any other Inception weights."""
+        return self.name if self.verified else "inception-unverified"
+
+    @property
     def num_features(self) -> int:
         return 2048 if self.name == "inception" else int(self.extractor.net.config["feature_dim"])
 
     @property
     def protocol(self) -> dict:
-        return {
+        out = {
             "feature_net": self.name,
             "feature_layer": self.feature_layer,
             "feature_sha256": self.sha256,
             "fidelity_extractor": FIDELITY_NAMES[self.name],
         }
+        if self.name == "inception":
+            out["inception_weights"] = (
+                "torch-fidelity's published file " + URL_INCEPTION_V3 if self.verified else
+                f"unverified: sha256 {self.sha256} is not that of torch-fidelity's published file "
+                f"{URL_INCEPTION_V3} ({INCEPTION_SHA256}), so FD is not called FID")
+        return out
 
     def to(self, device: torch.device | str) -> FeatureNet:
         self.extractor.to(device)
@@ -363,10 +382,10 @@ def train_domain_net(
     steps_per_epoch = (len(x) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
-    from rich.progress import Progress
+    from ganbench.progress import progress as bar_for
 
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"train {net_name}", total=epochs * steps_per_epoch)
+    with bar_for(f"training feature net {net_name} ({epochs} epochs): batches", epochs * steps_per_epoch,
+                 enabled=progress) as bar:
         for _ in range(epochs):
             net.train()
             perm = torch.randperm(len(x), generator=gen)
@@ -383,7 +402,7 @@ def train_domain_net(
                 loss.backward()
                 opt.step()
                 sched.step()
-                bar.advance(task)
+                bar.update(1)
     return net.eval(), evaluate_accuracy(net, xt, yt)
 
 

@@ -56,10 +56,48 @@ def count_tag(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 and n >= 1000 else str(n)
 
 
+#: the fewest generated (and real) samples each metric is defined for, and why
+MIN_SAMPLES: dict[str, tuple[int, str]] = {
+    "fd": (2, "a covariance needs 2 samples"),
+    "is": (IS_SPLITS, f"the Inception Score averages {IS_SPLITS} splits of at least one sample"),
+    "kid": (2, "the unbiased MMD needs 2 samples per subset"),
+    "pr": (PR_NEIGHBORHOOD + 1, f"k = {PR_NEIGHBORHOOD} nearest neighbours need {PR_NEIGHBORHOOD + 1} samples"),
+    "swd": (2, "two point sets of at least 2 samples"),
+}
+
+
+def check_sample_counts(metrics: list[str] | tuple[str, ...], n_fake: int, n_real: int,
+                        fake_key: str = "--n-fake", real_key: str = "--n-real") -> None:
+    """One ``GanbenchError`` line when a metric cannot be computed from ``n_fake`` generated or
+    ``n_real`` real samples (IS uses no real samples)."""
+    for m in metrics:
+        need, why = MIN_SAMPLES[m]
+        for key, n in ((fake_key, n_fake), (real_key, n_real if m != "is" else need)):
+            if n < need:
+                raise GanbenchError(f"{key}={n} is too small for metric {m}: it needs >= {need} ({why})")
+
+
+def metric_protocol(metrics: list[str] | tuple[str, ...], n_fake: int, n_real: int, n_projections: int,
+                    swd_samples: int) -> dict[str, Any]:
+    """The settings of the metrics that ran, as they ran (nothing for a metric that did not)."""
+    out: dict[str, Any] = {}
+    if "kid" in metrics:
+        out.update(kid_subsets=KID_SUBSETS, kid_subset_size=min(KID_SUBSET_SIZE, n_fake, n_real))
+    if "is" in metrics:
+        out["is_splits"] = IS_SPLITS
+    if "pr" in metrics:
+        out["pr_neighborhood"] = PR_NEIGHBORHOOD
+    if "swd" in metrics:
+        out.update(swd_projections=n_projections, swd_samples=min(n_fake, n_real, swd_samples))
+    return out
+
+
 def metric_keys(
     features: str, n_fake: int, metrics: list[str] | tuple[str, ...], n_projections: int = 128
 ) -> dict[str, str]:
-    """Map of internal metric name -> logged key (without the ``val/`` prefix)."""
+    """Map of internal metric name -> logged key (without the ``val/`` prefix). ``features`` is the
+    net's label (``FeatureNet.label``): only ``inception`` (torch-fidelity's published weights) makes
+    FD a FID; ``inception-unverified`` gives ``fd_inception-unverified_<n>``."""
     check_metrics(metrics)
     tag = count_tag(n_fake)
     keys: dict[str, str] = {}
@@ -194,8 +232,10 @@ def fidelity_metrics(
     """Metrics from full feature matrices with torch-fidelity's implementations (``ganbench evaluate``)."""
     check_metrics(metrics)
     out: dict[str, float] = {}
-    real = ref.features.float()
-    fake = fake_features.float().cpu()
+    # float64: KID is a small difference of large kernel sums (float32 loses ~1e-4 of it) and precision/
+    # recall compare distances with radii, so both get the features in double precision
+    real = ref.features.double()
+    fake = fake_features.double().cpu()
     if "fd" in metrics:
         mu, sigma = mean_and_covariance(fake)
         out["fd"] = fid_statistics_to_metric(

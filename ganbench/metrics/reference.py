@@ -70,16 +70,15 @@ def extract_features(
     feature_net: FeatureNet, images: Tensor, batch_size: int = 500, progress: str | None = None
 ) -> dict[str, Tensor]:
     """Run ``feature_net`` over images in [-1, 1] in batches; returns CPU float32 features and logits."""
-    from rich.progress import Progress
+    from ganbench.progress import progress as bar_for
 
     feats, logits = [], []
-    with Progress(disable=progress is None, transient=True) as bar:
-        task = bar.add_task(progress or "", total=len(images))
+    with bar_for(progress or "", len(images), enabled=progress is not None) as bar:
         for i in range(0, len(images), batch_size):
             out = feature_net.extract(images[i : i + batch_size])
             feats.append(out["features"].cpu())
             logits.append(out["logits"].cpu())
-            bar.advance(task, len(images[i : i + batch_size]))
+            bar.update(len(images[i : i + batch_size]))
     return {"features": torch.cat(feats), "logits": torch.cat(logits)}
 
 
@@ -115,7 +114,7 @@ def reference_statistics(
         feature_net,
         images,
         batch_size,
-        progress=f"reference features ({protocol['dataset']}/{split})" if progress else None,
+        progress=f"features of {n} real images ({protocol['dataset']}/{split})" if progress else None,
     )
     mu, sigma = mean_and_covariance(feats["features"])
     stats = ReferenceStats(mu, sigma, feats["features"], protocol)

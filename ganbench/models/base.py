@@ -1019,13 +1019,26 @@ class GANModule(L.LightningModule):
         if dm is not None and hasattr(dm, "batches_per_step"):
             dm.batches_per_step = self.n_critic * self.cfg.pack  # each D step reads pack × batch_size samples
         batch = getattr(dm, "batch_size", None)
-        if batch is not None:  # batch norm in training mode needs two samples per channel
-            h = self.cfg
-            for net, norm, n, key in (("G", h.g_norm, h.g_batch_size or batch, "model.g_batch_size or data.batch_size"),
-                                      ("D", h.d_norm, batch, "data.batch_size")):
-                if norm in BATCH_DEPENDENT and n < 2:
-                    raise GanbenchError(f"{key}={n} is too small for batch normalization in {net} "
-                                        f"(model.{net.lower()}_norm={norm!r} needs >= 2 samples per batch)")
+        if batch is not None:
+            self._check_batch_norm_counts(batch)
+
+    def _check_batch_norm_counts(self, batch: int) -> None:
+        """Batch norm in training mode needs >= 2 values per channel: N for vectors (N, C), N·H·W for
+        feature maps (N, C, H, W). Every batch-norm layer of G and D checks, on its first training
+        input, the count it has at the smallest batch its net is trained with (the positions per sample
+        are the layer's own), so batch 1 with BatchNorm2d (Pix2Pix as in its paper) trains, and a
+        (1, C) vector or a 1×1 map stops with one line naming the key instead of torch's ValueError."""
+        h = self.cfg
+        for handle in getattr(self, "_bn_checks", []):
+            handle.remove()
+        self._bn_checks = []
+        nets = (("G", self.generator, min(batch, h.g_batch_size or batch), "model.g_batch_size or data.batch_size"),
+                ("D", self.discriminator, batch, "data.batch_size"))
+        for net, module, n, key in nets:
+            for name, layer in module.named_modules():
+                if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                    self._bn_checks.append(layer.register_forward_pre_hook(
+                        _batch_norm_count_check(f"{net} layer {name}", n, f"{key}={n}", f"model.{net.lower()}_norm")))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ganbench"] = {
@@ -1100,6 +1113,26 @@ def _frozen(module: nn.Module):
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+def _batch_norm_count_check(where: str, n: int, setting: str, norm_key: str) -> Callable:
+    """A forward pre-hook: one ``GanbenchError`` line when batch norm would see < 2 values per channel
+    with ``n`` samples; removes itself after the first training input (a layer's map size is fixed)."""
+    def check(layer: nn.Module, args: tuple) -> None:
+        if not layer.training:
+            return
+        x = args[0]
+        positions = x[0].numel() // x.shape[1]  # H·W of a feature map, 1 for a vector
+        if n * positions < 2:
+            shape = "vectors" if x.dim() == 2 else "x".join(map(str, x.shape[2:])) + " maps"
+            raise GanbenchError(f"{setting} is too small for batch normalization in {where}: {n} sample x "
+                                f"{positions} position ({shape}) = {n * positions} value per channel, it needs >= 2; "
+                                f"use a larger batch or a {norm_key} other than 'batch'")
+        hooks = layer._forward_pre_hooks
+        for key, hook in list(hooks.items()):
+            if hook is check:
+                del hooks[key]
+    return check
 
 
 def _check_ranges(args: dict[str, Any], prefix: str = "model.") -> None:
