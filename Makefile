@@ -9,7 +9,7 @@ PROFILE ?= auto
 # torch 2.14.1 / torchvision 0.29.1 are the newest releases this project is tested with.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data run test test-slow lint bench clean
+.PHONY: setup data run test test-shipped test-slow lint bench clean
 
 setup: $(BIN)/ganbench data
 
@@ -36,6 +36,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+# every file in configs/ and every sweep's base config, exactly as shipped, for one G iteration
+test-shipped: setup
+	$(BIN)/python -m pytest -q -m slow tests/test_shipped.py $(ARGS)
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow $(ARGS)
