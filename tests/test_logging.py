@@ -69,25 +69,26 @@ def test_each_evaluation_is_logged_once_at_the_g_iteration_it_measured(tmp_path,
     assert code == 0
     rows = csv_rows(root)
     assert steps_with(rows, "train/d_loss") == [2, 4, 6, 8, 9]  # every 2nd G iteration and the last
-    assert steps_with(rows, "val/w1_exact") == [0, 5, 9]  # at initialization, at 5 and at the end, never repeated
+    assert steps_with(rows, "val/w1_exact_1k") == [0, 5, 9]  # at initialization, at 5 and at the end, never repeated
     assert steps_with(rows, "diag/grad_norm_d") == [4, 8]
     assert len({int(r["step"]) for r in rows}) == len(rows)  # one row per G iteration
     summary = json.loads((root / "summary.json").read_text())
     last = [r for r in rows if r["step"] == "9"][0]
-    assert float(last["val/w1_exact"]) == summary["metrics"]["val/w1_exact"]
+    assert float(last["val/w1_exact_1k"]) == summary["metrics"]["val/w1_exact_1k"]
     assert "step" not in summary["metrics"]
 
     hist = history(next(root.glob("wandb/*run-*")))
     at = {}
     for item in hist:
-        for key in ("val/w1_exact", "val/toy_scatter", "samples", "train/d_loss"):
+        for key in ("val/w1_exact_1k", "val/toy_scatter", "samples", "train/d_loss"):
             if key in item or f"{key}._type" in item:  # a picture: its fields flattened
                 at.setdefault(key, []).append(item["trainer/global_step"])
-    assert at["val/w1_exact"] == at["val/toy_scatter"] == [0, 5, 9]  # scalars and pictures of one evaluation together
+    # scalars and pictures of one evaluation together
+    assert at["val/w1_exact_1k"] == at["val/toy_scatter"] == [0, 5, 9]
     assert at["samples"] == [5, 9]
     assert at["train/d_loss"] == [2, 4, 6, 8, 9]
-    w1 = [item["val/w1_exact"] for item in hist if "val/w1_exact" in item]
-    assert w1 == [float(r["val/w1_exact"]) for r in rows if r["val/w1_exact"]]
+    w1 = [item["val/w1_exact_1k"] for item in hist if "val/w1_exact_1k" in item]
+    assert w1 == [float(r["val/w1_exact_1k"]) for r in rows if r["val/w1_exact_1k"]]
 
 
 def test_bench_help_states_its_whole_description(capsys):

@@ -129,11 +129,13 @@ def test_toy_metrics_log_and_save_the_scatter(tmp_path):
     cb = ToyMetrics(every_n_steps=2, n_fake=300, w1_samples=200)
     trainer(tmp_path, [cb]).fit(model, datamodule=dm)
     logged = {k: float(v) for k, v in model.trainer.callback_metrics.items() if k.startswith("val/")}
-    assert sorted(logged) == ["val/high_quality_frac", "val/kl_modes", "val/modes_covered", "val/w1_exact"]
+    # every key names its sample count: 300 generated samples, W1 on min(300, 200) points
+    assert sorted(logged) == ["val/high_quality_frac_300", "val/kl_modes_300", "val/modes_covered_300",
+                              "val/w1_exact_200"]
     fake = torch.cat(list(generate(model, 300, 4096, 0, True)))
     mm = mode_metrics(fake, dm.mixture.centers, dm.mixture.std)
-    assert logged["val/modes_covered"] == mm["modes_covered"]
-    assert logged["val/kl_modes"] == pytest.approx(mm["kl_to_uniform"], rel=1e-6)
+    assert logged["val/modes_covered_300"] == mm["modes_covered"]
+    assert logged["val/kl_modes_300"] == pytest.approx(mm["kl_to_uniform"], rel=1e-6)
     pngs = sorted(p.name for p in (tmp_path / "samples").glob("toy_step_*.png"))
     assert pngs == ["toy_step_0000000.png", "toy_step_0000002.png", "toy_step_0000004.png"]  # G at init too
 

@@ -24,8 +24,8 @@ TINY: dict = {
     "budget": 4,
     "metrics_every": 2,
     "seeds": [0],
-    "quality": {"metric": "val/w1_exact", "direction": "minimize", "worst": 10.0},
-    "collapse": {"metric": "val/modes_covered", "at_most": 1},
+    "quality": {"metric": "val/w1_exact_1k", "direction": "minimize", "worst": 10.0},
+    "collapse": {"metric": "val/modes_covered_2k", "at_most": 1},
     "overrides": {"model.init_args.width": 8, "model.init_args.n_critic": 1, "data.dataset": "ring8",
                   "data.batch_size": 8, "data.n_toy_samples": 500, "run.sample_every": 1000,
                   "run.checkpoint_every": 1000, "run.diagnostics_every": 0, "run.wandb": False,
@@ -179,7 +179,7 @@ def test_tiny_study_end_to_end_then_leaderboard(tmp_path, monkeypatch):
         else:
             kinds.add("completed")
             assert seed["status"] == "completed" and seed["g_steps"] == 4
-            assert t.value == seed["metrics"]["val/w1_exact"] and t.user_attrs["diverged_frac"] == 0.0
+            assert t.value == seed["metrics"]["val/w1_exact_1k"] and t.user_attrs["diverged_frac"] == 0.0
     assert kinds == {"invalid", "diverged", "completed"}, "GANBENCH_SWEEP_SEED=4 samples all three kinds"
 
     out = tmp_path / "board"

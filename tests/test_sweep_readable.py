@@ -24,8 +24,8 @@ STUDY: dict = {
     "budget": 4,
     "metrics_every": 2,
     "seeds": [0, 1],
-    "quality": {"metric": "val/w1_exact", "direction": "minimize", "worst": 10.0},
-    "collapse": {"metric": "val/modes_covered", "at_most": 1},
+    "quality": {"metric": "val/w1_exact_1k", "direction": "minimize", "worst": 10.0},
+    "collapse": {"metric": "val/modes_covered_2k", "at_most": 1},
     "overrides": {"model.init_args.width": 8, "model.init_args.n_critic": 1, "data.dataset": "ring8",
                   "data.batch_size": 8, "data.n_toy_samples": 500, "run.sample_every": 1000,
                   "run.checkpoint_every": 1000, "run.diagnostics_every": 0, "trainer.accelerator": "cpu"},
@@ -50,7 +50,7 @@ def test_study_reads_back_through_optuna_and_wandb(tmp_path, monkeypatch, capsys
     out = capsys.readouterr()
     assert "error" not in out.err + out.out
     study = optuna.load_study(study_name="readable", storage=storage)
-    assert study.metric_names == ["quality: median val/w1_exact over seeds"]
+    assert study.metric_names == ["quality: median val/w1_exact_1k over seeds"]
     assert study.user_attrs["factors"] == STUDY["factors"]
     assert study.user_attrs["nuisance"] == {"lr": {"low": 1.0e-4, "high": 1.0e-3, "log": True, "int": False}}
     assert study.user_attrs["quality"] == STUDY["quality"] and study.user_attrs["seeds"] == [0, 1]
@@ -69,7 +69,7 @@ def test_study_reads_back_through_optuna_and_wandb(tmp_path, monkeypatch, capsys
         assert [a.mimetype for a in artifacts] == ["image/png", "image/png"]
         assert all((store / a.artifact_id).read_bytes()[:4] == b"\x89PNG" for a in artifacts)
         # intermediate values: seed 0's quality curve, at the G iterations it was measured
-        assert t.intermediate_values == dict((s, v) for s, v in metric_steps(dirs[0], "val/w1_exact") if s > 0)
+        assert t.intermediate_values == dict((s, v) for s, v in metric_steps(dirs[0], "val/w1_exact_1k") if s > 0)
         assert sorted(t.intermediate_values) == [2, 4]
         ids = t.user_attrs["wandb_run_ids"]
         assert len(ids) == 2 and len(set(ids)) == 2

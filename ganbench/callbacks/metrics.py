@@ -23,6 +23,7 @@ from ganbench.metrics.image import (
     StreamingImageMetrics,
     check_metrics,
     check_sample_counts,
+    count_tag,
     metric_keys,
     metric_protocol,
     swd_metrics,
@@ -234,7 +235,8 @@ class ImageMetrics(L.Callback):
 class ToyMetrics(L.Callback):
     """Mode coverage, exact W1 and a scatter picture for 2-D Gaussian-mixture toys.
 
-    Logs ``val/modes_covered``, ``val/high_quality_frac``, ``val/kl_modes`` and ``val/w1_exact``
+    Logs ``val/modes_covered_<n>``, ``val/high_quality_frac_<n>``, ``val/kl_modes_<n>`` (``n_fake``
+    samples, e.g. ``_2k``) and ``val/w1_exact_<m>`` (``m = min(n_fake, w1_samples)`` points, e.g. ``_1k``)
     at G iteration 0 of a fresh fit (G at initialization), every ``every_n_steps`` G iterations and at
     the last; rank 0 saves ``<run>/samples/toy_step_XXXXXXX.png``
     and hands it to each logger that has ``log_image``. W1 uses ``min(n_fake, w1_samples)`` points
@@ -283,11 +285,12 @@ class ToyMetrics(L.Callback):
         for k, fake in enumerate(fakes):
             mm = mode_metrics(fake, mixture.centers, mixture.std, self.threshold)
             tag = replica_tag(pl_module, k)
+            n, m = count_tag(self.n_fake), count_tag(n_w1)  # every key names its sample count
             values.update({
-                f"val/modes_covered{tag}": mm["modes_covered"],
-                f"val/high_quality_frac{tag}": mm["high_quality_frac"],
-                f"val/kl_modes{tag}": mm["kl_to_uniform"],
-                f"val/w1_exact{tag}": w1_exact(fake[:n_w1], real),
+                f"val/modes_covered_{n}{tag}": mm["modes_covered"],
+                f"val/high_quality_frac_{n}{tag}": mm["high_quality_frac"],
+                f"val/kl_modes_{n}{tag}": mm["kl_to_uniform"],
+                f"val/w1_exact_{m}{tag}": w1_exact(fake[:n_w1], real),
             })
             if self.save_images and trainer.is_global_zero:
                 step = trainer.global_step

@@ -12,7 +12,7 @@ Per trial (Lucic et al. 2018 §4; Kurach et al. 2019 §3), stored as Optuna user
 * ``quality``: median over seeds of the final quality metric; a diverged seed (summary.json status
   ``diverged``, exit code 3) counts as the configured ``worst`` value;
 * ``diverged_frac``: fraction of seeds that diverged;
-* ``collapsed_frac``: fraction of seeds whose final ``collapse.metric`` (``val/modes_covered`` on
+* ``collapsed_frac``: fraction of seeds whose final ``collapse.metric`` (``val/modes_covered_2k`` on
   toys) is ``<= collapse.at_most`` (1 mode); a diverged seed counts as collapsed;
 * ``instability``: fraction of seeds that diverged or collapsed;
 * ``spread``: population standard deviation of the final quality over the seeds that did not diverge

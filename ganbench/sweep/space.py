@@ -18,8 +18,8 @@ YAML keys (see ``docs/sweeps.md``)::
     factors: {model.init_args.loss: [ns, hinge]}          # categorical, define the cells
     nuisance: {lr: {low: 1.0e-4, high: 1.0e-3, log: true}} # sampled per trial
     bind: {model.init_args.d_optimizer: {class_path: torch.optim.Adam, init_args: {lr: $lr}}}
-    quality: {metric: val/w1_exact, direction: minimize, worst: 10.0}
-    collapse: {metric: val/modes_covered, at_most: 1}
+    quality: {metric: val/w1_exact_1k, direction: minimize, worst: 10.0}
+    collapse: {metric: val/modes_covered_2k, at_most: 1}
     objectives: [quality, instability]
 """
 
