@@ -239,10 +239,12 @@ def test_metric_keys_carry_their_protocol():
         "kid": "kid_fmnist_10k",
         "precision": "precision_fmnist_10k",
         "recall": "recall_fmnist_10k",
-        "swd_pixels": "swd_pixels_128p",
-        "swd_features": "swd_fmnist_128p",
+        "swd_pixels": "swd_pixels_10k_128p",
+        "swd_features": "swd_fmnist_10k_128p",
     }
     assert metric_keys("inception", 5000, ["fd"]) == {"fd": "fid_inception_5k"}
+    assert metric_keys("digits", 10000, ["swd"], 64, swd_samples=4096) == {
+        "swd_pixels": "swd_pixels_4096_64p", "swd_features": "swd_digits_4096_64p"}
     assert metric_keys("digits", 2500, ["fd"], 64) == {"fd": "fd_digits_2500"}
 
 

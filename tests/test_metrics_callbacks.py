@@ -97,8 +97,8 @@ def test_image_metrics_log_protocol_keys_and_match_an_independent_computation(tm
             "val/kid_digits_200",
             "val/precision_digits_200",
             "val/recall_digits_200",
-            "val/swd_pixels_128p",
-            "val/swd_digits_128p",
+            "val/swd_pixels_150_128p",  # min(n_fake 200, n_real 300, swd_samples 150) points per side
+            "val/swd_digits_150_128p",
         ]
     )
     net = load_feature_net("digits")

@@ -59,8 +59,8 @@ def test_evaluate_writes_protocol_json_next_to_the_run(digits_ckpt, capsys):
             "kid_digits_120",
             "precision_digits_120",
             "recall_digits_120",
-            "swd_pixels_128p",
-            "swd_digits_128p",
+            "swd_pixels_120_128p",  # min(n_fake 120, n_real 150, 4096) points per side
+            "swd_digits_120_128p",
         ]
     )
     assert stored["protocol"]["feature_sha256"] == load_feature_net("digits").sha256
@@ -85,6 +85,7 @@ def test_evaluate_toy_reports_mode_metrics(tmp_path, capsys):
     assert out["metrics"]["modes_covered_300"] == mm["modes_covered"]
     assert out["metrics"]["kl_modes_300"] == pytest.approx(mm["kl_to_uniform"], rel=1e-9)
     assert out["protocol"]["w1_samples"] == 300 and "w1_exact_300" in out["metrics"]
+    assert out["protocol"]["swd_samples"] == 300 and "swd_300_128p" in out["metrics"]  # every key names its count
     assert Path(out["written_to"]).name == "eval_toy_300.json"
 
 

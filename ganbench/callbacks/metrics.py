@@ -124,8 +124,10 @@ class ImageMetrics(L.Callback):
         self.n_fake, self.n_real = n_fake, n_real or n_fake
         self.features, self.metrics, self.split = features, metrics, split
         self.n_projections, self.swd_samples, self.batch_size = n_projections, swd_samples, batch_size
+        #: points per side of the SWD (what metric_protocol records as swd_samples)
+        self.swd_points = min(n_fake, n_real or n_fake, swd_samples)
         self.feature_weights, self.ema, self.seed = feature_weights, ema, seed
-        self.keys = metric_keys(features, n_fake, metrics, n_projections)
+        self.keys = metric_keys(features, n_fake, metrics, n_projections, self.swd_points)
         self.protocol: dict[str, Any] = {}
         self.net: FeatureNet | None = None
         self.ref: ReferenceStats | None = None
@@ -143,7 +145,7 @@ class ImageMetrics(L.Callback):
         if getattr(dm, "is_toy", False):
             raise GanbenchError("ImageMetrics needs an image data set; use ToyMetrics for 2-D toys")
         self.net = load_feature_net(self.features, self.feature_weights)
-        self.keys = metric_keys(self.net.label, self.n_fake, self.metrics, self.n_projections)
+        self.keys = metric_keys(self.net.label, self.n_fake, self.metrics, self.n_projections, self.swd_points)
         # rank 0 fills the cache first; the others then read it
         if trainer.is_global_zero:
             self.ref = reference_statistics(dm, self.net, self.n_real, self.split, self.seed)

@@ -223,7 +223,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         metrics[f"w1_exact_{count_tag(n_w1)}"] = w1_exact(fake[:n_w1], real[:n_w1])
         gen = torch.Generator().manual_seed(args.seed)
         n_swd = min(args.n_fake, p.n_real)
-        metrics[f"swd_{args.n_projections}p"] = sliced_wasserstein(fake, real, args.n_projections, gen)
+        metrics[f"swd_{count_tag(n_swd)}_{args.n_projections}p"] = sliced_wasserstein(fake, real, args.n_projections,
+                                                                                      gen)
         result.update({"features": "toy", "n_real": p.n_real, "metrics": metrics,
                        "protocol": {"mode_threshold_std": 3.0, "mode_samples": args.n_fake, "w1_samples": n_w1,
                                     "w1_solver": "ot.emd2", "swd_projections": args.n_projections,
@@ -238,7 +239,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             real_pixels = dm.real_samples(m, split=args.split, seed=args.seed + 1)
             values.update(swd_metrics(fake[:m], real_pixels, out["features"][:m], ref.features[:m],
                                       args.n_projections, args.seed))
-        keys = metric_keys(net.label, args.n_fake, p.metrics, args.n_projections)
+        keys = metric_keys(net.label, args.n_fake, p.metrics, args.n_projections,
+                           min(args.n_fake, ref.n, SWD_SAMPLES))
         metrics, missing = {}, {}
         for k, v in values.items():
             if math.isfinite(v):

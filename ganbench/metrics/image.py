@@ -14,7 +14,7 @@ for Assessing Generative Models", eqs. 1-3, k = 3) are torch-fidelity's ``prc`` 
 (``calculate_precision_recall_part``) in both.
 
 Keys carry their protocol: with Inception features FD is ``fid_inception_<n>``, with any other
-net it is ``fd_<net>_<n>``; SWD keys carry the number of projections (``swd_pixels_128p``).
+net it is ``fd_<net>_<n>``; SWD keys carry the points per side and the number of projections (``swd_pixels_4k_128p``).
 """
 
 from __future__ import annotations
@@ -93,11 +93,13 @@ def metric_protocol(metrics: list[str] | tuple[str, ...], n_fake: int, n_real: i
 
 
 def metric_keys(
-    features: str, n_fake: int, metrics: list[str] | tuple[str, ...], n_projections: int = 128
+    features: str, n_fake: int, metrics: list[str] | tuple[str, ...], n_projections: int = 128,
+    swd_samples: int | None = None,
 ) -> dict[str, str]:
     """Map of internal metric name -> logged key (without the ``val/`` prefix). ``features`` is the
     net's label (``FeatureNet.label``): only ``inception`` (torch-fidelity's published weights) makes
-    FD a FID; ``inception-unverified`` gives ``fd_inception-unverified_<n>``."""
+    FD a FID; ``inception-unverified`` gives ``fd_inception-unverified_<n>``. SWD keys carry the points
+    per side and the projections (``swd_pixels_4k_128p``; ``swd_samples`` defaults to ``n_fake``)."""
     check_metrics(metrics)
     tag = count_tag(n_fake)
     keys: dict[str, str] = {}
@@ -111,8 +113,9 @@ def metric_keys(
         keys["precision"] = f"precision_{features}_{tag}"
         keys["recall"] = f"recall_{features}_{tag}"
     if "swd" in metrics:
-        keys["swd_pixels"] = f"swd_pixels_{n_projections}p"
-        keys["swd_features"] = f"swd_{features}_{n_projections}p"
+        m = count_tag(n_fake if swd_samples is None else swd_samples)
+        keys["swd_pixels"] = f"swd_pixels_{m}_{n_projections}p"
+        keys["swd_features"] = f"swd_{features}_{m}_{n_projections}p"
     return keys
 
 
