@@ -82,13 +82,13 @@ def dragan_penalty(D: Critic, real: Tensor, k: float = 1.0, c: float = 0.5,
     """
     real = _full(real)
     u = _uniform(tuple(real.shape), real, generator)
-    perturbed = real + c * _batch_std(real, generator) * u
+    perturbed = real + c * _batch_std(real, replicas) * u
     return gradient_penalty(D, real, perturbed, center=k, generator=generator, replicas=replicas)
 
 
-def _batch_std(real: Tensor, generator: Any) -> Tensor:
-    """The population std over the whole batch, per replica when ``generator`` is a population's."""
-    n = len(generator) if generator is not None and not isinstance(generator, torch.Generator) else 1
+def _batch_std(real: Tensor, replicas: int | None) -> Tensor:
+    """The population std over the whole batch, per replica's rows with ``replicas``."""
+    n = replicas or 1
     if n == 1:
         return real.std(correction=0)
     rows = real.reshape(n, -1)
