@@ -224,10 +224,14 @@ class GanbenchCLI(LightningCLI):
                 cb.optimizer_settings_from_config = any("_optimizer." in c for c in changes)
 
     def metric_callbacks(self, run) -> list:
-        """Diagnostics always; toy metrics for 2-D data; image metrics with the chosen feature net."""
+        """Diagnostics and D's overfitting signal always; toy metrics for 2-D data; image metrics with
+        the chosen feature net."""
         from ganbench.callbacks.metrics import Diagnostics, ImageMetrics, ToyMetrics
+        from ganbench.callbacks.overfit import DiscriminatorOverfit
 
-        callbacks: list = [Diagnostics(every_n_steps=run.diagnostics_every)] if run.diagnostics_every > 0 else []
+        callbacks: list = ([Diagnostics(every_n_steps=run.diagnostics_every),
+                            DiscriminatorOverfit(every_n_steps=run.diagnostics_every)]
+                           if run.diagnostics_every > 0 else [])
         dm = getattr(self, "datamodule", None)
         if run.metrics_every <= 0 or dm is None:
             return callbacks

@@ -155,6 +155,78 @@ def _lp(D: Critic, real: Tensor, fake: Tensor, generator: Any = None, replicas: 
     return lipschitz_penalty(D, real, fake, generator=generator, replicas=replicas)
 
 
+# ------------------------------------------------------------------ regularizers of D's outputs
+def _per_row(scores: Tensor) -> Tensor:
+    """D's outputs as one row per sample, ``(R, k)``: a patch D's scores stay per patch."""
+    return scores.float().reshape(scores.shape[0], -1)
+
+
+def consistency_penalty(scores: Tensor, scores_transformed: Tensor, replicas: int | None = None) -> Tensor:
+    """Consistency regularization, ``E‖D(x) − D(T(x))‖²`` (Zhang, Zhang, Odena & Lee 2020, "Consistency
+    Regularization for Generative Adversarial Networks", eq. 1; the squared L2 over D's outputs of
+    one sample). ``scores`` are D's outputs on a batch, ``scores_transformed`` on the same batch
+    under a semantics-preserving transform ``T``; gradients flow through both, as in the paper's
+    Algorithm 1. Balanced CR (bCR, Zhao et al. 2021) applies it to reals and to fakes; latent CR
+    (zCR) to ``G(z)`` and ``G(z + Δz)`` — the caller chooses the pairs and the weights.
+    ``replicas``: one mean per replica's rows."""
+    diff = _per_row(scores) - _per_row(scores_transformed)
+    return _mean(diff.pow(2).sum(1), replicas)
+
+
+def latent_sensitivity(fake: Tensor, fake_perturbed: Tensor, replicas: int | None = None) -> Tensor:
+    """``E‖G(z) − G(z + Δz)‖²`` over samples (Zhao, Singh, Zhang, Lee & Zhang 2021, "Improved
+    Consistency Regularization for GANs", Algorithm 2): zCR subtracts ``λ_gen`` times it from G's
+    loss so that G does not collapse nearby latents onto one output."""
+    diff = (fake.float() - fake_perturbed.float()).reshape(fake.shape[0], -1)
+    return _mean(diff.pow(2).sum(1), replicas)
+
+
+def lecam_penalty(real_scores: Tensor, fake_scores: Tensor, anchor_real: Tensor, anchor_fake: Tensor,
+                  replicas: int | None = None) -> Tensor:
+    """LeCam regularization (Tseng, Jiang, Liu, Yang & Yang 2021, "Regularizing Generative
+    Adversarial Networks under Limited Data", eq. 3, in the form of the authors' code,
+    github.com/google/lecam-gan ``stylegan2/lecam_loss.py``):
+    ``E[relu(D(x) − α_F)²] + E[relu(α_R − D(G(z)))²]``, with ``α_R``, ``α_F`` the moving averages of
+    D's mean output on reals and fakes (:class:`LeCamAnchors`). The paper writes the squares without
+    the ``relu``; the authors' code, whose results the paper reports, keeps only the part where D
+    separates the sets beyond the anchors. ``anchor_*`` are scalars, or ``(replicas,)`` vectors of
+    per-replica anchors."""
+    n = replicas or 1
+    real = _per_row(real_scores).reshape(n, -1)
+    fake = _per_row(fake_scores).reshape(n, -1)
+    a_real = anchor_real.reshape(-1, 1).float()
+    a_fake = anchor_fake.reshape(-1, 1).float()
+    value = torch.relu(real - a_fake).pow(2).mean(1) + torch.relu(a_real - fake).pow(2).mean(1)
+    return value[0] if replicas is None else value
+
+
+class LeCamAnchors(nn.Module):
+    """The anchors ``α_R``, ``α_F`` of :func:`lecam_penalty`: exponential moving averages (``decay``,
+    0.99 in the authors' code) of D's mean output on real and on fake samples, bias-corrected as
+    TensorFlow's ``assign_moving_average(zero_debias=True)`` the authors use, so the first anchor is
+    the first batch's mean. One pair per replica of a population; buffers, so checkpoints hold them
+    and a resumed fit continues them exactly. :meth:`update` folds in the current batch first and
+    returns the corrected anchors, as the reference does, without a host sync."""
+
+    def __init__(self, replicas: int = 1, decay: float = 0.99) -> None:
+        super().__init__()
+        self.decay = float(decay)
+        self.register_buffer("real", torch.zeros(replicas))
+        self.register_buffer("fake", torch.zeros(replicas))
+        self.register_buffer("steps", torch.zeros(()))
+
+    @torch.no_grad()
+    def update(self, real_scores: Tensor, fake_scores: Tensor) -> tuple[Tensor, Tensor]:
+        n = len(self.real)
+        real = _per_row(real_scores).reshape(n, -1).mean(1)
+        fake = _per_row(fake_scores).reshape(n, -1).mean(1)
+        self.real.mul_(self.decay).add_((1.0 - self.decay) * real)
+        self.fake.mul_(self.decay).add_((1.0 - self.decay) * fake)
+        self.steps.add_(1.0)
+        correction = 1.0 - self.decay ** self.steps
+        return self.real / correction, self.fake / correction
+
+
 #: every penalty with the uniform signature ``(D, real, fake) -> Tensor``, keyed by :data:`PenaltyName`
 PENALTIES: dict[str, Callable[[Critic, Tensor, Tensor], Tensor]] = {
     "none": no_penalty,

@@ -136,3 +136,22 @@ def pack(x: Tensor, m: int, batch_dim: int = 0) -> Tensor:
 def packed_shape(shape: tuple[int, ...], m: int) -> tuple[int, ...]:
     """The shape of one pack of ``m`` samples of ``shape``: the first axis (features or channels) × m."""
     return (shape[0] * m, *shape[1:])
+
+
+def top_k_count(batch: int, epoch: int, gamma: float, nu: float) -> int:
+    """How many fakes update G in top-k training at ``epoch`` (Sinha, Zhao, Goyal, Raffel & Odena 2020,
+    "Top-k Training of GANs", §3): ``k`` starts at the batch size and is multiplied by ``gamma`` every
+    epoch, down to ``nu`` times the batch size: ``max(⌈γ^epoch·B⌉, ⌈ν·B⌉)``, at least 1."""
+    return max(1, math.ceil(gamma ** epoch * batch - 1e-9), math.ceil(nu * batch - 1e-9))
+
+
+def top_k_rows(scores: Tensor, k: int, replicas: int = 1) -> Tensor:
+    """Indices of the ``k`` fakes D scores highest (most real) in each replica's rows, in row order of
+    the folded batch: top-k training updates G with those alone (Sinha et al. 2020, Algorithm 1).
+    A patch D's scores are averaged per sample; ``scores`` is ``(R, ...)`` with ``R`` = replicas × B."""
+    per_sample = scores.detach().float().reshape(scores.shape[0], -1).mean(1).reshape(replicas, -1)
+    batch = per_sample.shape[1]
+    if not 1 <= k <= batch:
+        raise GanbenchError(f"top-k: k={k} must be between 1 and the batch of {batch} fakes")
+    best = per_sample.topk(k, dim=1).indices.sort(dim=1).values
+    return (best + torch.arange(replicas, device=scores.device).unsqueeze(1) * batch).reshape(-1)

@@ -10,7 +10,7 @@ import torch
 from ganbench import GanbenchError
 from ganbench.cli import EXIT_USAGE, main
 from ganbench.nn.mlp import MLPDiscriminator, MLPGenerator
-from ganbench.nn.population import ReplicaRNG, stack_modules
+from ganbench.nn.population import ReplicaRNG, stack_modules, unstack_state
 from ganbench.optim import PopulationAdam
 
 #: families whose step is the base step (the ones a population batches), by config
@@ -47,12 +47,13 @@ def noise_only(key: str, state: dict, shift_invariant: bool = False) -> bool:
 
 def assert_replica_equals(pop: dict, k: int, one: dict, rtol: float, atol: float) -> None:
     state = one["state_dict"]
+    mine = unstack_state(pop["state_dict"], k)
     shift_invariant = one["ganbench"]["family"] == "softmax_gan"
     compared = 0
     for key, value in state.items():
         if value.dim() == 0 or key.startswith("fixed_") or noise_only(key, state, shift_invariant):
             continue
-        torch.testing.assert_close(pop["state_dict"][key][k], value, rtol=rtol, atol=atol,
+        torch.testing.assert_close(mine[key], value, rtol=rtol, atol=atol,
                                    msg=lambda m, key=key: f"{key}: {m}")
         compared += 1
     assert compared >= 8

@@ -185,6 +185,10 @@ class GANDataModule(L.LightningDataModule):
         lsun_classes: LSUN databases to use, e.g. ``["bedroom_train"]`` (the default).
         download: fetch a missing data set into ``~/.cache/ganbench`` where torchvision can.
         seed: seed of the shuffling and of the toy samples.
+        train_samples: train on a fixed subset of this many training images (the limited-data regime
+            of Karras et al. 2020 and Zhao et al. 2020): the first ``train_samples`` of a permutation
+            seeded with 0, the same for every run and seed, so runs compare on the same images.
+            Metrics still compare against the whole training split; ``None``: every training image.
     """
 
     def __init__(
@@ -199,6 +203,7 @@ class GANDataModule(L.LightningDataModule):
         lsun_classes: list[str] | None = None,
         download: bool = True,
         seed: int = 0,
+        train_samples: int | None = None,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -214,6 +219,13 @@ class GANDataModule(L.LightningDataModule):
             raise GanbenchError(f"data.num_workers={num_workers!r} is invalid; it must be >= 0")
         if info.kind == "toy" and n_toy_samples < 1:
             raise GanbenchError(f"data.n_toy_samples={n_toy_samples!r} is invalid; it must be >= 1")
+        if train_samples is not None and (isinstance(train_samples, bool) or not isinstance(train_samples, int)
+                                          or train_samples < 1):
+            raise GanbenchError(f"data.train_samples={train_samples!r} is invalid; it must be an integer >= 1 "
+                                "(or null: every training image)")
+        if train_samples is not None and info.kind == "toy":
+            raise GanbenchError(f"data.train_samples={train_samples} limits image data sets; a toy's training set "
+                                "size is data.n_toy_samples")
         if toy_std is not None and toy_std < 0:
             raise GanbenchError(f"data.toy_std={toy_std!r} is invalid; it must be >= 0")
         self.save_hyperparameters()
@@ -227,6 +239,7 @@ class GANDataModule(L.LightningDataModule):
         self.lsun_classes = list(lsun_classes) if lsun_classes else ["bedroom_train"]
         self.download = download
         self.seed = seed
+        self.train_samples = train_samples
         #: set by the model/CLI before setup: a training batch holds batch_size * batches_per_step samples.
         self.batches_per_step = 1
 
@@ -471,7 +484,7 @@ class GANDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> TensorLoader | DataLoader:
         """Shuffled batches of ``batch_size * batches_per_step`` training samples; drops the last one."""
-        data = self._split("train")
+        data = self.training_data()
         n = len(data[0]) if isinstance(data, tuple) else len(data)  # type: ignore[arg-type]
         bs = self.train_batch_size
         if n < bs:
@@ -486,6 +499,42 @@ class GANDataModule(L.LightningDataModule):
                 loader.to(device)  # small data sets live on the GPU: a batch is one gather, no host copy
             return loader
         return self._folder_loader(data, bs, shuffle=True)
+
+    def training_subset(self) -> torch.Tensor | None:
+        """Indices of the training images a fit trains on (``train_samples``), None for all of them."""
+        if self.train_samples is None:
+            return None
+        total = self.split_size("train")
+        if self.train_samples > total:
+            raise GanbenchError(f"data.train_samples={self.train_samples} exceeds the {total} training images of "
+                                f"data.dataset={self.dataset}")
+        return torch.randperm(total, generator=torch.Generator().manual_seed(0))[: self.train_samples]
+
+    def training_data(self) -> tuple[torch.Tensor, torch.Tensor] | Dataset:
+        """What the training loader serves: the training split, or its ``train_samples`` subset."""
+        data = self._split("train")
+        idx = self.training_subset()
+        if idx is None:
+            return data
+        if isinstance(data, tuple):
+            return data[0][idx].contiguous(), data[1][idx]
+        return Subset(data, idx.tolist())
+
+    def training_samples(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` of the samples the fit trains on (a seeded subset of :meth:`training_data`; for a toy,
+        of its fixed training set): what a discriminator may have memorized, for comparing its
+        outputs with held-out samples."""
+        data = self.training_data()
+        total = len(data[0]) if isinstance(data, tuple) else len(data)  # type: ignore[arg-type]
+        if n > total:
+            raise GanbenchError(f"{n} training samples requested but the fit trains on {total} "
+                                f"(data.dataset={self.dataset}"
+                                + (f", data.train_samples={self.train_samples})" if self.train_samples else ")"))
+        pick = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
+        if isinstance(data, tuple):
+            return data[0][pick]
+        loader = DataLoader(Subset(data, pick.tolist()), batch_size=256, num_workers=self.num_workers)
+        return torch.cat([x for x, _ in loader])
 
     def val_dataloader(self) -> TensorLoader | DataLoader:
         """The held-out split (a second sample for toys) in batches of ``batch_size``, in a fixed order."""

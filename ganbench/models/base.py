@@ -56,6 +56,7 @@ from ganbench.nn.population import ReplicaRNG
 from ganbench.regularizers import PENALTIES, PenaltyName
 from ganbench.tricks import pack, packed_shape
 
+AugmentName = Literal["none", "diffaugment", "ada"]
 DArch = Literal["same", "cnn", "resnet", "dcgan", "mlp", "maxout", "patch"]
 
 
@@ -79,6 +80,26 @@ class GANModule(L.LightningModule):
         pack: PacGAN packing (Lin et al. 2018): D scores packs of ``pack`` samples concatenated along
             the feature (vectors) or channel (images) axis; a D step then reads ``pack × batch_size``
             real samples and makes as many fakes, and penalties see packed inputs. 1 = no packing.
+        augment: augmentation of every image D sees, real and fake, in D's and G's steps and in the
+            penalties (see :mod:`ganbench.augment`): ``diffaugment`` (Zhao et al. 2020: the
+            ``augment_policy`` ops, always applied, differentiable) or ``ada`` (Karras et al. 2020:
+            each op applied with a probability ``p`` that rises while ``r_t = E[sign(D(x_real))]`` is
+            above ``ada_target``, adjusted every ``ada_interval`` G iterations by
+            images/(``ada_kimg``·1000)); ``none`` by default. Images only.
+        augment_policy: DiffAugment's ops, comma-separated: ``color``, ``translation``, ``cutout``.
+        ada_target, ada_kimg, ada_interval: ADA's target ``r_t``, speed and adjustment interval.
+        cr_real, cr_fake: weights of consistency regularization on reals (CR, Zhang et al. 2020) and
+            on fakes (balanced CR, bCR, Zhao et al. 2021): ``λ·E‖D(x) − D(T(x))‖²`` with ``T`` a
+            random horizontal flip and a translation of up to 1/8 of the side (the papers' image
+            transform). 0 disables; images only.
+        zcr_dis, zcr_gen, zcr_sigma: latent consistency regularization (zCR, Zhao et al. 2021): D's
+            loss gains ``λ_dis·E‖D(G(z)) − D(G(z+Δz))‖²`` and G's loses ``λ_gen·E‖G(z) − G(z+Δz)‖²``,
+            ``Δz ~ N(0, σ²I)``. Both together with ``cr_real``/``cr_fake`` are the paper's ICR.
+        lecam_weight, lecam_decay: LeCam regularization (Tseng et al. 2021) of D's outputs towards
+            moving-average anchors (decay ``lecam_decay``) of its outputs on the other set; 0 disables.
+        top_k, top_k_gamma, top_k_min: top-k training of G (Sinha et al. 2020): only the k fakes D
+            scores highest update G; ``k`` = the batch × ``top_k_gamma``^epoch, down to
+            ``top_k_min`` × the batch.
         g_norm, d_norm: normalization of G and D (see :mod:`ganbench.nn.norms`).
         conditional: class-conditional G (conditional norm) and D (projection).
         loss: adversarial objective, a key of :data:`ganbench.losses.LOSSES`.
@@ -165,6 +186,21 @@ class GANModule(L.LightningModule):
         maxout_pieces: int = 5,
         init_std: float = 0.0,
         pack: int = 1,
+        augment: AugmentName = "none",
+        augment_policy: str = "color,translation,cutout",
+        ada_target: float = 0.6,
+        ada_kimg: float = 500.0,
+        ada_interval: int = 4,
+        cr_real: float = 0.0,
+        cr_fake: float = 0.0,
+        zcr_dis: float = 0.0,
+        zcr_gen: float = 0.0,
+        zcr_sigma: float = 0.03,
+        lecam_weight: float = 0.0,
+        lecam_decay: float = 0.99,
+        top_k: bool = False,
+        top_k_gamma: float = 0.99,
+        top_k_min: float = 0.5,
         n_samples: int = 64,
         divergence_threshold: float = 1e6,
         check_every: int = 50,
@@ -218,6 +254,20 @@ class GANModule(L.LightningModule):
                 raise GanbenchError(f"model.{key}={args[key]} is not used by the {self.family} family's own "
                                     f"{'generator' if key[0] == 'g' else 'discriminator'}; leave it unset")
         self.replica_values = self.check_population(population_overrides)
+        self.check_levers()
+        self.ada: nn.Module | None = None
+        if augment == "ada":
+            from ganbench.augment import AdaptiveAugment
+
+            self.ada = AdaptiveAugment(replicas=population, target=ada_target, kimg=ada_kimg,
+                                       interval=ada_interval)
+        self.augment_ops = [op.strip() for op in augment_policy.split(",") if op.strip()]
+        self.lecam: nn.Module | None = None
+        if lecam_weight > 0:
+            from ganbench.regularizers import LeCamAnchors
+
+            self.lecam = LeCamAnchors(population, lecam_decay)
+        self._lever_values: dict[str, torch.Tensor] = {}
         self.ema_generator = (
             AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
             if ema_decay > 0 else None)
@@ -341,6 +391,34 @@ class GANModule(L.LightningModule):
                 raise GanbenchError(f"model.population={self.population}: the {self.family} family overrides "
                                     f"{name}(), which cannot be batched; use population 1")
         return stack_modules([g for g, _ in nets]), stack_modules([d for _, d in nets])
+
+    #: why this family's D inputs cannot be augmented (None: they can; see ``augment``)
+    augment_unsupported: ClassVar[str | None] = None
+
+    def check_levers(self) -> None:
+        """Reject a stability lever this family or this data cannot use, naming the key."""
+        h = self.cfg
+        image = len(self.data_shape) == 3
+        if h.augment != "none" or h.cr_real or h.cr_fake:
+            key = f"model.augment={h.augment}" if h.augment != "none" else (
+                f"model.cr_real={h.cr_real}" if h.cr_real else f"model.cr_fake={h.cr_fake}")
+            if not image:
+                raise GanbenchError(f"{key} transforms images, but the data are {len(self.data_shape)}-D vectors "
+                                    f"{tuple(self.data_shape)}; use it with an image data set")
+            if self.augment_unsupported is not None:
+                raise GanbenchError(f"{key} is not supported by {self.family}: {self.augment_unsupported}")
+        if h.augment == "diffaugment":
+            from ganbench.augment import check_policy
+
+            check_policy([op.strip() for op in h.augment_policy.split(",") if op.strip()], "model.augment_policy")
+        own_d = type(self).d_loss is not GANModule.d_loss
+        own_g = type(self).g_loss is not GANModule.g_loss
+        for key, on, own, player in (("cr_real", h.cr_real, own_d, "D"), ("cr_fake", h.cr_fake, own_d, "D"),
+                                     ("zcr_dis", h.zcr_dis, own_d, "D"), ("lecam_weight", h.lecam_weight, own_d, "D"),
+                                     ("zcr_gen", h.zcr_gen, own_g, "G"), ("top_k", h.top_k, own_g, "G")):
+            if on and own:
+                raise GanbenchError(f"model.{key}={on} regularizes D's scores in the base {player} loss, which the "
+                                    f"{self.family} family replaces with its own; leave it unset for {self.family}")
 
     def check_population(self, overrides: list[dict[str, float]] | None) -> dict[str, torch.Tensor]:
         """Validate ``population`` and ``population_overrides``; the per-replica values as tensors."""
@@ -497,9 +575,20 @@ class GANModule(L.LightningModule):
         # the schedule is linear in σ0: the annealed σ of every replica is its σ0 times that of 1
         return sigma0 * instance_noise_sigma(self.global_step, 1.0, h.instance_noise_steps)
 
+    def augmented(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` under the ``augment`` pipeline (a fresh draw per call, from the replicas' streams)."""
+        if self.cfg.augment == "diffaugment":
+            from ganbench.augment import diff_augment
+
+            return diff_augment(x, self.augment_ops, self.rng)
+        if self.ada is not None:
+            return self.ada(x, self.rng)
+        return x
+
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What D sees: the samples plus annealed instance noise when enabled (σ per replica when a
-        population overrides it), in packs of ``pack``."""
+        """What D sees: the samples, augmented when ``augment`` is set, plus annealed instance noise
+        when enabled (σ per replica when a population overrides it), in packs of ``pack``."""
+        x = self.augmented(x)
         sigma = self.noise_sigma()
         if torch.is_tensor(sigma):
             x = x + self.replica_rows_of(sigma, x) * self.rng.randn_like(x)
@@ -522,7 +611,8 @@ class GANModule(L.LightningModule):
         if h.penalty == "none" or self._d_steps % h.penalty_every:
             return real.new_zeros(())
         weight = self.replica_value("penalty_weight", h.penalty_weight)
-        real, fake = self.packed(real), self.packed(fake)
+        # D never sees an image without the augmentation (as ADA's R1 on augmented reals)
+        real, fake = self.packed(self.augmented(real)), self.packed(self.augmented(fake))
         if self.population == 1 and not torch.is_tensor(weight):
             value = self.penalty_fn(lambda x: self.discriminator(x, labels), real, fake, generator=self.rng)
             self._penalty_value = value.detach()
@@ -538,13 +628,52 @@ class GANModule(L.LightningModule):
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """D's loss on one real batch; returns (loss, values to log)."""
         with torch.no_grad():
-            fake = self.generate(len(real), labels)
+            z = self.sample_latent(len(real))
+            fake = self.generator(z, labels)
         d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
         smoothing = self.replica_value("label_smoothing", self.cfg.label_smoothing)
         kw = {"real_target": 1.0 - smoothing} if torch.is_tensor(smoothing) or smoothing else {}
         losses = self.per_replica(self.objective.d, d_real, d_fake, **kw) + self.penalty(real, fake, labels)
+        losses = losses + self.score_regularizers(real, fake, z, d_real, d_fake, labels)
         # per-sample scores: training_step reduces logged values only on the steps that log
-        return losses.sum(), {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_losses": losses.detach()}
+        return losses.sum(), {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_losses": losses.detach(),
+                              **self._lever_values}
+
+    def cr_transform(self, x: torch.Tensor) -> torch.Tensor:
+        """CR's ``T``: a random horizontal flip and a translation of up to 1/8 of the side with zero
+        fill, per sample (the image transform of Zhang et al. 2020 §3 and Zhao et al. 2021)."""
+        from ganbench.augment import cr_transform
+
+        return cr_transform(x, self.rng)
+
+    def score_regularizers(self, real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor, d_real: torch.Tensor,
+                           d_fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | float:
+        """The weighted regularizers of D's scores, per replica: CR/bCR, zCR's D term and LeCam (each 0
+        when its weight is); also feeds ADA's ``r_t`` with the real scores."""
+        from ganbench.regularizers import consistency_penalty, lecam_penalty
+
+        h, n = self.cfg, self.population
+        if self.ada is not None:
+            self.ada.accumulate(d_real.detach())
+        total: torch.Tensor | float = 0.0
+        values: dict[str, torch.Tensor] = {}
+        if h.cr_real:
+            values["cr_real"] = consistency_penalty(d_real, self.discriminate(self.cr_transform(real), labels), n)
+            total = total + h.cr_real * values["cr_real"]
+        if h.cr_fake:
+            values["cr_fake"] = consistency_penalty(d_fake, self.discriminate(self.cr_transform(fake), labels), n)
+            total = total + h.cr_fake * values["cr_fake"]
+        if h.zcr_dis:
+            with torch.no_grad():
+                fake_near = self.generator(z + h.zcr_sigma * self.rng.randn_like(z), labels)
+            values["zcr_dis"] = consistency_penalty(d_fake, self.discriminate(fake_near, labels), n)
+            total = total + h.zcr_dis * values["zcr_dis"]
+        if self.lecam is not None:
+            anchor_real, anchor_fake = self.lecam.update(d_real, d_fake)
+            values["lecam"] = lecam_penalty(d_real, d_fake, anchor_real, anchor_fake, n)
+            total = total + h.lecam_weight * values["lecam"]
+        self._lever_values = {k: v.detach() for k, v in values.items()}
+        return total
 
     # ---------------------------------------------------------------------------------- generator
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -552,7 +681,8 @@ class GANModule(L.LightningModule):
         h = self.cfg
         n = self.rows(h.g_batch_size) if h.g_batch_size else len(real)
         labels = self.sample_labels(n) if labels is not None else None
-        fake = self.generate(n, labels)
+        z = self.sample_latent(n)
+        fake = self.generator(z, labels)
         need_real = getattr(self.objective, "g_needs_real", False) or h.feature_matching > 0
         if h.feature_matching > 0:
             from ganbench.tricks import feature_matching_loss
@@ -562,13 +692,43 @@ class GANModule(L.LightningModule):
             real_labels = labels[: len(real)] if labels is not None else None
             f_real = self.discriminator.features(self.d_input(real), real_labels)
             d_real = self.discriminator.head(f_real, real_labels)
-            losses = (self.per_replica(self.objective.g, d_fake, d_real)
+            losses = (self.per_replica(self.objective.g, self.top_k(d_fake), d_real)
                       + h.feature_matching * self.per_replica(feature_matching_loss, f_real, f_fake))
         else:
             d_fake = self.discriminate(fake, labels)
             d_real = self.discriminate(real, labels[: len(real)] if labels is not None else None) if need_real else None
-            losses = self.per_replica(self.objective.g, d_fake, d_real)
-        return losses.sum(), {"g_losses": losses.detach()}
+            losses = self.per_replica(self.objective.g, self.top_k(d_fake), d_real)
+        logs: dict[str, torch.Tensor] = {}
+        if h.zcr_gen:
+            from ganbench.regularizers import latent_sensitivity
+
+            fake_near = self.generator(z + h.zcr_sigma * self.rng.randn_like(z), labels)
+            logs["zcr_gen"] = latent_sensitivity(fake, fake_near, self.population)
+            losses = losses - h.zcr_gen * logs["zcr_gen"]
+        return losses.sum(), {"g_losses": losses.detach(), **{k: v.detach() for k, v in logs.items()}}
+
+    def epochs_done(self) -> int:
+        """Whole passes over the training set before this G iteration, from the G-iteration count and
+        the batches per epoch (exact on resume, wherever the checkpoint fell within an epoch)."""
+        if self._trainer is None:
+            return 0
+        per_epoch = self.trainer.num_training_batches
+        if not per_epoch or not math.isfinite(per_epoch):
+            return self.current_epoch
+        return self.global_step // int(per_epoch)
+
+    def top_k(self, d_fake: torch.Tensor) -> torch.Tensor:
+        """D's scores of the fakes that update G: all of them, or with ``top_k`` the k highest of each
+        replica (Sinha et al. 2020), k annealed per epoch (:func:`ganbench.tricks.top_k_count`)."""
+        h = self.cfg
+        if not h.top_k:
+            return d_fake
+        from ganbench.tricks import top_k_count, top_k_rows
+
+        batch = d_fake.shape[0] // self.population
+        epoch = self.epochs_done()
+        k = top_k_count(batch, epoch, h.top_k_gamma, h.top_k_min)
+        return d_fake[top_k_rows(d_fake, k, self.population)]
 
     # ------------------------------------------------------------------------------ optimization
     def _make_optimizer(self, factory: OptimizerCallable | None, params, key: str) -> torch.optim.Optimizer:
@@ -745,6 +905,8 @@ class GANModule(L.LightningModule):
         self._watch(d_losses, g_losses)
         if not self.logging_step():
             return
+        if self.ada is not None:
+            d_logs.update(ada_p=self.ada.p, ada_rt=self.ada.rt)
         if self.population > 1:
             self.log_replicas({"d_loss": d_losses, "g_loss": g_losses, **d_logs, **g_logs})
             return
@@ -795,6 +957,19 @@ class GANModule(L.LightningModule):
             self.ema_generator.update_parameters(self.generator)
         for scheduler in getattr(self, "_schedulers", []):
             scheduler.step()
+        if self.ada is not None and self.global_step % self.cfg.ada_interval == 0:
+            self.adjust_ada()
+
+    def adjust_ada(self) -> None:
+        """ADA's update of ``p`` from the real images D saw since the last one (summed over
+        data-parallel ranks, as the reference sums its statistics over GPUs)."""
+        ada = self.ada
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            for buf in ada.accumulators():
+                buf.copy_(self.trainer.strategy.reduce(buf.clone(), reduce_op="sum"))
+        batch = self.trainer.datamodule.batch_size if self._trainer is not None else None
+        ada.adjust(int(batch or 1) * self.n_critic * world)
 
     # ------------------------------------------------------------------------- divergence watch
     def _accumulate_divergence(self, *losses: torch.Tensor) -> None:
@@ -938,7 +1113,8 @@ class GANModule(L.LightningModule):
                 return f"the {self.family} family overrides {hook}()"
         checks = {"penalty": h.penalty != "none", "historical_averaging": h.historical_averaging > 0,
                   "instance_noise": h.instance_noise > 0, "virtual_batch norm": self.uses_vbn,
-                  "grad_clip": h.grad_clip > 0, "schedulers": any(self.scheduler_factories)}
+                  "grad_clip": h.grad_clip > 0, "schedulers": any(self.scheduler_factories),
+                  "top_k": h.top_k}
         for name, bad in checks.items():
             if bad:
                 return f"{name} changes from step to step on the host"
@@ -1095,6 +1271,18 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "maxout_pieces": (lambda v: v >= 1, ">= 1"),
     "init_std": (lambda v: 0 <= v < math.inf, "finite and >= 0 (0: PyTorch's default initialization)"),
     "pack": (lambda v: v >= 1, ">= 1 (1: no packing)"),
+    "ada_target": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "ada_kimg": (lambda v: 0 < v < math.inf, "finite and > 0"),
+    "ada_interval": (lambda v: v >= 1, ">= 1"),
+    "cr_real": (lambda v: 0 <= v < math.inf, "finite and >= 0 (0: off)"),
+    "cr_fake": (lambda v: 0 <= v < math.inf, "finite and >= 0 (0: off)"),
+    "zcr_dis": (lambda v: 0 <= v < math.inf, "finite and >= 0 (0: off)"),
+    "zcr_gen": (lambda v: 0 <= v < math.inf, "finite and >= 0 (0: off)"),
+    "zcr_sigma": (lambda v: 0 < v < math.inf, "finite and > 0"),
+    "lecam_weight": (lambda v: 0 <= v < math.inf, "finite and >= 0 (0: off)"),
+    "lecam_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "top_k_gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "top_k_min": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "divergence_threshold": (lambda v: v > 0, "> 0 (inf: only NaN/inf stop a run)"),
     "check_every": (lambda v: v >= 1, ">= 1"),
     "population": (lambda v: v >= 1, ">= 1 (1: one ordinary fit)"),

@@ -267,8 +267,22 @@ def stack_modules(mods: Sequence[nn.Module]) -> nn.Module:
 STACKED = ("generator.", "discriminator.", "ema_generator.")
 
 
+#: state of per-replica vectors ``(N,)`` (LeCam's anchors, ADA's probability): one entry per replica,
+#: a ``(1,)`` vector in an ordinary fit
+PER_REPLICA: tuple[str, ...] = ("lecam.", "ada.")
+
+
 def unstack_state(state: dict[str, torch.Tensor], replica: int,
                   stacked: tuple[str, ...] = STACKED) -> dict[str, torch.Tensor]:
     """Replica ``replica``'s slice of a population's state dict: the tensors of the stacked networks
-    (keys under ``stacked``) lose their replica axis; everything else (fixed latents, counters) stays."""
-    return {k: (v[replica] if k.startswith(stacked) and v.dim() > 0 else v) for k, v in state.items()}
+    (keys under ``stacked``) lose their replica axis, per-replica vectors (:data:`PER_REPLICA`) keep
+    their entry as a ``(1,)`` vector; everything else (fixed latents, counters) stays."""
+    def one(k: str, v: torch.Tensor) -> torch.Tensor:
+        if v.dim() == 0:
+            return v
+        if k.startswith(stacked):
+            return v[replica]
+        if k.startswith(PER_REPLICA):
+            return v[replica:replica + 1]
+        return v
+    return {k: one(k, v) for k, v in state.items()}
