@@ -148,6 +148,15 @@ def diff_augment(x: Tensor, policy: str | Sequence[str], rng: ReplicaRNG) -> Ten
     return x
 
 
+def cr_transform(x: Tensor, rng: ReplicaRNG, ratio: float = 0.125) -> Tensor:
+    """The transform ``T`` of consistency regularization: a horizontal flip with probability ½, then
+    :func:`rand_translation` by up to ``ratio`` of the side with zeros shifted in — "flipping the
+    image horizontally and shifting it by a few pixels" (Zhang et al. 2020, §3; the same ``T`` in
+    Zhao et al. 2021 §3). Per sample, drawn from ``rng`` (flip draws first)."""
+    flip = (rng.rand(x.shape[0], like=x) < 0.5).reshape(-1, 1, 1, 1)
+    return rand_translation(torch.where(flip, x.flip(3), x), rng, ratio)
+
+
 # --------------------------------------------------------------------------------------------- ADA
 #: ADA's operations this module implements, in the order they are applied (AP:196-218, AP:311-350,
 #: AP:414-427). The reference's default pipeline "bgc" also has arbitrary rotation, scaling,

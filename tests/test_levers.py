@@ -165,7 +165,7 @@ def test_overfit_signal_is_the_ratio_of_mean_scores():
     model = SimpleNamespace(discriminator=_MeanD(), device=torch.device("cpu"), population=1, latent_dim=3,
                             cfg=SimpleNamespace(pack=1), packed=lambda x: x,
                             sample=lambda n, z, ema: torch.zeros(n, 1, 4, 4))
-    dm = SimpleNamespace(train_samples=None, training_samples=lambda n, seed: torch.ones(n, 1, 4, 4),
+    dm = SimpleNamespace(train_samples=None, split_size=lambda split: 10_000, training_samples=lambda n, seed: torch.ones(n, 1, 4, 4),
                          real_samples=lambda n, split, seed: torch.full((n, 1, 4, 4), 0.5))
     cb = DiscriminatorOverfit(n=100)
     values = cb.measure(SimpleNamespace(datamodule=dm), model)

@@ -52,7 +52,7 @@ class DiscriminatorOverfit(L.Callback):
     def samples(self, trainer: L.Trainer, pl_module: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self._samples is None:
             dm = _datamodule(trainer)
-            n = min(self.n, dm.train_samples or self.n)
+            n = min(self.n, dm.train_samples or self.n, dm.split_size("test"))  # digits hold out 180
             n = pl_module.cfg.pack * max(1, n // pl_module.cfg.pack)  # whole packs
             z = torch.randn(n, pl_module.latent_dim, generator=torch.Generator().manual_seed(7))
             self._samples = (dm.training_samples(n, seed=7), dm.real_samples(n, "test", seed=7), z)

@@ -906,7 +906,9 @@ class GANModule(L.LightningModule):
         if not self.logging_step():
             return
         if self.ada is not None:
-            d_logs.update(ada_p=self.ada.p, ada_rt=self.ada.rt)
+            d_logs["ada_p"] = self.ada.p
+            if self.global_step >= self.cfg.ada_interval:  # r_t is measured from the first adjustment on
+                d_logs["ada_rt"] = self.ada.rt
         if self.population > 1:
             self.log_replicas({"d_loss": d_losses, "g_loss": g_losses, **d_logs, **g_logs})
             return
@@ -966,7 +968,7 @@ class GANModule(L.LightningModule):
         ada = self.ada
         world = self.trainer.world_size if self._trainer is not None else 1
         if world > 1:
-            for buf in ada.accumulators():
+            for buf in (ada.signs, ada.count):
                 buf.copy_(self.trainer.strategy.reduce(buf.clone(), reduce_op="sum"))
         batch = self.trainer.datamodule.batch_size if self._trainer is not None else None
         ada.adjust(int(batch or 1) * self.n_critic * world)
