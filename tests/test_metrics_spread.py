@@ -1,0 +1,58 @@
+"""Sampling error of FD, KID and IS: the spread over subsets, checked against computations by hand
+on the same features."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from ganbench.metrics.frechet import FD_SUBSETS, SubsetMoments, mean_and_covariance, spread, subset_fds
+
+
+def scipy_fd(a: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
+    """Heusel et al. 2017 eq. 6 with scipy's matrix square root, for the rows of ``a``."""
+    m, s = a.mean(0), np.cov(a, rowvar=False)
+    return float(((m - mu) ** 2).sum() + np.trace(s + sigma - 2 * scipy.linalg.sqrtm(s @ sigma).real))
+
+
+def features(n: int, d: int, seed: int, shift: float = 0.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
+    return torch.randn(n, d, generator=g, dtype=torch.float64) @ a + shift
+
+
+def test_subset_fds_are_the_fds_of_every_fifth_sample_and_their_spread_is_numpys_std():
+    real, fake = features(400, 6, 0), features(103, 6, 1, shift=0.3)  # 103: subsets of 21 and 20
+    mu, sigma = (t.numpy() for t in mean_and_covariance(real))
+    by_hand = [scipy_fd(np.stack([fake[g].numpy() for g in range(103) if g % 5 == j]), mu, sigma) for j in range(5)]
+    fds = subset_fds(fake, mu, sigma)
+    assert FD_SUBSETS == 5 and fds == pytest.approx(by_hand, rel=1e-9)
+    mean = sum(by_hand) / 5
+    assert spread(fds) == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in by_hand) / 5), rel=1e-9)
+    assert len(set(fds)) == 5  # the subsets differ, so the spread is a real one
+    assert spread(fds) > 0
+
+
+def test_identical_subsets_have_no_spread():
+    real, base = features(300, 4, 2), features(40, 4, 3, shift=0.5)
+    mu, sigma = mean_and_covariance(real)
+    tiled = base.repeat_interleave(FD_SUBSETS, dim=0)  # samples 5i .. 5i+4 are all base[i]: every subset is base
+    fds = subset_fds(tiled, mu, sigma)
+    assert fds[0] > 0.1 and fds == [fds[0]] * 5
+    assert spread(fds) == 0.0
+
+
+def test_streamed_subset_moments_match_the_subsets_whatever_the_batches():
+    fake = features(103, 5, 4)
+    m = SubsetMoments(5)
+    # batches of uneven sizes, out of order, each numbered by its first global sample
+    for start, stop in ((60, 103), (0, 17), (17, 60)):
+        m.update(fake[start:stop].float(), torch.arange(start, stop))
+    mus, sigmas = m.compute()
+    assert m.counts.tolist() == [21, 21, 21, 20, 20]
+    for j in range(5):
+        mu, sigma = mean_and_covariance(fake.float()[j::5])
+        torch.testing.assert_close(mus[j], mu, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(sigmas[j], sigma, rtol=1e-9, atol=1e-10)
