@@ -9,6 +9,8 @@ import scipy.linalg
 import torch
 
 from ganbench.metrics.frechet import FD_SUBSETS, SubsetMoments, mean_and_covariance, spread, subset_fds
+from ganbench.metrics.image import StreamingImageMetrics, fidelity_metrics
+from ganbench.metrics.reference import ReferenceStats
 
 
 def scipy_fd(a: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
@@ -56,3 +58,37 @@ def test_streamed_subset_moments_match_the_subsets_whatever_the_batches():
         mu, sigma = mean_and_covariance(fake.float()[j::5])
         torch.testing.assert_close(mus[j], mu, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(sigmas[j], sigma, rtol=1e-9, atol=1e-10)
+
+
+def test_tiled_samples_have_no_fd_spread_in_either_suite():
+    real, base = features(300, 4, 5).float(), features(40, 4, 6, shift=0.5).float()
+    mu, sigma = mean_and_covariance(real)
+    ref = ReferenceStats(mu, sigma, real, {})
+    tiled = base.repeat_interleave(FD_SUBSETS, dim=0)
+    full = fidelity_metrics(tiled, torch.zeros(200, 2), ref, ["fd"])
+    assert full["fd"] > 0.1 and full["fd_std"] == 0.0
+    suite = StreamingImageMetrics(4, 2, n_fake=200, n_real=300, metrics=["fd"])
+    suite.set_reference(ref)
+    for chunk in tiled.split(64):  # batches that cut across the tiles: the sums differ only in their order
+        suite.update(chunk, torch.zeros(len(chunk), 2))
+    streamed = suite.compute()
+    assert streamed["fd"] == pytest.approx(full["fd"], rel=1e-6)
+    assert streamed["fd_std"] <= 1e-9 * streamed["fd"]
+
+
+def test_streamed_is_spread_is_numpys_std_over_torchmetrics_splits():
+    logits = 3 * torch.randn(25, 6, generator=torch.Generator().manual_seed(7))
+    suite = StreamingImageMetrics(3, 6, n_fake=25, n_real=25, metrics=["is"])
+    suite.update(torch.zeros(25, 3), logits)
+    torch.manual_seed(11)
+    out = suite.compute()
+    torch.manual_seed(11)  # torchmetrics shuffles with the global generator, then cuts torch.chunk(10) pieces:
+    shuffled = logits[torch.randperm(25)]  # ceil(25 / 10) = 3 samples each, so eight of 3 and one of 1
+    scores = []
+    for part in shuffled.double().split(3):
+        logp = part.log_softmax(dim=1)
+        scores.append(math.exp((logp.exp() * (logp - logp.exp().mean(0).log())).sum(1).mean()))
+    assert len(scores) == 9
+    assert out["is"] == pytest.approx(np.mean(scores), rel=1e-5)
+    assert out["is_std"] == pytest.approx(np.std(scores), rel=1e-5)  # divisor 9, as torch-fidelity's
+    assert np.std(scores, ddof=1) / np.std(scores) > 1.05  # torch's own default would have been told apart
