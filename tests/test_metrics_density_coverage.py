@@ -83,3 +83,18 @@ def test_density_and_coverage_agree_with_the_loop_reference(monkeypatch, k):
 def test_too_few_real_samples_for_k():
     with pytest.raises(ValueError, match="k = 5 needs at least 6 points, got 5"):
         density_coverage(torch.randn(5, 2), torch.randn(3, 2))
+
+
+def test_samples_of_the_real_distribution_have_the_expected_density_and_coverage():
+    """For X and Y from one continuous distribution the other samples, ordered by distance to X_i, are
+    real or generated in a uniformly random order, so E[density] = 1 and E[coverage] = 1 - C(N-1, k) /
+    C(N-1+M, k). A radius off by one neighbour would give E[density] = (k -/+ 1) / k."""
+    g = torch.Generator().manual_seed(3)
+    n, k, repeats = 200, 5, 100
+    runs = torch.tensor([density_coverage(torch.randn(n, 8, generator=g, dtype=torch.float64),
+                                          torch.randn(n, 8, generator=g, dtype=torch.float64), k)
+                         for _ in range(repeats)])
+    mean, se = runs.mean(0), runs.std(0) / math.sqrt(repeats)
+    expected = torch.tensor([1.0, 1 - math.comb(n - 1, k) / math.comb(2 * n - 1, k)])
+    assert se[0] < 0.01 and se[1] < 0.002
+    assert torch.all((mean - expected).abs() < 4 * se), (mean, se, expected)
