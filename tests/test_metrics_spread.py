@@ -8,7 +8,15 @@ import pytest
 import scipy.linalg
 import torch
 
-from ganbench.metrics.frechet import FD_SUBSETS, SubsetMoments, mean_and_covariance, spread, subset_fds
+from ganbench.metrics.frechet import (
+    FD_SUBSETS,
+    FrechetToReference,
+    SubsetMoments,
+    frechet_distance,
+    mean_and_covariance,
+    spread,
+    subset_fds,
+)
 from ganbench.metrics.image import StreamingImageMetrics, fidelity_metrics
 from ganbench.metrics.reference import ReferenceStats
 
@@ -27,8 +35,9 @@ def features(n: int, d: int, seed: int, shift: float = 0.0) -> torch.Tensor:
 
 def test_subset_fds_are_the_fds_of_every_fifth_sample_and_their_spread_is_numpys_std():
     real, fake = features(400, 6, 0), features(103, 6, 1, shift=0.3)  # 103: subsets of 21 and 20
-    mu, sigma = (t.numpy() for t in mean_and_covariance(real))
-    by_hand = [scipy_fd(np.stack([fake[g].numpy() for g in range(103) if g % 5 == j]), mu, sigma) for j in range(5)]
+    mu, sigma = mean_and_covariance(real)
+    by_hand = [scipy_fd(np.stack([fake[g].numpy() for g in range(103) if g % 5 == j]), mu.numpy(), sigma.numpy())
+               for j in range(5)]
     fds = subset_fds(fake, mu, sigma)
     assert FD_SUBSETS == 5 and fds == pytest.approx(by_hand, rel=1e-9)
     mean = sum(by_hand) / 5
@@ -92,3 +101,16 @@ def test_streamed_is_spread_is_numpys_std_over_torchmetrics_splits():
     assert out["is"] == pytest.approx(np.mean(scores), rel=1e-5)
     assert out["is_std"] == pytest.approx(np.std(scores), rel=1e-5)  # divisor 9, as torch-fidelity's
     assert np.std(scores, ddof=1) / np.std(scores) > 1.05  # torch's own default would have been told apart
+
+
+def test_frechet_to_reference_equals_the_general_formula():
+    real, fake = features(500, 16, 8), features(120, 16, 9, shift=0.2)
+    mu_r, sigma_r = mean_and_covariance(real)
+    mu_f, sigma_f = mean_and_covariance(fake)
+    to_ref = FrechetToReference(mu_r, sigma_r)
+    assert to_ref(mu_f, sigma_f) == pytest.approx(frechet_distance(mu_f, sigma_f, mu_r, sigma_r), rel=1e-10)
+    assert to_ref(mu_r, sigma_r) == pytest.approx(0.0, abs=1e-9)
+    # a rank-deficient reference (fewer samples than dimensions), as with Inception's 2048-d features
+    mu_s, sigma_s = mean_and_covariance(real[:10])
+    assert FrechetToReference(mu_s, sigma_s)(mu_f, sigma_f) == pytest.approx(
+        scipy_fd(fake.numpy(), mu_s.numpy(), sigma_s.numpy()), rel=1e-6)

@@ -15,6 +15,7 @@ from ganbench.metrics.features import (
 from ganbench.metrics.frechet import (
     FD_SUBSETS,
     FeaturePassthrough,
+    FrechetToReference,
     SubsetMoments,
     frechet_distance,
     mean_and_covariance,
@@ -46,6 +47,7 @@ __all__ = [
     "FeatureNet",
     "FeaturePassthrough",
     "FeatureSets",
+    "FrechetToReference",
     "PrecisionRecall",
     "ReferenceStats",
     "StreamingImageMetrics",

@@ -64,10 +64,35 @@ def mean_and_covariance(features: Tensor) -> tuple[Tensor, Tensor]:
     return mu, centred.T @ centred / (f.shape[0] - 1)
 
 
-def subset_fds(features: Tensor, mu: ArrayLike, sigma: ArrayLike, subsets: int = FD_SUBSETS) -> list[float]:
+class FrechetToReference:
+    """Fréchet distances of several Gaussians to one reference N(mu_r, sigma_r), in float64.
+
+    With R = sigma_r^{1/2} (the symmetric PSD square root, from one ``eigh``), sigma @ sigma_r = (sigma R) R
+    has the eigenvalues of R @ sigma @ R, which is symmetric PSD: Tr((sigma sigma_r)^{1/2}) is the sum of
+    the square roots of its ``eigvalsh``. A symmetric eigensolver per distance, and one for the
+    reference, instead of a general ``eigvals`` per distance: several times faster for d = 2048,
+    which matters for the subsets of FD's spread. Computed on the reference's device.
+    """
+
+    def __init__(self, mu: Tensor, sigma: Tensor) -> None:
+        self.mu, self.sigma = mu.detach().double(), sigma.detach().double()
+        w, v = torch.linalg.eigh(self.sigma)
+        self.root = (v * w.clamp(min=0).sqrt()) @ v.T
+        self.trace = self.sigma.trace()
+
+    def __call__(self, mu: Tensor, sigma: Tensor) -> float:
+        mu = mu.detach().double().to(self.mu.device)
+        sigma = sigma.detach().double().to(self.mu.device)
+        diff = mu - self.mu
+        eig = torch.linalg.eigvalsh(self.root @ sigma @ self.root).clamp(min=0)
+        return float(diff @ diff + sigma.trace() + self.trace - 2 * eig.sqrt().sum())
+
+
+def subset_fds(features: Tensor, mu: Tensor, sigma: Tensor, subsets: int = FD_SUBSETS) -> list[float]:
     """FD of each of ``subsets`` disjoint subsets of an (N, d) feature matrix against N(mu, sigma):
     row ``g`` belongs to subset ``g mod subsets`` (as in ``SubsetMoments``)."""
-    return [frechet_distance(*mean_and_covariance(features[j::subsets]), mu, sigma) for j in range(subsets)]
+    fd = FrechetToReference(mu, sigma)
+    return [fd(*mean_and_covariance(features[j::subsets])) for j in range(subsets)]
 
 
 def spread(values: list[float]) -> float:

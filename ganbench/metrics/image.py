@@ -48,8 +48,8 @@ from ganbench import GanbenchError
 from ganbench.metrics.frechet import (
     FD_SUBSETS,
     FeaturePassthrough,
+    FrechetToReference,
     SubsetMoments,
-    frechet_distance,
     mean_and_covariance,
     set_real_statistics,
     spread,
@@ -266,14 +266,19 @@ class StreamingImageMetrics(nn.Module):
             if "is" in metrics else None
         self.fd_subsets = SubsetMoments(num_features) if "fd" in metrics and fd_subsets(n_fake) else None
         self.knn = FeatureSets() if "pr" in metrics else None
-        self.ref_mu: Tensor | None = None
-        self.ref_sigma: Tensor | None = None
+        self.to_reference: FrechetToReference | None = None
+        self._reference_of: tuple[ReferenceStats, torch.device] | None = None
         self._next = 0
 
     def set_reference(self, ref: ReferenceStats, include: bool = True) -> None:
         """Load reference statistics; under DDP pass ``include`` True on global rank 0 only."""
         empty = ref.features[:0]
-        self.ref_mu, self.ref_sigma = ref.mu, ref.sigma  # FD's subsets: every rank compares with them
+        if self.fd_subsets is not None:  # every rank compares FD's subsets with the reference, on its device
+            device = self.fd_subsets.device
+            known = self._reference_of
+            if known is None or known[0] is not ref or known[1] != device:  # its square root once per reference
+                self.to_reference = FrechetToReference(ref.mu.to(device), ref.sigma.to(device))
+                self._reference_of = (ref, device)
         if self.fd is not None:
             set_real_statistics(self.fd, ref.mu, ref.sigma, ref.n, include)
         if self.kid is not None:
@@ -302,9 +307,8 @@ class StreamingImageMetrics(nn.Module):
         if self.fd is not None:
             out["fd"] = float(self.fd.compute())
         if self.fd_subsets is not None:
-            assert self.ref_mu is not None and self.ref_sigma is not None, "set_reference first"
-            mus, sigmas = self.fd_subsets.compute()
-            out["fd_std"] = spread([frechet_distance(m, s, self.ref_mu, self.ref_sigma) for m, s in zip(mus, sigmas)])
+            assert self.to_reference is not None, "set_reference first"
+            out["fd_std"] = spread([self.to_reference(m, s) for m, s in zip(*self.fd_subsets.compute())])
         if self.kid is not None:
             out["kid"], out["kid_std"] = (float(v) for v in self.kid.compute())
         if self.isc is not None:
