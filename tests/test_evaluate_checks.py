@@ -39,18 +39,23 @@ def test_image_arguments_fail_before_a_model_is_built(digits_ckpt, monkeypatch, 
 def test_sample_minimums_follow_each_metric():
     check_sample_counts(["fd", "kid", "swd"], 2, 2)
     check_sample_counts(["is"], 10, 1)  # IS reads no real samples
-    check_sample_counts(["pr"], 4, 4)
-    with pytest.raises(GanbenchError, match=r"^--n-real=3 is too small for metric pr: it needs >= 4"):
-        check_sample_counts(["pr"], 4, 3)
+    check_sample_counts(["pr"], 4, 6)  # precision/recall: k = 3 on both sides; density/coverage: k = 5 on the real
+    with pytest.raises(GanbenchError, match=r"^--n-fake=3 is too small for metric pr: it needs >= 4"):
+        check_sample_counts(["pr"], 3, 6)
+    with pytest.raises(GanbenchError, match=r"^--n-real=5 is too small for metric pr: it needs >= 6 \(density and "
+                                            r"coverage use the k = 5 nearest real neighbours, so 6 real samples\)$"):
+        check_sample_counts(["pr"], 4, 5)
     with pytest.raises(GanbenchError, match=r"^--n-fake=1 is too small for metric fd: it needs >= 2"):
         check_sample_counts(["fd"], 1, 10)
 
 
 def test_protocol_records_only_what_ran():
-    assert metric_protocol(["fd"], 10000, 10000, 128, 4096) == {}
+    assert metric_protocol(["fd"], 10000, 10000, 128, 4096) == {"fd_subsets": 5, "fd_subset_size": 2000}
+    assert metric_protocol(["fd"], 9, 9, 128, 4096) == {}  # too few samples for FD's spread
     assert metric_protocol(["kid", "swd"], 1500, 800, 64, 4096) == {
         "kid_subsets": 100, "kid_subset_size": 800, "swd_projections": 64, "swd_samples": 800}
-    assert metric_protocol(["is", "pr"], 50, 50, 128, 4096) == {"is_splits": 10, "pr_neighborhood": 3}
+    assert metric_protocol(["is", "pr"], 50, 50, 128, 4096) == {"is_splits": 10, "pr_neighborhood": 3,
+                                                                "dc_neighborhood": 5}
 
 
 @pytest.mark.parametrize(("sha", "fd_key", "label"), [
@@ -61,7 +66,8 @@ def test_fid_only_for_the_published_inception_weights(sha, fd_key, label):
     net = FeatureNet("inception", None, "2048", "logits_unbiased", "/w.pth", sha)
     assert net.label == label
     keys = metric_keys(net.label, 10000, ["fd", "is"])
-    assert keys == {"fd": fd_key, "is": f"is_{label}_10k"}
+    assert keys == {"fd": fd_key, "fd_std": f"{fd_key}_std_5x2k", "is": f"is_{label}_10k",
+                    "is_std": f"is_{label}_10k_std_10x1k"}
     assert net.protocol["inception_weights"].startswith("torch-fidelity's" if sha == INCEPTION_SHA256 else "unverified")
     domain = FeatureNet("fmnist", None, "features", "logits", "/f.pt", "1" * 64)
     assert domain.label == "fmnist" and "inception_weights" not in domain.protocol

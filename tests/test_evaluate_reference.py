@@ -1,6 +1,7 @@
-"""`ganbench evaluate` against an independent float64 implementation (numpy/scipy) of FD, KID, IS and
-improved precision/recall, on the features evaluate measured: the real ones from the reference cache
-file it saved, the generated ones from the same samples (same latent seed) through the same net."""
+"""`ganbench evaluate` against an independent float64 implementation (numpy/scipy) of FD, KID, IS,
+improved precision/recall, density/coverage and the spreads of FD and IS, on the features evaluate
+measured: the real ones from the reference cache file it saved, the generated ones from the same
+samples (same latent seed) through the same net."""
 
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ def kid64(a: np.ndarray, b: np.ndarray) -> float:
                  - 2 * kxy.mean())
 
 
-def is64(logits: np.ndarray, splits: int, seed: int) -> float:
-    """exp(E KL(p(y|x) || p(y))) per split of the samples shuffled with ``seed``, averaged (Salimans 2016)."""
+def is64(logits: np.ndarray, splits: int, seed: int) -> list[float]:
+    """exp(E KL(p(y|x) || p(y))) of each split of the samples shuffled with ``seed`` (Salimans 2016)."""
     x = logits[np.random.RandomState(seed).permutation(len(logits))]
     logp = x - scipy.special.logsumexp(x, axis=1, keepdims=True)
     scores = []
@@ -52,7 +53,7 @@ def is64(logits: np.ndarray, splits: int, seed: int) -> float:
         part = logp[i * n // splits:(i + 1) * n // splits]
         logq = np.log(np.exp(part).mean(0))
         scores.append(math.exp((np.exp(part) * (part - logq)).sum(1).mean()))
-    return float(np.mean(scores))
+    return scores
 
 
 def pr64(fake: np.ndarray, real: np.ndarray, k: int) -> tuple[float, float]:
@@ -64,6 +65,15 @@ def pr64(fake: np.ndarray, real: np.ndarray, k: int) -> tuple[float, float]:
     precision = (dist(fake, real) <= radius_real[None, :]).any(1).mean()
     recall = (dist(real, fake) <= radius_fake[None, :]).any(1).mean()
     return float(precision), float(recall)
+
+
+def dc64(fake: np.ndarray, real: np.ndarray, k: int) -> tuple[float, float]:
+    """Naeem et al. 2020: counts of generated samples strictly inside each real sample's ball of radius
+    its distance to its k-th nearest other real sample."""
+    dist = lambda x, y: np.sqrt(np.maximum(((x[:, None, :] - y[None, :, :]) ** 2).sum(-1), 0))  # noqa: E731
+    radius_real = np.sort(dist(real, real), axis=1)[:, k]
+    inside = dist(real, fake) < radius_real[:, None]
+    return float(inside.sum() / (k * len(fake))), float(inside.any(1).mean())
 
 
 def test_evaluate_agrees_with_independent_float64_implementations(tmp_path, monkeypatch, capsys):
@@ -87,8 +97,15 @@ def test_evaluate_agrees_with_independent_float64_implementations(tmp_path, monk
     m = out["metrics"]
     assert m["fd_digits_120"] == pytest.approx(fd64(fake, real), rel=1e-6)
     assert m["kid_digits_120"] == pytest.approx(kid64(fake, real), rel=1e-6)
-    assert m["is_digits_120"] == pytest.approx(is64(logits, 10, 2020), rel=1e-9)
+    assert m["is_digits_120"] == pytest.approx(np.mean(is64(logits, 10, 2020)), rel=1e-9)
     assert (m["precision_digits_120"], m["recall_digits_120"]) == pytest.approx(pr64(fake, real, 3), abs=1e-6)
+    assert (m["density_digits_120"], m["coverage_digits_120"]) == pytest.approx(dc64(fake, real, 5), abs=1e-12)
+    # spreads: FD over the 5 disjoint subsets g mod 5 (24 samples each), IS over its 10 splits (numpy's
+    # std, divisor n); every one of KID's 100 subsets holds all 120 samples, so they agree to round-off
+    fds = [fd64(fake[j::5], real) for j in range(5)]
+    assert m["fd_digits_120_std_5x24"] == pytest.approx(float(np.std(fds)), rel=1e-6)
+    assert m["is_digits_120_std_10x12"] == pytest.approx(float(np.std(is64(logits, 10, 2020))), rel=1e-9)
+    assert m["kid_digits_120_std_100x120"] <= 1e-9 * abs(m["kid_digits_120"])
 
     # this tiny G's samples lie outside every real ball (0/0): the same code path on two halves of the
     # saved real features gives precision and recall strictly between 0 and 1
@@ -98,4 +115,7 @@ def test_evaluate_agrees_with_independent_float64_implementations(tmp_path, monk
     expected = pr64(b.float().double().numpy(), a.float().double().numpy(), 3)
     assert 0 < min(expected) < 1  # neither all nor none of the samples inside
     assert (values["precision"], values["recall"]) == pytest.approx(expected, abs=1e-6)  # counts / 60, float32
+    density, coverage = dc64(b.float().double().numpy(), a.float().double().numpy(), 5)
+    assert 0 < coverage < 1 and density > 0
+    assert (values["density"], values["coverage"]) == pytest.approx((density, coverage), abs=1e-12)
     assert values["fd"] == pytest.approx(fd64(b.float().double().numpy(), a.float().double().numpy()), rel=1e-6)

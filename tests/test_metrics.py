@@ -153,8 +153,13 @@ def test_torchmetrics_and_torch_fidelity_agree_on_fd():
         suite.update(chunk, torch.zeros(len(chunk), 4))
     streamed = suite.compute()
     full = fidelity_metrics(fake, torch.zeros(700, 4), ref, metrics=["fd", "kid", "pr"])
+    assert sorted(streamed) == sorted(full) == ["coverage", "density", "fd", "fd_std", "kid", "kid_std", "precision",
+                                                "recall"]
     assert streamed["fd"] == pytest.approx(full["fd"], rel=1e-6)
+    assert streamed["fd_std"] == pytest.approx(full["fd_std"], rel=1e-6)  # the same 5 subsets of 140
     assert streamed["precision"] == full["precision"] and streamed["recall"] == full["recall"]
+    assert streamed["density"] == full["density"] and streamed["coverage"] == full["coverage"]
+    assert 0 < full["coverage"] < 1 and full["density"] > 0
     # KID: both are unbiased MMD^2 estimates over random subsets of 700 of the same features
     assert streamed["kid"] == pytest.approx(full["kid"], abs=5e-3)
 
@@ -235,17 +240,26 @@ def test_toy_scatter_writes_a_png(tmp_path):
 def test_metric_keys_carry_their_protocol():
     assert metric_keys("fmnist", 10000, ["fd", "is", "kid", "pr", "swd"]) == {
         "fd": "fd_fmnist_10k",
+        "fd_std": "fd_fmnist_10k_std_5x2k",  # spread over 5 disjoint subsets of 2000
         "is": "is_fmnist_10k",
+        "is_std": "is_fmnist_10k_std_10x1k",  # over the 10 splits of 1000
         "kid": "kid_fmnist_10k",
+        "kid_std": "kid_fmnist_10k_std_100x1k",  # over the 100 subsets of 1000
         "precision": "precision_fmnist_10k",
         "recall": "recall_fmnist_10k",
+        "density": "density_fmnist_10k",
+        "coverage": "coverage_fmnist_10k",
         "swd_pixels": "swd_pixels_10k_128p",
         "swd_features": "swd_fmnist_10k_128p",
     }
-    assert metric_keys("inception", 5000, ["fd"]) == {"fd": "fid_inception_5k"}
+    assert metric_keys("inception", 5000, ["fd"]) == {"fd": "fid_inception_5k", "fd_std": "fid_inception_5k_std_5x1k"}
     assert metric_keys("digits", 10000, ["swd"], 64, swd_samples=4096) == {
         "swd_pixels": "swd_pixels_4096_64p", "swd_features": "swd_digits_4096_64p"}
-    assert metric_keys("digits", 2500, ["fd"], 64) == {"fd": "fd_digits_2500"}
+    assert metric_keys("digits", 2500, ["fd"], 64) == {"fd": "fd_digits_2500", "fd_std": "fd_digits_2500_std_5x500"}
+    # KID's subsets hold min(1000, n_fake, n_real) samples; FD's spread needs subsets of 2 samples
+    assert metric_keys("digits", 120, ["kid"], n_real=80) == {"kid": "kid_digits_120",
+                                                              "kid_std": "kid_digits_120_std_100x80"}
+    assert metric_keys("digits", 9, ["fd"]) == {"fd": "fd_digits_9"}
 
 
 def test_slerp_endpoints_and_norm():

@@ -3,6 +3,7 @@
 import math
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
@@ -11,7 +12,7 @@ from torch.nn.utils import parametrizations
 
 from ganbench.callbacks.metrics import Diagnostics, ImageMetrics, ToyMetrics, grad_norm, spectral_sigmas
 from ganbench.data import GANDataModule
-from ganbench.metrics import frechet_distance, load_feature_net, mean_and_covariance, mode_metrics
+from ganbench.metrics import density_coverage, frechet_distance, load_feature_net, mean_and_covariance, mode_metrics
 from ganbench.metrics.features import DomainCNN, save_domain_net
 from ganbench.metrics.reference import extract_features, reference_statistics
 from ganbench.metrics.sampling import generate
@@ -93,10 +94,15 @@ def test_image_metrics_log_protocol_keys_and_match_an_independent_computation(tm
     assert sorted(logged) == sorted(
         [
             "val/fd_digits_200",
+            "val/fd_digits_200_std_5x40",  # FD's spread over 5 disjoint subsets of 40 samples
             "val/is_digits_200",
+            "val/is_digits_200_std_10x20",
             "val/kid_digits_200",
+            "val/kid_digits_200_std_100x200",  # KID subsets of min(1000, 200, 300)
             "val/precision_digits_200",
             "val/recall_digits_200",
+            "val/density_digits_200",
+            "val/coverage_digits_200",
             "val/swd_pixels_150_128p",  # min(n_fake 200, n_real 300, swd_samples 150) points per side
             "val/swd_digits_150_128p",
         ]
@@ -114,8 +120,14 @@ def test_image_metrics_log_protocol_keys_and_match_an_independent_computation(tm
     # the same 200 samples measured by hand against the same reference
     ref = reference_statistics(dm, net, 300)
     fake = torch.cat(list(generate(model, 200, 250, seed=0, ema=True)))
-    mu, sigma = mean_and_covariance(extract_features(net, fake)["features"])
+    feats = extract_features(net, fake)["features"]
+    mu, sigma = mean_and_covariance(feats)
     assert logged["val/fd_digits_200"] == pytest.approx(frechet_distance(mu, sigma, ref.mu, ref.sigma), rel=1e-5)
+    # sample g in subset g mod 5
+    fds = [frechet_distance(*mean_and_covariance(feats[j::5]), ref.mu, ref.sigma) for j in range(5)]
+    assert logged["val/fd_digits_200_std_5x40"] == pytest.approx(float(np.std(fds)), rel=1e-5)
+    d, c = density_coverage(ref.features, feats)
+    assert (logged["val/density_digits_200"], logged["val/coverage_digits_200"]) == pytest.approx((d, c), abs=1e-6)
 
 
 def trainer_metrics(model):
@@ -226,5 +238,9 @@ def test_image_metrics_under_two_process_ddp_count_the_reference_once(tmp_path, 
     net = load_feature_net("digits")
     ref = reference_statistics(dm, net, 300)
     fake = torch.cat([*generate(model, 100, 250, seed=0, ema=True), *generate(model, 100, 250, seed=1, ema=True)])
-    mu, sigma = mean_and_covariance(extract_features(net, fake)["features"])
+    feats = extract_features(net, fake)["features"]
+    mu, sigma = mean_and_covariance(feats)
     assert logged == pytest.approx(frechet_distance(mu, sigma, ref.mu, ref.sigma), rel=1e-5)
+    # FD's subsets follow the global sample number across the two ranks: sample g in subset g mod 5
+    fds = [frechet_distance(*mean_and_covariance(feats[j::5]), ref.mu, ref.sigma) for j in range(5)]
+    assert float(t.callback_metrics["val/fd_digits_200_std_5x40"]) == pytest.approx(float(np.std(fds)), rel=1e-5)

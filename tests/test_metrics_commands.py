@@ -48,21 +48,35 @@ def digits_ckpt(tmp_path, monkeypatch):
 
 def test_evaluate_writes_protocol_json_next_to_the_run(digits_ckpt, capsys):
     assert evaluate.main(["--ckpt", str(digits_ckpt), "--n-fake", "120", "--n-real", "150"]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
     written = digits_ckpt.parent.parent / "eval_digits_120.json"
     stored = json.loads(written.read_text())
     assert printed["written_to"] == str(written) and {**stored, "written_to": str(written)} == printed
     assert sorted(stored["metrics"]) == sorted(
         [
             "fd_digits_120",
+            "fd_digits_120_std_5x24",  # FD's spread over 5 disjoint subsets of 24 samples
             "is_digits_120",
+            "is_digits_120_std_10x12",
             "kid_digits_120",
+            "kid_digits_120_std_100x120",  # KID subsets of min(1000, n_fake 120, n_real 150)
             "precision_digits_120",
             "recall_digits_120",
+            "density_digits_120",
+            "coverage_digits_120",
             "swd_pixels_120_128p",  # min(n_fake 120, n_real 150, 4096) points per side
             "swd_digits_120_128p",
         ]
     )
+    m = stored["metrics"]
+    # stderr: one line per value, FD, KID and IS with their spread
+    assert f"ganbench: fd_digits_120 = {m['fd_digits_120']:.4g} ± {m['fd_digits_120_std_5x24']:.2g} " \
+           "(std over 5 subsets of 24)\n" in captured.err
+    assert f"ganbench: is_digits_120 = {m['is_digits_120']:.4g} ± {m['is_digits_120_std_10x12']:.2g} " \
+           "(std over 10 splits of 12)\n" in captured.err
+    assert f"ganbench: density_digits_120 = {m['density_digits_120']:.4g}\n" in captured.err
+    assert "_std_" not in captured.err
     assert stored["protocol"]["feature_sha256"] == load_feature_net("digits").sha256
     assert (stored["dataset"], stored["features"], stored["n_fake"], stored["n_real"], stored["resolution"]) == (
         "digits",

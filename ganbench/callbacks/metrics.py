@@ -89,7 +89,8 @@ def run_dir(trainer: L.Trainer) -> Path:
 
 
 class ImageMetrics(L.Callback):
-    """FD/FID, IS, KID, precision/recall and SWD of the generator (EMA weights when present).
+    """FD/FID, IS, KID (each with its spread over subsets), precision/recall, density/coverage and SWD
+    of the generator (EMA weights when present).
 
     Runs at G iteration 0 of a fresh fit (G at initialization), every ``every_n_steps`` G iterations
     (``trainer.global_step``) and at the last, or at the end of each
@@ -127,7 +128,7 @@ class ImageMetrics(L.Callback):
         #: points per side of the SWD (what metric_protocol records as swd_samples)
         self.swd_points = min(n_fake, n_real or n_fake, swd_samples)
         self.feature_weights, self.ema, self.seed = feature_weights, ema, seed
-        self.keys = metric_keys(features, n_fake, metrics, n_projections, self.swd_points)
+        self.keys = metric_keys(features, n_fake, metrics, n_projections, self.swd_points, self.n_real)
         self.protocol: dict[str, Any] = {}
         self.net: FeatureNet | None = None
         self.ref: ReferenceStats | None = None
@@ -145,7 +146,8 @@ class ImageMetrics(L.Callback):
         if getattr(dm, "is_toy", False):
             raise GanbenchError("ImageMetrics needs an image data set; use ToyMetrics for 2-D toys")
         self.net = load_feature_net(self.features, self.feature_weights)
-        self.keys = metric_keys(self.net.label, self.n_fake, self.metrics, self.n_projections, self.swd_points)
+        self.keys = metric_keys(self.net.label, self.n_fake, self.metrics, self.n_projections, self.swd_points,
+                                self.n_real)
         # rank 0 fills the cache first; the others then read it
         if trainer.is_global_zero:
             self.ref = reference_statistics(dm, self.net, self.n_real, self.split, self.seed)
@@ -198,16 +200,18 @@ class ImageMetrics(L.Callback):
         self.suite.to(device)
         self.suite.reset()
         self.suite.set_reference(self.ref, include=trainer.is_global_zero)
-        keep_pixels, keep_feats, kept = [], [], 0
+        keep_pixels, keep_feats, kept, done = [], [], 0, 0
         was_training = pl_module.training
         pl_module.eval()
-        what = f"step {trainer.global_step}: {', '.join(self.keys.values())}: samples"
+        named = ", ".join(v for k, v in self.keys.items() if not k.endswith("_std"))  # spreads go with their value
+        what = f"step {trainer.global_step}: {named}: samples"
         try:
             shown = trainer.is_global_zero and trainer.progress_bar_callback is not None
             with progress(what, n_local, enabled=shown) as bar:
                 for images in generate(pl_module, n_local, self.batch_size, self.seed + rank, self.ema, offset):
                     out = self.net.extract(images)
-                    self.suite.update(out["features"], out["logits"])
+                    self.suite.update(out["features"], out["logits"], start=offset + done)  # global sample number
+                    done += len(images)
                     if "swd" in self.metrics and kept < self.swd_samples:
                         keep_pixels.append(images.float().cpu())
                         keep_feats.append(out["features"].cpu())

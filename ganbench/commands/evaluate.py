@@ -2,9 +2,11 @@
 
 Image data: FD/FID, IS, KID and improved precision/recall computed by torch-fidelity's metric
 functions on features of the chosen network (built through torch-fidelity's feature-extractor
-registry), plus sliced Wasserstein distances; reference statistics come from the on-disk cache.
-Toy data: mode coverage, exact W1 and SWD. Prints one JSON object and writes it to
-``<run>/eval_<features>_<n>.json``.
+registry), FD's spread over disjoint subsets and density/coverage computed by ganbench on the same
+features, plus sliced Wasserstein distances; reference statistics come from the on-disk cache.
+Toy data: mode coverage, exact W1 and SWD. Prints one JSON object on stdout and writes it to
+``<run>/eval_<features>_<n>.json``; on images, one line per metric on stderr, a value with its spread
+as ``fd_fmnist_10k = 41.2 ± 0.9 (std over 5 subsets of 2k)``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import inspect
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from ganbench.metrics.image import (
     fidelity_metrics,
     metric_keys,
     metric_protocol,
+    spread_layouts,
     swd_metrics,
 )
 from ganbench.metrics.reference import extract_features, reference_statistics
@@ -240,7 +244,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             values.update(swd_metrics(fake[:m], real_pixels, out["features"][:m], ref.features[:m],
                                       args.n_projections, args.seed))
         keys = metric_keys(net.label, args.n_fake, p.metrics, args.n_projections,
-                           min(args.n_fake, ref.n, SWD_SAMPLES))
+                           min(args.n_fake, ref.n, SWD_SAMPLES), ref.n)
         metrics, missing = {}, {}
         for k, v in values.items():
             if math.isfinite(v):
@@ -265,9 +269,29 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         )
         if missing:
             result["not_computed"] = missing
+        for line in summary_lines(metrics, keys, spread_layouts(args.n_fake, ref.n)):
+            print(f"ganbench: {line}", file=sys.stderr)
     write_json_atomic(p.out, result, allow_nan=False)
     result["written_to"] = str(p.out)
     return result
+
+
+def summary_lines(metrics: dict[str, float], keys: dict[str, str],
+                  layouts: dict[str, tuple[int, int]]) -> list[str]:
+    """One line per measured value, ``key = value`` or, for FD, KID and IS, ``key = value ± spread
+    (std over <subsets> subsets of <size>)``; spreads are not lines of their own."""
+    lines = []
+    for name, key in keys.items():
+        if name.endswith("_std") or key not in metrics:
+            continue
+        line = f"{key} = {metrics[key]:.4g}"
+        std_key = keys.get(f"{name}_std")
+        if std_key in metrics:
+            subsets, size = layouts[name]
+            parts = "splits" if name == "is" else "subsets"
+            line += f" ± {metrics[std_key]:.2g} (std over {subsets} {parts} of {count_tag(size)})"
+        lines.append(line)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
