@@ -90,6 +90,42 @@ def space():
     return parse_space(STUDY, "readable.yaml")
 
 
+def test_a_closed_offline_runs_summary_takes_records_across_block_ends(tmp_path):
+    """Values written into a finished offline run's transaction log read back with W&B's own reader, wherever
+    its exit record then starts in a 32 KiB block: after zero padding (fewer than 7 bytes left), after an empty
+    first chunk (7 left), and a value longer than a block. The first goes in as soon as ``wandb.finish()`` has
+    returned, when W&B's service may not have written the log out yet."""
+    import wandb
+
+    from ganbench.callbacks.log import _BLOCK, _log_records, add_to_offline_summary
+
+    with wandb.init(project="p", dir=str(tmp_path), mode="offline", name="closed",
+                    settings=wandb.Settings(console="off", x_disable_stats=True)) as run:
+        run.log({"m": 1.0})
+        run.summary["q"] = 3.0
+    log = next(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    expected = {"big": "b" * 70000}
+    add_to_offline_summary(log, expected)
+    for gap in (0, 3, 6, 7, 8):  # bytes left in its block after the record written last
+        start = _log_records(log.read_bytes())[-1][0]  # of the exit record: the next record goes there
+        target = start - start % _BLOCK + _BLOCK - gap
+        target += _BLOCK if target - start < 64 else 0
+        n, copy = target - start - 64, tmp_path / "copy.wandb"
+        for _ in range(5):  # a longer value, a longer record: step to the length that ends at `target`
+            copy.write_bytes(log.read_bytes())
+            add_to_offline_summary(copy, {f"v{gap}": "x" * n})
+            end = _log_records(copy.read_bytes())[-2][1]
+            if end == target:
+                break
+            n += target - end
+        assert end == target
+        copy.replace(log)
+        expected[f"v{gap}"] = "x" * n
+    run = inspect(log, summary=True)
+    assert run["state"] == "finished" and run["summary"]["q"] == 3
+    assert {k: run["summary"][k] for k in expected} == expected
+
+
 @pytest.mark.parametrize("status,final,initial,diverged", [
     ("completed", 1.5, 2.0, False),
     ("completed", 2.5, 2.0, True),       # worse than G at initialization
