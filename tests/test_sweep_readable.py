@@ -84,10 +84,18 @@ def test_study_reads_back_through_optuna_and_wandb(tmp_path, monkeypatch, capsys
             assert summary["diverged"] == (t.user_attrs["seed_status"][i] == "diverged")
             assert summary["quality"] == t.user_attrs["seed_quality"][i]
             assert isinstance(summary["collapsed"], bool)
+            # the trial's result, written into each seed's run after both runs had ended
+            assert {k: summary[f"trial/{k}"] for k in TRIAL_KEYS} == {k: t.user_attrs[k] for k in TRIAL_KEYS}
+            assert summary["trial/quality"] == t.value
+            assert run["state"] == "finished"
 
 
 def space():
     return parse_space(STUDY, "readable.yaml")
+
+
+#: the trial's result in every seed's W&B run summary, as ``trial/<attribute>``
+TRIAL_KEYS = ("quality", "diverged_frac", "collapsed_frac", "instability", "spread", "oscillation")
 
 
 def test_a_closed_offline_runs_summary_takes_records_across_block_ends(tmp_path):

@@ -20,6 +20,9 @@ Per trial (Lucic et al. 2018 §4; Kurach et al. 2019 §3), stored as Optuna user
 * ``oscillation``: mean over non-diverged seeds of the population standard deviation of the quality
   metric over the last ``oscillation_window`` evaluations in ``metrics.csv`` — late-training
   oscillation that a final value hides.
+
+In W&B (:meth:`Objective.publish`), once the trial's last seed has finished, every seed's run carries these
+as ``trial/<attribute>`` in its summary beside the seed's own verdict (:class:`SeedVerdict`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import csv
 import json
 import math
 import statistics
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ import optuna
 from optuna_integration import PyTorchLightningPruningCallback
 
 from ganbench import GanbenchError
+from ganbench.callbacks.log import add_to_wandb_summary, wandb_run_folder
 from ganbench.sweep.space import Quality, SweepSpace, short
 
 #: the trial whose fit is running in this process (read by :class:`TrialPruning`)
@@ -128,6 +133,7 @@ class SeedResult:
     run_dir: str
     reason: str | None = None  # why the seed counts as diverged
     initial: float | None = None  # quality of G at initialization (G iteration 0)
+    replica: int | None = None  # its replica in the population fit at run_dir; None: a fit of its own
 
 
 @dataclass
@@ -212,7 +218,7 @@ def seed_result(space: SweepSpace, seed: int, code: int, run_dir: Path, replica:
         collapse_value = float(c) if isinstance(c, (int, float)) and status != "diverged" else None
     return SeedResult(seed=seed, status=status, exit_code=code, quality=final if ok else space.quality.worst,
                       collapse_value=collapse_value, history=[v for s, v in steps if s > 0] if ok else [],
-                      run_dir=str(run_dir), reason=reason, initial=initial)
+                      run_dir=str(run_dir), reason=reason, initial=initial, replica=replica)
 
 
 def collapsed(space: SweepSpace, seed: SeedResult) -> bool:
@@ -328,6 +334,7 @@ class Objective:
         trial.set_user_attr("seed_diverged_reason", [s.reason or "" for s in seeds])
         trial.set_user_attr("diverged", result.diverged_frac > 0)
         self.report_history(trial, seeds[0])
+        self.publish(trial, seeds, attrs)
         _write_trial_summary(out, {"state": "COMPLETE", "params": params, **asdict(result)})
         values = result.objective_values(space.objectives)
         return values[0] if len(values) == 1 else values
@@ -373,6 +380,21 @@ class Objective:
             upload_artifact(artifact_store=FileSystemArtifactStore(str(self.artifact_dir)), file_path=str(picture),
                             study_or_trial=trial, mimetype="image/png")
 
+    def publish(self, trial: optuna.Trial, seeds: list[SeedResult], result: dict[str, Any]) -> None:
+        """W&B, once the trial's last seed has finished: every seed's run gets the trial's result in its
+        summary as ``trial/<attribute>`` (``trial/quality``, ``trial/diverged_frac``, ``trial/collapsed_frac``,
+        …: the trial's user attributes of the same names) through :func:`add_to_wandb_summary`. W&B is a
+        view of the trial: a run that cannot be written is one warning line, and the trial keeps its result."""
+        values = {f"trial/{k}": v for k, v in result.items()}
+        for s in seeds:
+            if s.replica is not None:  # a population's run is not one seed's
+                continue
+            try:
+                add_to_wandb_summary(Path(s.run_dir), values)
+            except Exception as err:  # a W&B server that cannot be reached, a full disk
+                print(f"ganbench: warning: trial {trial.number} seed {s.seed}: its W&B run does not carry the "
+                      f"trial's result ({type(err).__name__}: {err})", file=sys.stderr)
+
     def report_history(self, trial: optuna.Trial, seed: SeedResult) -> None:
         """Single-objective studies: the first seed's quality curve as intermediate values, when pruning
         did not already report it while the fit ran."""
@@ -386,8 +408,8 @@ class Objective:
 
 def wandb_run_id(run_dir: Path) -> str | None:
     """The id of the W&B run a fit wrote under ``<run>/wandb/`` (``[offline-]run-<time>-<id>``)."""
-    runs = sorted(p for p in (run_dir / "wandb").glob("*run-*-*") if p.is_dir() and not p.is_symlink())
-    return runs[-1].name.rsplit("-", 1)[1] if runs else None
+    folder = wandb_run_folder(run_dir)
+    return folder.name.rsplit("-", 1)[1] if folder else None
 
 
 def final_picture(run_dir: Path) -> Path | None:
