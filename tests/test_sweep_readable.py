@@ -1,6 +1,6 @@
 """A study a researcher can read: names and links in Optuna (read back through Optuna's API), runs named and
-described in W&B (read back with W&B's own offline reader), one line per finished trial, every cell on the
-leaderboard, and one rule for diverged seeds."""
+described in W&B (read back with W&B's own offline reader) with their trial's result and, for a population, one
+run per seed, one line per finished trial, every cell on the leaderboard, and one rule for diverged seeds."""
 
 from __future__ import annotations
 
@@ -84,10 +84,114 @@ def test_study_reads_back_through_optuna_and_wandb(tmp_path, monkeypatch, capsys
             assert summary["diverged"] == (t.user_attrs["seed_status"][i] == "diverged")
             assert summary["quality"] == t.user_attrs["seed_quality"][i]
             assert isinstance(summary["collapsed"], bool)
+            # the trial's result, written into each seed's run after both runs had ended
+            assert {k: summary[f"trial/{k}"] for k in TRIAL_KEYS} == {k: t.user_attrs[k] for k in TRIAL_KEYS}
+            assert summary["trial/quality"] == t.value
+            assert run["state"] == "finished"
 
 
 def space():
     return parse_space(STUDY, "readable.yaml")
+
+
+#: the trial's result in every seed's W&B run summary, as ``trial/<attribute>``
+TRIAL_KEYS = ("quality", "diverged_frac", "collapsed_frac", "instability", "spread", "oscillation")
+
+
+def test_population_seeds_read_back_as_runs_of_their_own(tmp_path, monkeypatch):
+    """A trial whose two seeds ran as one population fit: one W&B run per seed, written after the fit from its
+    replica's record, named, tagged and configured like a seed's own fit, with its verdict and the trial's result
+    in its summary and its replica's metrics.csv columns as its plain-key history."""
+    import statistics
+
+    from ganbench.sweep.objective import wandb_run_id
+    from tests.wandb_log import history
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = tmp_path / "popread.yaml"
+    config.write_text(yaml.safe_dump({**STUDY, "name": "popread", "population": True, "prune": False, "factors": {
+        "model.init_args.d_norm": ["spectral"], "model.init_args.penalty": ["none"]}}))
+    storage = f"sqlite:///{tmp_path / 'popread.db'}"
+    assert main(["sweep", "--config", str(config), "--storage", storage, "--n-trials", "1", "--no-progress",
+                 "--runs-root", str(tmp_path / "runs"), "--threads", "1"]) == 0
+    (t,) = optuna.load_study(study_name="popread", storage=storage).trials
+    fit = tmp_path / "runs" / "popread" / "trial_00000" / "seeds_0-1"
+    assert t.user_attrs["run_dirs"] == [str(fit.resolve())] * 2
+    ids = t.user_attrs["wandb_run_ids"]
+    assert len(set(ids)) == 2 and wandb_run_id(fit) not in ids
+    population = inspect(next((fit / "wandb").glob("offline-run-*")), summary=True)
+    assert population["name"] == "popread-t0-s0-1" and "quality" not in population["summary"]
+    collapsed = []
+    for k, seed in enumerate((0, 1)):
+        path = next((fit / f"seed_{seed}" / "wandb").glob(f"offline-run-*-{ids[k]}"))
+        run = inspect(path, summary=True)
+        assert run["name"] == f"popread-t0-s{seed}"
+        assert run["tags"] == ["d_norm=spectral", "penalty=none", f"seed={seed}"]
+        cfg = run["config"]
+        assert (cfg["trial"], cfg["seed_everything"], cfg["replica"]) == (0, seed, k)
+        assert (cfg["cell"], cfg["d_norm"], cfg["penalty"], cfg["lr"]) == (t.user_attrs["cell"], "spectral", "none",
+                                                                          t.params["lr"])
+        summary = run["summary"]
+        assert (summary["status"], summary["g_steps"]) == (t.user_attrs["seed_status"][k], 4) == ("completed", 4)
+        assert summary["quality"] == t.user_attrs["seed_quality"][k] and summary["diverged"] is False
+        collapsed.append(summary["collapsed"])
+        assert {k: summary[f"trial/{k}"] for k in TRIAL_KEYS} == {k: t.user_attrs[k] for k in TRIAL_KEYS}
+        assert summary["trial/quality"] == t.values[0]
+        rows = history(path)
+        assert [(r["trainer/global_step"], r["val/w1_exact_1k"]) for r in rows if "val/w1_exact_1k" in r] == \
+            metric_steps(fit, f"val/w1_exact_1k/r{k}") and len(rows) == 3  # G iterations 0, 2, 4
+        assert not [key for r in rows for key in r if "/r" in key]
+    assert statistics.fmean(collapsed) == t.user_attrs["collapsed_frac"]
+
+
+def test_replica_rows_are_one_replicas_columns_under_plain_keys(tmp_path):
+    from ganbench.sweep.objective import replica_rows
+
+    (tmp_path / "metrics.csv").write_text("step,lr,val/w1/r0,val/w1/r1,train/g_loss/r1\n"
+                                         "0,0.1,2.0,3.0,\n"
+                                         "2,0.1,1.5,2.5,0.7\n"
+                                         "2,0.2,1.4,,\n"  # step 2 again (a resumed segment): its last values
+                                         "4,0.2,1.0,2.0,0.5\n")
+    assert replica_rows(tmp_path, 1) == [(0, {"lr": 0.1, "val/w1": 3.0}),
+                                         (2, {"lr": 0.2, "val/w1": 2.5, "train/g_loss": 0.7}),
+                                         (4, {"lr": 0.2, "val/w1": 2.0, "train/g_loss": 0.5})]
+    assert replica_rows(tmp_path, 0, last=2) == [(0, {"lr": 0.1, "val/w1": 2.0}), (2, {"lr": 0.2, "val/w1": 1.4})]
+
+
+def test_a_closed_offline_runs_summary_takes_records_across_block_ends(tmp_path):
+    """Values written into a finished offline run's transaction log read back with W&B's own reader, wherever
+    its exit record then starts in a 32 KiB block: after zero padding (fewer than 7 bytes left), after an empty
+    first chunk (7 left), and a value longer than a block. The first goes in as soon as ``wandb.finish()`` has
+    returned, when W&B's service may not have written the log out yet."""
+    import wandb
+
+    from ganbench.callbacks.log import _BLOCK, _log_records, add_to_offline_summary
+
+    with wandb.init(project="p", dir=str(tmp_path), mode="offline", name="closed",
+                    settings=wandb.Settings(console="off", x_disable_stats=True)) as run:
+        run.log({"m": 1.0})
+        run.summary["q"] = 3.0
+    log = next(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    expected = {"big": "b" * 70000}
+    add_to_offline_summary(log, expected)
+    for gap in (0, 3, 6, 7, 8):  # bytes left in its block after the record written last
+        start = _log_records(log.read_bytes())[-1][0]  # of the exit record: the next record goes there
+        target = start - start % _BLOCK + _BLOCK - gap
+        target += _BLOCK if target - start < 64 else 0
+        n, copy = target - start - 64, tmp_path / "copy.wandb"
+        for _ in range(5):  # a longer value, a longer record: step to the length that ends at `target`
+            copy.write_bytes(log.read_bytes())
+            add_to_offline_summary(copy, {f"v{gap}": "x" * n})
+            end = _log_records(copy.read_bytes())[-2][1]
+            if end == target:
+                break
+            n += target - end
+        assert end == target
+        copy.replace(log)
+        expected[f"v{gap}"] = "x" * n
+    run = inspect(log, summary=True)
+    assert run["state"] == "finished" and run["summary"]["q"] == 3
+    assert {k: run["summary"][k] for k in expected} == expected
 
 
 @pytest.mark.parametrize("status,final,initial,diverged", [

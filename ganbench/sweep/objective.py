@@ -20,6 +20,10 @@ Per trial (Lucic et al. 2018 §4; Kurach et al. 2019 §3), stored as Optuna user
 * ``oscillation``: mean over non-diverged seeds of the population standard deviation of the quality
   metric over the last ``oscillation_window`` evaluations in ``metrics.csv`` — late-training
   oscillation that a final value hides.
+
+In W&B (:meth:`Objective.publish`), once the trial's last seed has finished, every seed's run carries these
+as ``trial/<attribute>`` in its summary beside the seed's own verdict (:class:`SeedVerdict`), and each seed of
+a population fit gets a W&B run of its own, written from its replica's record (:meth:`Objective.replica_run`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import statistics
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,7 @@ import optuna
 from optuna_integration import PyTorchLightningPruningCallback
 
 from ganbench import GanbenchError
+from ganbench.callbacks.log import add_to_wandb_summary, wandb_run_folder
 from ganbench.sweep.space import Quality, SweepSpace, short
 
 #: the trial whose fit is running in this process (read by :class:`TrialPruning`)
@@ -128,6 +135,7 @@ class SeedResult:
     run_dir: str
     reason: str | None = None  # why the seed counts as diverged
     initial: float | None = None  # quality of G at initialization (G iteration 0)
+    replica: int | None = None  # its replica in the population fit at run_dir; None: a fit of its own
 
 
 @dataclass
@@ -153,6 +161,28 @@ def metric_steps(run_dir: Path, key: str) -> list[tuple[int, float]]:
     with open(path) as f:
         by_step = {int(float(r["step"])): float(r[key]) for r in csv.DictReader(f) if r.get(key) not in (None, "")}
     return sorted(by_step.items())
+
+
+def replica_rows(run_dir: Path, replica: int, last: int | None = None) -> list[tuple[int, dict[str, float]]]:
+    """``(G iteration, {key: value})`` of one replica in a population's ``<run>/metrics.csv``, in step order:
+    its ``…/r<replica>`` columns under their plain keys and the columns without a replica suffix, up to
+    G iteration ``last`` (a step written twice, by a resumed segment, keeps its last values)."""
+    path = run_dir / "metrics.csv"
+    rows: dict[int, dict[str, float]] = {}
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            step = int(float(r["step"]))
+            if last is not None and step > last:
+                continue
+            row = rows.setdefault(step, {})
+            for key, value in r.items():
+                tagged = re.fullmatch(r"(.+)/r(\d+)", key or "")
+                if key == "step" or value in (None, "") or (tagged and int(tagged[2]) != replica):
+                    continue
+                row[tagged[1] if tagged else key] = float(value)
+    return [(step, row) for step, row in sorted(rows.items()) if row]
 
 
 def metric_history(run_dir: Path, key: str) -> list[float]:
@@ -212,7 +242,7 @@ def seed_result(space: SweepSpace, seed: int, code: int, run_dir: Path, replica:
         collapse_value = float(c) if isinstance(c, (int, float)) and status != "diverged" else None
     return SeedResult(seed=seed, status=status, exit_code=code, quality=final if ok else space.quality.worst,
                       collapse_value=collapse_value, history=[v for s, v in steps if s > 0] if ok else [],
-                      run_dir=str(run_dir), reason=reason, initial=initial)
+                      run_dir=str(run_dir), reason=reason, initial=initial, replica=replica)
 
 
 def collapsed(space: SweepSpace, seed: SeedResult) -> bool:
@@ -278,7 +308,7 @@ class Objective:
                                     if s.collapse else {})}}
         args = ["--run.wandb_name", f"{self.study_name}-t{trial.number}-s{seed}",
                 "--run.wandb_config", json.dumps(config)]
-        # (a population's replicas are read from summary.json's replicas; its run has no one-seed verdict)
+        # (a population's run has no one-seed verdict: each seed gets a run of its own after the fit, replica_run)
         return args + ([f"--trainer.callbacks+={json.dumps(spec)}"] if verdict else [])
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...] | float:
@@ -328,6 +358,7 @@ class Objective:
         trial.set_user_attr("seed_diverged_reason", [s.reason or "" for s in seeds])
         trial.set_user_attr("diverged", result.diverged_frac > 0)
         self.report_history(trial, seeds[0])
+        self.publish(trial, seeds, attrs)
         _write_trial_summary(out, {"state": "COMPLETE", "params": params, **asdict(result)})
         values = result.objective_values(space.objectives)
         return values[0] if len(values) == 1 else values
@@ -364,7 +395,8 @@ class Objective:
         """Links out of the trial: run directories, W&B run ids, and the last picture of the newest seed
         as an Optuna artifact (the dashboard shows it)."""
         trial.set_user_attr("run_dirs", [str(Path(s.run_dir).resolve()) for s in seeds])
-        trial.set_user_attr("wandb_run_ids", [i for s in seeds if (i := wandb_run_id(Path(s.run_dir)))])
+        ids = [i for s in seeds if (i := wandb_run_id(Path(s.run_dir)))]
+        trial.set_user_attr("wandb_run_ids", list(dict.fromkeys(ids)))  # a population's seeds share one fit
         picture = final_picture(Path(seeds[-1].run_dir))
         if self.artifact_dir is not None and picture is not None:
             from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -372,6 +404,69 @@ class Objective:
             self.artifact_dir.mkdir(parents=True, exist_ok=True)
             upload_artifact(artifact_store=FileSystemArtifactStore(str(self.artifact_dir)), file_path=str(picture),
                             study_or_trial=trial, mimetype="image/png")
+
+    def publish(self, trial: optuna.Trial, seeds: list[SeedResult], result: dict[str, Any]) -> None:
+        """W&B, once the trial's last seed has finished: every seed's run gets the trial's result in its
+        summary as ``trial/<attribute>`` (``trial/quality``, ``trial/diverged_frac``, ``trial/collapsed_frac``,
+        …: the trial's user attributes of the same names) through :func:`add_to_wandb_summary`, and each seed
+        of a population fit gets a run of its own (:meth:`replica_run`); ``wandb_run_ids`` then names the
+        seeds' runs. W&B is a view of the trial: a run that cannot be written is one warning line, and the
+        trial keeps its result."""
+        values = {f"trial/{k}": v for k, v in result.items()}
+        ids = []
+        for s in seeds:
+            try:
+                run_id = (add_to_wandb_summary(Path(s.run_dir), values) if s.replica is None
+                          else self.replica_run(trial, s, values))
+            except Exception as err:  # a W&B server that cannot be reached, a full disk
+                print(f"ganbench: warning: trial {trial.number} seed {s.seed}: its W&B run does not carry the "
+                      f"trial's result ({type(err).__name__}: {err})", file=sys.stderr)
+                run_id = wandb_run_id(Path(s.run_dir)) if s.replica is None else None
+            if run_id:
+                ids.append(run_id)
+        trial.set_user_attr("wandb_run_ids", ids)
+
+    def replica_run(self, trial: optuna.Trial, seed: SeedResult, result: dict[str, Any]) -> str | None:
+        """One W&B run for one seed of a population fit, written from the fit's record after the trial:
+        named ``<study>-t<trial>-s<seed>`` and tagged ``seed=<seed>`` as the seed's own fit would be; its
+        config the fit's config.yaml with ``seed_everything`` = the seed, ``replica`` = its index and the
+        sweep's keys (study, trial, cell, factors, nuisance) at the top; its history the replica's
+        ``…/r<k>`` columns of metrics.csv under their plain keys (:func:`replica_rows`) up to its last G
+        iteration, keyed by ``trainer/global_step`` as Lightning keys a fit's rows; its summary the
+        replica's ``status`` and ``g_steps`` (summary.json ``replicas``), the seed's verdict (``quality``,
+        ``initial_quality``, ``diverged``, ``diverged_reason``, ``collapsed``: what :class:`SeedVerdict`
+        writes for a seed's own fit) and ``result``. It lies in ``<population run>/seed_<seed>/wandb/``,
+        offline when the population's own run is; there is none when that fit logged no W&B run."""
+        import wandb
+        import yaml
+
+        run_dir = Path(seed.run_dir)
+        fit_run = wandb_run_folder(run_dir)
+        if fit_run is None or seed.replica is None:
+            return None
+        entries = json.loads((run_dir / "summary.json").read_text()).get("replicas") or []
+        entry = entries[seed.replica] if seed.replica < len(entries) else {}
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        opts = dict(config.get("run") or {})
+        name = f"{self.study_name}-t{trial.number}-s{seed.seed}"
+        tags = [t for t in opts.get("wandb_tags") or [] if not t.startswith("seeds=")] + [f"seed={seed.seed}"]
+        config["seed_everything"], config["run"] = seed.seed, {**opts, "wandb_name": name, "wandb_tags": tags}
+        config.update(opts.get("wandb_config") or {})  # as ConfigToLoggers does for a fit
+        config["replica"] = seed.replica
+        summary = {"status": entry.get("status", seed.status), "g_steps": entry.get("g_steps"),
+                   "quality": seed.quality, "initial_quality": seed.initial, "diverged": seed.reason is not None,
+                   "diverged_reason": seed.reason or "", "collapsed": collapsed(self.space, seed), **result}
+        out = run_dir / f"seed_{seed.seed}"
+        out.mkdir(parents=True, exist_ok=True)
+        with wandb.init(project=opts.get("wandb_project"), group=opts.get("wandb_group"), name=name, tags=tags,
+                        config=config, dir=str(out), mode="offline" if fit_run.name.startswith("offline-") else None,
+                        settings=wandb.Settings(console="off", x_disable_stats=True, save_code=False)) as run:
+            run.define_metric("trainer/global_step")
+            run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+            for step, row in replica_rows(run_dir, seed.replica, last=entry.get("g_steps")):
+                run.log({**row, "trainer/global_step": step})
+            run.summary.update(summary)
+            return run.id
 
     def report_history(self, trial: optuna.Trial, seed: SeedResult) -> None:
         """Single-objective studies: the first seed's quality curve as intermediate values, when pruning
@@ -386,8 +481,8 @@ class Objective:
 
 def wandb_run_id(run_dir: Path) -> str | None:
     """The id of the W&B run a fit wrote under ``<run>/wandb/`` (``[offline-]run-<time>-<id>``)."""
-    runs = sorted(p for p in (run_dir / "wandb").glob("*run-*-*") if p.is_dir() and not p.is_symlink())
-    return runs[-1].name.rsplit("-", 1)[1] if runs else None
+    folder = wandb_run_folder(run_dir)
+    return folder.name.rsplit("-", 1)[1] if folder else None
 
 
 def final_picture(run_dir: Path) -> Path | None:
