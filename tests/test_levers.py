@@ -125,6 +125,14 @@ def test_levers_refuse_families_with_their_own_loss(tmp_path, capsys, args, mess
     assert message in capsys.readouterr().err
 
 
+def test_augmentation_refuses_image_to_image_families(tmp_path, capsys):
+    code = main(["fit", "--config", "configs/pix2pix.yaml", "--trainer.default_root_dir", str(tmp_path),
+                 "--model.init_args.augment", "diffaugment", "--trainer.max_steps", "1"])
+    assert code == EXIT_USAGE
+    assert "model.augment=diffaugment is not supported by pix2pix: its discriminator scores (input, output)" in \
+        capsys.readouterr().err
+
+
 def test_levers_refuse_bad_values_and_vector_data(tmp_path, capsys):
     base = ["fit", "--config", "configs/gan.yaml", "--trainer.default_root_dir", str(tmp_path), "--data.dataset",
             "ring8", "--trainer.max_steps", "1"]

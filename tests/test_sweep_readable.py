@@ -307,7 +307,7 @@ def test_leaderboard_wandb_run_holds_the_space_and_one_row_per_trial(tmp_path, m
 def test_check_states_the_space_in_words(capsys):
     assert main(["sweep", "--config", "sweeps/toy_stability.yaml", "--check"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "sweeps/toy_stability.yaml: valid; 4 factors (160 cells), 4 nuisance parameters, 2 seeds per trial, "
+        "sweeps/toy_stability.yaml: valid; 6 factors (640 cells), 4 nuisance parameters, 2 seeds per trial, "
         "300 G iterations per fit"]
 
 

@@ -37,6 +37,9 @@ class ImageToImage(GANModule):
     """
 
     pack_unsupported: ClassVar[str | None] = "its discriminator scores (input, output) image pairs"
+    augment_unsupported: ClassVar[str | None] = (
+        "its discriminator scores (input, output) image pairs, which an augmentation would have to "
+        "transform together")
 
     def __init__(self, n_grid: int = 8, **kwargs: Any):
         super().__init__(**kwargs)
