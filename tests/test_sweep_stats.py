@@ -72,6 +72,16 @@ def test_mann_whitney_with_ties_is_the_permutation_test_over_every_split():
     extreme = sum(abs(u([pooled[k] for k in x], y) - 8) >= observed - 1e-12 for x, y in splits)
     assert mann_whitney(a, b) == pytest.approx(extreme / 70, rel=1e-12)
     assert mann_whitney(a, b) != pytest.approx(mannwhitneyu(a, b, method="asymptotic").pvalue, rel=1e-3)
+    # single seeds: 10 against 1, 2, 10 has mid-ranks 3.5 | 1, 2, 3.5; U over the 4 splits 2.5, 0, 1, 2.5
+    # around a mean of 1.5: three of them at least 1 away
+    assert mann_whitney([10.0], [1.0, 2.0, 10.0]) == 0.75
+    assert mann_whitney([10.0], [10.0]) == 1.0
+    # C(34, 17) splits: 9999 random ones from a seeded generator, the observed split counted in, so the p-value
+    # is (count + 1) / 10000, the same on every call, and near the ~0.00175 that 200 000 random splits give
+    big_a, big_b = [0.0] * 3 + [float(i) for i in range(1, 15)], [0.0] * 3 + [i + 0.5 for i in range(10, 24)]
+    p = mann_whitney(big_a, big_b)
+    assert p == mann_whitney(big_a, big_b) and (p * 10000) == pytest.approx(round(p * 10000), abs=1e-9)
+    assert 0.0005 < p < 0.004
 
 
 def test_resampling_draws_seeds_within_drawn_trials():

@@ -87,19 +87,40 @@ def cell_intervals(trials: Sequence[np.ndarray], level: float = LEVEL, resamples
 
 
 def mann_whitney(a: Sequence[float], b: Sequence[float], seed: int = SEED) -> float:
-    """Two-sided Mann–Whitney U p-value (scipy.stats.mannwhitneyu) of samples ``a`` and ``b``.
+    """Two-sided Mann–Whitney U p-value of samples ``a`` and ``b`` (one value or more each).
 
-    Without ties: the exact null distribution (a few seeds per cell is the usual case, where the
-    normal approximation is far off), or the normal approximation once ``len(a) * len(b)`` exceeds
-    ``EXACT_MAX``. With ties (diverged seeds all score ``quality.worst``), for which the exact
-    distribution does not hold: a permutation test of U, by enumeration when there are at most
-    ``PERMUTATIONS`` distinct splits, else over that many random splits from a seeded generator."""
-    from scipy.stats import PermutationMethod, mannwhitneyu
+    Without ties: scipy.stats.mannwhitneyu with the exact null distribution (a few seeds per cell is
+    the usual case, where the normal approximation is far off), or the normal approximation once
+    ``len(a) * len(b)`` exceeds ``EXACT_MAX``. With ties (diverged seeds all score ``quality.worst``),
+    for which the exact distribution does not hold: :func:`permutation_p`."""
+    from scipy.stats import mannwhitneyu
 
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     pooled = np.concatenate([a, b])
     if np.unique(pooled).size < pooled.size:
-        method = PermutationMethod(n_resamples=PERMUTATIONS, rng=np.random.default_rng(seed))
-    else:
-        method = "exact" if a.size * b.size <= EXACT_MAX else "asymptotic"
+        return permutation_p(a, b, seed)
+    method = "exact" if a.size * b.size <= EXACT_MAX else "asymptotic"
     return float(mannwhitneyu(a, b, alternative="two-sided", method=method).pvalue)
+
+
+def permutation_p(a: np.ndarray, b: np.ndarray, seed: int = SEED) -> float:
+    """Permutation test of U (ties get mid-ranks): the fraction of splits of the pooled values into
+    groups of ``len(a)`` and ``len(b)`` whose U lies at least as far from its mean
+    ``len(a) * len(b) / 2`` as the observed one. Every split when there are at most ``PERMUTATIONS``
+    of them; else that many random splits from a seeded generator, the observed one counted in
+    (``(count + 1) / (PERMUTATIONS + 1)``)."""
+    import itertools
+
+    from scipy.stats import rankdata
+
+    n, m = len(a), len(a) + len(b)
+    ranks = rankdata(np.concatenate([a, b]))
+    if math.comb(m, n) <= PERMUTATIONS:
+        groups, observed = np.array(list(itertools.combinations(range(m), n))), 0
+    else:
+        groups = np.argsort(np.random.default_rng(seed).random((PERMUTATIONS, m)), axis=1)[:, :n]
+        observed = 1
+    centre, offset = n * (m - n) / 2, n * (n + 1) / 2
+    u = ranks[groups].sum(axis=1) - offset
+    far = np.abs(u - centre) >= abs(ranks[:n].sum() - offset - centre) - 1e-9
+    return float((far.sum() + observed) / (len(groups) + observed))
