@@ -278,7 +278,7 @@ def test_leaderboard_shows_every_cell_and_a_panel_per_data_set(tmp_path):
     assert table["dataset=grid25 loss=ns d_norm=batch"]["note"] == "pruned only"
     assert float(table["dataset=ring8 loss=hinge d_norm=spectral"]["median"]) == 2.0
     page = (tmp_path / "report.html").read_text()
-    assert page.count("<figcaption>") == 4 and "one panel per dataset" in page and "invalid: rejected" in page
+    assert page.count("<figcaption>") == 5 and "one panel per dataset" in page and "invalid: rejected" in page
     assert "a colour scale per dataset" in page
 
 

@@ -1,8 +1,9 @@
 """``ganbench leaderboard``: rank the cells of a stability study and draw its pictures.
 
 Writes ``leaderboard.csv``, ``leaderboard.md``, ``heatmap_quality.png``, ``heatmap_divergence.png``,
-``boxplot_quality.png``, ``budget_curves.png`` and a self-contained ``report.html`` to ``--out``, prints
-the table, and logs the same table and pictures to a W&B summary run (offline by default).
+``boxplot_quality.png``, ``budget_curves.png``, ``intervals_top.png`` and a self-contained ``report.html``
+to ``--out``, prints the table, and logs the same table and pictures to a W&B summary run (offline by
+default).
 """
 
 from __future__ import annotations

@@ -13,6 +13,13 @@ Per cell, over its COMPLETE trials (pruned and invalid trials are counted, not s
 
 Cells are ranked by ``median`` (better first), ties broken by ``divergence`` then by cell name.
 
+Whether a difference is more than seed noise (:mod:`ganbench.sweep.stats`): per cell, 95 % bootstrap
+intervals of ``median``, ``divergence`` and ``collapse`` over its seeds (trials, then seeds within
+them, resampled); and, within each data set, a two-sided Mann–Whitney U test of every scored cell's
+seed qualities against those of the data set's best-ranked cell, Holm-adjusted over those comparisons
+(``p_holm``; ``distinguishable`` = ``yes`` below 0.05, ``no`` otherwise, ``best`` for the best).
+Diverged seeds enter at ``quality.worst``: tied with each other and worse than every completed seed.
+
 The budget curve of a group (Lucic et al. 2018 Fig. 5, Kurach et al. 2019 Fig. 1) is the expected best
 quality after ``k`` trials drawn with replacement from the group's trials — the mean of the bootstrap,
 computed exactly: with values sorted best first, x_(1) … x_(n),
@@ -34,9 +41,15 @@ from optuna.trial import TrialState
 
 from ganbench import GanbenchError
 from ganbench.sweep.space import short
+from ganbench.sweep.stats import ALPHA, LEVEL, RESAMPLES, cell_intervals, holm, mann_whitney
 
-COLUMNS = ("rank", "cell", "trials", "median", "top5", "iqr", "divergence", "collapse", "seed_spread", "oscillation",
-           "pruned", "invalid", "failed", "note")
+COLUMNS = ("rank", "cell", "trials", "seeds", "median", "median_lo", "median_hi", "top5", "iqr",
+           "divergence", "divergence_lo", "divergence_hi", "collapse", "collapse_lo", "collapse_hi",
+           "p", "p_holm", "distinguishable", "seed_spread", "oscillation", "pruned", "invalid", "failed", "note")
+#: what leaderboard.md, report.html and the terminal show: an interval is one column "[lo, hi]"
+SHOWN = ("rank", "cell", "trials", "seeds", "median", "median_ci", "top5", "iqr", "divergence", "divergence_ci",
+         "collapse", "collapse_ci", "p_holm", "distinguishable", "seed_spread", "oscillation", "pruned", "invalid",
+         "failed", "note")
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,12 @@ class TrialRow:
     collapsed_frac: float
     spread: float
     oscillation: float
+    #: per seed (quality, diverged, collapsed) (:func:`seed_values`)
+    seeds: tuple[tuple[float, float, float], ...] = ()
+
+    def seed_rows(self) -> tuple[tuple[float, float, float], ...]:
+        """``seeds``, or the trial as one value when it has none."""
+        return self.seeds or ((self.quality, self.diverged_frac, self.collapsed_frac),)
 
 
 @dataclass
@@ -67,6 +86,16 @@ class CellStats:
     failed: int
     note: str = ""  # why an unscored cell has no quality: "invalid", "pruned", "failed"
     values: tuple[Any, ...] = ()
+    seeds: int = 0  # seed-level values behind the intervals and the test
+    median_lo: float = math.nan  # 95 % bootstrap interval of median
+    median_hi: float = math.nan
+    divergence_lo: float = math.nan
+    divergence_hi: float = math.nan
+    collapse_lo: float = math.nan
+    collapse_hi: float = math.nan
+    p: float = math.nan  # Mann–Whitney U p-value against the best cell of its data set
+    p_holm: float = math.nan  # Holm-adjusted over the data set's comparisons
+    distinguishable: str = ""  # "best", "yes" (p_holm < 0.05), "no"; empty for an unscored cell
 
 
 @dataclass
@@ -110,7 +139,8 @@ def load_board(study: optuna.Study) -> Board:
         if t.state == TrialState.COMPLETE and "quality" in t.user_attrs:
             a = t.user_attrs
             rows.append(TrialRow(t.number, cell, float(a["quality"]), float(a["diverged_frac"]),
-                                 float(a["collapsed_frac"]), float(a["spread"]), float(a["oscillation"])))
+                                 float(a["collapsed_frac"]), float(a["spread"]), float(a["oscillation"]),
+                                 seed_values(a)))
         elif t.state == TrialState.PRUNED:
             counts["invalid" if "invalid" in t.user_attrs else "pruned"] += 1
         elif t.state == TrialState.FAIL:
@@ -121,6 +151,30 @@ def load_board(study: optuna.Study) -> Board:
                                          "seeds", "base_config", "sampler") if k in space})
     board.cells = rank_cells(board, other)
     return board
+
+
+def seed_values(attrs: dict[str, Any]) -> tuple[tuple[float, float, float], ...]:
+    """``(quality, diverged, collapsed)`` per seed from a trial's user attributes: ``seed_quality`` and
+    ``seed_status`` (objective.py). Per-seed collapse is not stored, only ``collapsed_frac``: the
+    trial's collapsed count goes to its diverged seeds first (a diverged seed counts as collapsed),
+    then to the others in order — which seeds is immaterial to a rate and its interval. A trial
+    without ``seed_quality`` is one value: its quality and its two fractions."""
+    quality = attrs.get("seed_quality") or []
+    if not quality:
+        return ((float(attrs["quality"]), float(attrs["diverged_frac"]), float(attrs["collapsed_frac"])),)
+    n = len(quality)
+    status = attrs.get("seed_status") or []
+    if len(status) == n:
+        diverged = [s != "completed" for s in status]
+    else:
+        k = round(float(attrs["diverged_frac"]) * n)
+        diverged = [i < k for i in range(n)]
+    extra = round(float(attrs["collapsed_frac"]) * n) - sum(diverged)
+    collapsed = []
+    for d in diverged:
+        collapsed.append(d or extra > 0)
+        extra -= not d
+    return tuple((float(q), float(d), float(c)) for q, d, c in zip(quality, diverged, collapsed))
 
 
 def top_quantile(values: list[float], direction: str, fraction: float = 0.05) -> float:
@@ -150,6 +204,7 @@ def rank_cells(board: Board, other: dict[tuple[Any, ...], dict[str, int]] | None
             pruned=counts.get("pruned", 0), invalid=counts.get("invalid", 0), failed=counts.get("failed", 0),
             values=cell))
     cells.sort(key=lambda c: (sign * c.median, c.divergence, c.cell))
+    compare(board, cells, groups)
     unscored = []  # cells with trials but none scored: shown after the ranked ones, with the reason
     for cell, counts in other.items():
         if cell in groups:
@@ -166,6 +221,36 @@ def rank_cells(board: Board, other: dict[tuple[Any, ...], dict[str, int]] | None
     return cells
 
 
+def compare(board: Board, cells: list[CellStats], groups: dict[tuple[Any, ...], list[TrialRow]]) -> None:
+    """Fill the ranked ``cells``' intervals, and test each against the best cell of its data set
+    (module docstring)."""
+    for c in cells:
+        trials = [np.asarray(r.seed_rows(), dtype=float) for r in groups[c.values]]
+        c.seeds = sum(len(t) for t in trials)
+        ci = cell_intervals(trials)
+        (c.median_lo, c.median_hi), (c.divergence_lo, c.divergence_hi), (c.collapse_lo, c.collapse_hi) = (
+            ci["quality"], ci["diverged"], ci["collapsed"])
+    for ranked in _by_data(board, cells).values():
+        best, rest = ranked[0], ranked[1:]
+        best.distinguishable = "best"
+        qualities = {c.cell: [s[0] for r in groups[c.values] for s in r.seed_rows()] for c in ranked}
+        for c in rest:
+            c.p = mann_whitney(qualities[c.cell], qualities[best.cell])
+        for c, adjusted in zip(rest, holm([c.p for c in rest])):
+            c.p_holm = adjusted
+            c.distinguishable = "yes" if adjusted < ALPHA else "no"
+
+
+def _by_data(board: Board, cells: list[CellStats]) -> dict[Any, list[CellStats]]:
+    """Scored ``cells`` per data set (one group when the study does not vary it), in rank order."""
+    dk = _data_key(board)
+    out: dict[Any, list[CellStats]] = {}
+    for c in cells:
+        if c.trials:
+            out.setdefault(c.values[board.factors.index(dk)] if dk else None, []).append(c)
+    return out
+
+
 def expected_best(values: list[float], k: int, direction: str) -> float:
     """Expected best of ``k`` draws with replacement from ``values`` (closed form; module docstring)."""
     n = len(values)
@@ -178,6 +263,41 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "–" if math.isnan(v) else f"{v:.4g}"
     return str(v)
+
+
+def _shown(c: CellStats, key: str) -> str:
+    """One cell of the shown table (``SHOWN``): ``*_ci`` columns are ``[lo, hi]``."""
+    if key.endswith("_ci"):
+        lo, hi = getattr(c, key[:-3] + "_lo"), getattr(c, key[:-3] + "_hi")
+        return "–" if math.isnan(lo) else f"[{lo:.4g}, {hi:.4g}]"
+    return _fmt(getattr(c, key))
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def verdict(board: Board) -> list[str]:
+    """In words, per data set: the best cell and the cells not distinguishable from it; then how."""
+    out = []
+    for data, ranked in _by_data(board, board.cells).items():
+        best, rest = ranked[0], ranked[1:]
+        same = [c.cell for c in rest if c.distinguishable == "no"]
+        where = f"On dataset={data}: best" if data is not None else "Best"
+        ci = "no interval" if math.isnan(best.median_lo) else f"95 % CI {_shown(best, 'median_ci')}"
+        line = f"{where} `{best.cell}` (median {_fmt(best.median)}, {ci}, {_count(best.seeds, 'seed')})"
+        if rest:
+            line += ("; not distinguishable from it: " + (", ".join(f"`{name}`" for name in same) or "none")
+                     + f"; distinguishable: {len(rest) - len(same)} of {len(rest)} other cells")
+        out.append(line + ("." if rest else "; no other cell to compare."))
+    if out:
+        out.append(f"Intervals: {LEVEL * 100:g} % percentile bootstrap of the cell's statistic, {RESAMPLES} "
+                   "resamples of its trials and of the seeds within them (fixed seed). Test: two-sided "
+                   "Mann–Whitney U of each cell's seed qualities against the best cell's (diverged seeds at "
+                   "quality.worst), p-values Holm-adjusted over the cells compared; not distinguishable = "
+                   f"adjusted p ≥ {ALPHA:g}, which does not mean equal: with few seeds, large differences stay "
+                   "undetected.")
+    return out
 
 
 def write_tables(board: Board, out: Path) -> tuple[Path, Path]:
@@ -193,8 +313,9 @@ def write_tables(board: Board, out: Path) -> tuple[Path, Path]:
             w.writerow([*(repr(d[k]) if isinstance(d[k], float) else d[k] for k in COLUMNS), *c.values])
     lines = [f"# Leaderboard of study `{board.study}`", "",
              f"Quality: `{board.metric}` ({board.direction}); {board.counts()}.", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(asdict(c)[k]) for k in COLUMNS) + " |" for c in board.cells]
+             "| " + " | ".join(SHOWN) + " |", "|" + "---|" * len(SHOWN)]
+    lines += ["| " + " | ".join(_shown(c, k) for k in SHOWN) + " |" for c in board.cells]
+    lines += [line for v in verdict(board) for line in ("", v)]
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 
@@ -204,13 +325,15 @@ def print_table(board: Board, limit: int | None = None) -> None:
     from rich.table import Table
 
     table = Table(title=f"{board.study}: {board.metric} ({board.direction}), {board.counts()}")
-    for col in COLUMNS:
+    for col in SHOWN:
         table.add_column(col, justify="left" if col == "cell" else "right", no_wrap=col == "cell")
     for c in board.cells[:limit]:
-        d = asdict(c)
-        table.add_row(*(_fmt(d[k]) for k in COLUMNS))
+        table.add_row(*(_shown(c, k) for k in SHOWN))
     console = Console()
-    Console(width=max(console.width, 180) if not console.is_terminal else None).print(table)
+    console = Console(width=max(console.width, 240) if not console.is_terminal else None)
+    console.print(table)
+    for line in verdict(board):
+        console.print(line, markup=False)
 
 
 def _axes_keys(board: Board) -> tuple[str, str]:
@@ -426,7 +549,49 @@ def plot_budget(board: Board, path: Path) -> Path:
     return path
 
 
-PLOTS = ("heatmap_quality.png", "heatmap_divergence.png", "boxplot_quality.png", "budget_curves.png")
+def plot_intervals(board: Board, path: Path, top: int = 10) -> Path:
+    """The ``top`` cells of each data set (one panel each): median quality with its 95 % bootstrap
+    interval as a horizontal error bar, best on top; the best cell and the cells not distinguishable
+    from it coloured, the distinguishable ones grey; the best cell's interval shaded across the panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _by_data(board, board.cells)
+    rows = max(min(len(g), top) for g in groups.values())
+    fig, axes = plt.subplots(1, len(groups), figsize=(7.5 * len(groups), 1.3 + 0.32 * rows), squeeze=False,
+                             layout="constrained")
+    style = {"best": ("C3", "best"), "no": ("C1", f"not distinguishable from best (Holm p ≥ {ALPHA:g})"),
+             "yes": ("0.6", "distinguishable from best")}
+    for ax, (data, ranked) in zip(axes[0], groups.items()):
+        shown = ranked[:top]
+        best = shown[0]
+        if not math.isnan(best.median_lo):
+            ax.axvspan(best.median_lo, best.median_hi, color=style["best"][0], alpha=0.12, lw=0)
+        for kind, (colour, label) in style.items():
+            idx = [i for i, c in enumerate(shown) if c.distinguishable == kind]
+            if not idx:
+                continue
+            med = np.array([shown[i].median for i in idx])
+            lo = np.array([shown[i].median_lo for i in idx])
+            hi = np.array([shown[i].median_hi for i in idx])
+            err = np.nan_to_num(np.vstack([med - lo, hi - med]))  # no bar for a cell with a single seed
+            ax.errorbar(med, idx, xerr=err, fmt="o", color=colour, ecolor=colour, capsize=3, label=label)
+        ax.set_yticks(range(len(shown)), [f"{c.cell} (n={c.seeds})" for c in shown], fontsize=7)
+        ax.set_ylim(len(shown) - 0.5, -0.5)
+        ax.set_xlabel(f"median {board.metric} ({board.direction}), 95 % interval")
+        ax.set_title(f"dataset={data}" if data is not None else "", fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+    per = " per dataset" if _data_key(board) else ""
+    fig.suptitle(f"{board.study}: the {top} best cells{per}, median and 95 % interval", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+PLOTS = ("heatmap_quality.png", "heatmap_divergence.png", "boxplot_quality.png", "budget_curves.png",
+         "intervals_top.png")
 
 
 def write_plots(board: Board, out: Path) -> list[Path]:
@@ -434,7 +599,8 @@ def write_plots(board: Board, out: Path) -> list[Path]:
         raise GanbenchError(f"study {board.study} has no completed trials to plot")
     heatmaps = [plot_heatmap(board, "quality", out / PLOTS[0]), plot_heatmap(board, "divergence", out / PLOTS[1])
                 ] if board.factors else []  # a plain hyper-parameter search has one cell and no heatmap
-    return [*heatmaps, plot_boxes(board, out / PLOTS[2]), plot_budget(board, out / PLOTS[3])]
+    return [*heatmaps, plot_boxes(board, out / PLOTS[2]), plot_budget(board, out / PLOTS[3]),
+            plot_intervals(board, out / PLOTS[4])]
 
 
 def caption(board: Board, name: str) -> str:
@@ -456,7 +622,19 @@ def caption(board: Board, name: str) -> str:
         "budget_curves.png": f"expected best {board.metric} after k trials drawn at random, per {short(rk)}"
                              f"{', one panel per dataset' if _data_key(board) else ''}: a curve that drops fast "
                              "needs a small search budget.",
+        "intervals_top.png": f"the 10 best cells{' of each dataset' if _data_key(board) else ''} by median "
+                             f"{board.metric}, best on top, n = seeds: the dot is the cell's median, the bar its "
+                             "95 % bootstrap interval (trials and seeds resampled; none with a single seed), the "
+                             "band the best cell's interval. Orange cells are not distinguishable from the best "
+                             "(two-sided Mann–Whitney U over seeds, Holm-adjusted p ≥ 0.05), grey ones are. Not "
+                             "distinguishable is not equal: with few seeds the intervals are wide and the test "
+                             "weak.",
     }.get(name, "")
+
+
+TABLE_CAPTION = ("One row per cell, best median first. [lo, hi]: 95 % bootstrap interval over the cell's trials and "
+                 "seeds. p_holm: Mann–Whitney U p-value of the cell's seed qualities against the best cell of its "
+                 "data set, Holm-adjusted; distinguishable: yes when p_holm < 0.05.")
 
 
 def write_html(board: Board, out: Path, images: list[Path]) -> Path:
@@ -464,9 +642,10 @@ def write_html(board: Board, out: Path, images: list[Path]) -> Path:
     import base64
     import html
 
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(asdict(c)[k]))}</td>" for k in COLUMNS) + "</tr>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in SHOWN)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_shown(c, k))}</td>" for k in SHOWN) + "</tr>"
                    for c in board.cells)
+    said = "".join(f"<p>{html.escape(v)}</p>" for v in verdict(board))
     pics = "".join(f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
                    f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption><b>{p.stem}</b>: '
                    f'{html.escape(caption(board, p.name))}</figcaption></figure>' for p in images)
@@ -474,8 +653,8 @@ def write_html(board: Board, out: Path, images: list[Path]) -> Path:
             "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
             "padding:2px 6px;font-size:12px}img{max-width:100%}</style></head><body>"
             f"<h1>Study {html.escape(board.study)}</h1><p>Quality {html.escape(board.metric)} "
-            f"({board.direction}), {html.escape(board.counts())}.</p><table><tr>{head}</tr>{body}</table>"
-            f"{pics}</body></html>")
+            f"({board.direction}), {html.escape(board.counts())}.</p><table><caption>{html.escape(TABLE_CAPTION)}"
+            f"</caption><tr>{head}</tr>{body}</table>{said}{pics}</body></html>")
     path = out / "report.html"
     path.write_text(page)
     return path
