@@ -109,20 +109,26 @@ def row_name(family: str, pack: int) -> str:
     return family if pack == 1 else f"{family} + pack {pack}"
 
 
-def build(data: str, family: str, pack: int, seed: int, steps: int):
-    """The model and data module of the config, with this fit's family, packing, seed and length."""
+def build(data: str, family: str, pack: int, seed: int, steps: int, population: int = 1):
+    """The model and data module of the config, with this fit's family, packing, seed and length;
+    ``population`` > 1 trains the seeds ``seed … seed + population - 1`` as one batched fit."""
     from ganbench.cli import GanbenchCLI
 
     root = tempfile.mkdtemp(prefix="pacgan-")
     cli = GanbenchCLI(args=["--config", CONFIGS[data], *family_args(family), "--model.init_args.pack", str(pack),
+                            "--model.init_args.population", str(population),
                             "--seed_everything", str(seed), "--trainer.max_steps", str(steps),
                             "--trainer.logger", "false", "--trainer.default_root_dir", root], run=False)
     return cli.model, cli.datamodule
 
 
-def fit_one(job: tuple[str, str, int, int, argparse.Namespace]) -> dict:
-    """One fit: its curve of (iteration, modes, high-quality fraction, reverse KL) and final samples."""
-    data, family, pack, seed, args = job
+def fit_one(job: tuple[str, str, int, int | list[int], argparse.Namespace]) -> list[dict]:
+    """One fit — or, with a list of consecutive seeds, one population fit of them (replica r is the
+    fit with seed ``seeds[0] + r``): each seed's curve of (iteration, modes, high-quality fraction,
+    reverse KL) and final samples."""
+    data, family, pack, seeds, args = job
+    seeds = seeds if isinstance(seeds, list) else [seeds]
+    seed = seeds[0]
     import lightning as L
     import torch
 
@@ -132,21 +138,22 @@ def fit_one(job: tuple[str, str, int, int, argparse.Namespace]) -> dict:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
-    model, dm = build(data, family, pack, seed, args.steps)
+    model, dm = build(data, family, pack, seed, args.steps, population=len(seeds))
     z = torch.randn(args.samples, model.latent_dim, generator=torch.Generator().manual_seed(Z_SEED))
-    curve: list[dict] = []
-    tag = f"{data} {row_name(family, pack)} seed {seed}"
+    curves: list[list[dict]] = [[] for _ in seeds]
 
     class Score(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, *rest) -> None:
             step = trainer.global_step
             if step % args.eval_every == 0 or step == args.steps:
-                fake = pl_module.sample(args.samples, z=z).float().cpu()
-                mm = mode_metrics(fake, dm.mixture.centers, dm.mixture.std)
-                curve.append({"step": step, "modes": mm["modes_covered"], "hq": mm["high_quality_frac"],
-                              "rkl": mm["reverse_kl"], "kl_modes": mm["kl_to_uniform"]})
-                print(f"{tag}: step {step}/{args.steps} modes {mm['modes_covered']:.0f} "
-                      f"hq {100 * mm['high_quality_frac']:.1f}% rkl {mm['reverse_kl']:.3f}", flush=True)
+                fakes = pl_module.sample(args.samples, z=z).float().cpu().reshape(len(seeds), args.samples, -1)
+                for s, fake, curve in zip(seeds, fakes, curves):  # every replica on the same latents
+                    mm = mode_metrics(fake, dm.mixture.centers, dm.mixture.std)
+                    curve.append({"step": step, "modes": mm["modes_covered"], "hq": mm["high_quality_frac"],
+                                  "rkl": mm["reverse_kl"], "kl_modes": mm["kl_to_uniform"]})
+                    print(f"{data} {row_name(family, pack)} seed {s}: step {step}/{args.steps} modes "
+                          f"{mm['modes_covered']:.0f} hq {100 * mm['high_quality_frac']:.1f}% "
+                          f"rkl {mm['reverse_kl']:.3f}", flush=True)
 
     L.seed_everything(seed, verbose=False)
     trainer = L.Trainer(max_steps=args.steps, accelerator=args.accelerator, devices=1, logger=False,
@@ -155,9 +162,12 @@ def fit_one(job: tuple[str, str, int, int, argparse.Namespace]) -> dict:
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     wall = time.perf_counter() - t0
-    final = model.sample(args.samples, z=z).float().cpu()
-    return {"data": data, "family": family, "pack": pack, "seed": seed, "steps": args.steps, "status": model.status,
-            "wall_s": wall, "curve": curve, "samples": final.tolist() if seed == args.seeds[0] else None}
+    finals = model.sample(args.samples, z=z).float().cpu().reshape(len(seeds), args.samples, -1)
+    status = [("diverged" if d else model.status) for d in model.replica_divergence]  # one per replica
+    return [{"data": data, "family": family, "pack": pack, "seed": s, "steps": args.steps, "status": st,
+             "wall_s": wall, "population": len(seeds), "curve": curve,
+             "samples": final.tolist() if s == args.seeds[0] else None}
+            for s, st, curve, final in zip(seeds, status, curves, finals)]
 
 
 def figure(fits: list[dict], path: Path) -> None:
@@ -208,7 +218,8 @@ def render(fits: list[dict], args: argparse.Namespace, command: str, wall: float
         "# Reproduction: PacGAN, Table 1 (2-D ring and grid)",
         "",
         f"- command: `{command}`",
-        f"- machine: {MACHINE}, {args.jobs} fit(s) at a time, {args.threads} torch thread(s) each, "
+        f"- machine: {MACHINE}, {args.jobs} {'population' if args.population else 'fit'}(s) at a time, "
+        f"{args.threads} torch thread(s) each, "
         f"accelerator {args.accelerator}; date {time.strftime('%Y-%m-%d')}; wall time {wall / 60:.1f} min",
         f"- torch {torch.__version__}, lightning {L.__version__}, Python {platform.python_version()}",
         f"- fits: {len(fits)} = data {sorted({f['data'] for f in fits})} "
@@ -280,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per fit")
     parser.add_argument("--jobs", type=int, default=1, help="fits at the same time (processes)")
+    parser.add_argument("--population", action="store_true",
+                        help="train a row's seeds (consecutive) as one population fit: one batched step")
     parser.add_argument("--out", type=Path, default=Path("docs/reproductions/pacgan.md"))
     args = parser.parse_args(argv)
     for key in ("steps", "eval_every", "samples", "threads", "jobs"):
@@ -293,18 +306,26 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--families: unknown {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
     os.environ.setdefault("WANDB_MODE", "disabled")
-    jobs = [(d, fam, p, s, args) for d in args.data for fam in args.families for p in args.packs for s in args.seeds]
-    print(f"{len(jobs)} fits of {args.steps} G iterations", flush=True)
+    if args.population:
+        if args.seeds != list(range(args.seeds[0], args.seeds[0] + len(args.seeds))):
+            parser.error(f"--population trains consecutive seeds (replica r = first seed + r), got {args.seeds}")
+        jobs = [(d, fam, p, list(args.seeds), args) for d in args.data for fam in args.families for p in args.packs]
+    else:
+        jobs = [(d, fam, p, s, args) for d in args.data for fam in args.families for p in args.packs
+                for s in args.seeds]
+    n_fits = len(jobs) * (len(args.seeds) if args.population else 1)
+    print(f"{n_fits} fits of {args.steps} G iterations"
+          + (f", {len(args.seeds)} per population" if args.population else ""), flush=True)
     t0 = time.perf_counter()
     fits = []
     with mp.get_context("spawn").Pool(args.jobs) if args.jobs > 1 else contextlib.nullcontext() as pool:
-        for i, fit in enumerate(pool.imap_unordered(fit_one, jobs) if pool else map(fit_one, jobs), 1):
-            fits.append(fit)
-            last = fit["curve"][-1]
-            print(f"[{i}/{len(jobs)}] {fit['data']} {row_name(fit['family'], fit['pack'])} seed {fit['seed']}: "
-                  f"{last['modes']:.0f} modes, "
-                  f"{100 * last['hq']:.1f}% high quality, reverse KL {last['rkl']:.3f} ({fit['wall_s']:.0f} s)",
-                  flush=True)
+        for batch in pool.imap_unordered(fit_one, jobs) if pool else map(fit_one, jobs):
+            for fit in batch:
+                fits.append(fit)
+                last = fit["curve"][-1]
+                print(f"[{len(fits)}/{n_fits}] {fit['data']} {row_name(fit['family'], fit['pack'])} seed "
+                      f"{fit['seed']}: {last['modes']:.0f} modes, {100 * last['hq']:.1f}% high quality, "
+                      f"reverse KL {last['rkl']:.3f} ({fit['wall_s']:.0f} s)", flush=True)
     wall = time.perf_counter() - t0
     command = "python scripts/reproduce_pacgan.py " + " ".join(sys.argv[1:] if argv is None else argv)
     out = args.out

@@ -254,3 +254,22 @@ def test_reproduction_statistics():
     assert mod.agrees((5.0, 0.1), (6.3, 0.5)) is False  # 1.3 > 2 √(0.01 + 0.25) = 1.020
     assert mod.agrees((5.0, math.nan), (6.3, 0.5)) is None
     assert mod.PUBLISHED[("grid", 4)] == ((24.8, 0.2), (93.6, 0.6), (0.04, 0.01))
+
+
+def test_reproduction_population_scores_each_seed_as_its_own_fit():
+    """``--population``: the row's seeds trained as one batched fit score each seed as the ordinary
+    fit with that seed does (the same curve of modes, high-quality fraction and reverse KL)."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce_pacgan", "scripts/reproduce_pacgan.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = argparse.Namespace(steps=6, eval_every=3, samples=300, threads=1, accelerator="cpu", seeds=[3, 4])
+    pop = mod.fit_one(("ring", "gan", 2, [3, 4], args))
+    one = mod.fit_one(("ring", "gan", 2, 4, args))
+    assert [f["seed"] for f in pop] == [3, 4] and [f["population"] for f in pop] == [2, 2]
+    assert [c["step"] for c in pop[1]["curve"]] == [3, 6]
+    for a, b in zip(pop[1]["curve"], one[0]["curve"]):
+        assert a["modes"] == b["modes"] and a["hq"] == pytest.approx(b["hq"], abs=2 / 300)
+    assert pop[0]["samples"] is not None and pop[1]["samples"] is None
