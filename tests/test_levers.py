@@ -173,7 +173,8 @@ def test_overfit_signal_is_the_ratio_of_mean_scores():
     model = SimpleNamespace(discriminator=_MeanD(), device=torch.device("cpu"), population=1, latent_dim=3,
                             cfg=SimpleNamespace(pack=1), packed=lambda x: x,
                             sample=lambda n, z, ema: torch.zeros(n, 1, 4, 4))
-    dm = SimpleNamespace(train_samples=None, split_size=lambda split: 10_000, training_samples=lambda n, seed: torch.ones(n, 1, 4, 4),
+    dm = SimpleNamespace(train_samples=None, split_size=lambda split: 10_000,
+                         training_samples=lambda n, seed: torch.ones(n, 1, 4, 4),
                          real_samples=lambda n, split, seed: torch.full((n, 1, 4, 4), 0.5))
     cb = DiscriminatorOverfit(n=100)
     values = cb.measure(SimpleNamespace(datamodule=dm), model)
@@ -188,3 +189,22 @@ def test_overfit_signal_is_logged_during_a_fit(tmp_path):
     assert {"diag/d_train_512", "diag/d_heldout_512", "diag/d_fake_512", "diag/d_overfit_512"} <= set(header)
     summary = json.loads((root / "summary.json").read_text())
     assert math.isfinite(summary["metrics"]["diag/d_overfit_512"])
+
+
+IMAGES = ["--data.dataset", "digits", "--data.resolution", "8", "--model.init_args.arch", "mlp",
+          "--model.init_args.width", "16", "--model.init_args.latent_dim", "4"]
+
+
+@pytest.mark.parametrize("extra", [
+    ["--model.init_args.augment", "diffaugment", "--model.init_args.cr_real", "10", "--model.init_args.cr_fake", "5"],
+    ["--model.init_args.augment", "ada", "--model.init_args.ada_kimg", "1"],
+], ids=["diffaugment+bcr", "ada"])
+def test_augmentation_and_cr_compose_with_populations(tmp_path, extra):
+    """Images through MLPs (what a population batches): replica 0 of a population (seeds 5, 6) with
+    DiffAugment and bCR, or ADA, equals the ordinary fit with seed 5, ADA's p included."""
+    pop = fit(tmp_path / "pop", "gan", 5, "--model.init_args.population", "2", *IMAGES, *extra, steps=10)
+    one = fit(tmp_path / "one", "gan", 5, *IMAGES, *extra, steps=10)
+    assert_replica_equals(pop, 0, one, rtol=1e-4, atol=1e-5)
+    if "ada" in extra:
+        torch.testing.assert_close(pop["state_dict"]["ada.p"][:1], one["state_dict"]["ada.p"])
+        assert one["state_dict"]["ada.p"].item() > 0  # p moved: the comparison is not of two zeros
