@@ -558,9 +558,9 @@ class GANModule(L.LightningModule):
         ncol = min(len(images), self.num_classes) if self.num_classes else max(1, int(len(images) ** 0.5))
         return images, ncol
 
-    def generate(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
-        """G(z) for a fresh latent batch, in training mode (with graph)."""
-        return self.generator(self.sample_latent(n), labels)
+    def generate(self, n: int, labels: torch.Tensor | None, z: torch.Tensor | None = None) -> torch.Tensor:
+        """G(z) for a fresh latent batch (or the given ``n`` latents ``z``), in training mode (with graph)."""
+        return self.generator(self.sample_latent(n) if z is None else z, labels)
 
     # ------------------------------------------------------------------------------ discriminator
     def noise_sigma(self) -> float:
@@ -629,7 +629,7 @@ class GANModule(L.LightningModule):
         """D's loss on one real batch; returns (loss, values to log)."""
         with torch.no_grad():
             z = self.sample_latent(len(real))
-            fake = self.generator(z, labels)
+            fake = self.generate(len(real), labels, z=z)
         d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
         smoothing = self.replica_value("label_smoothing", self.cfg.label_smoothing)
         kw = {"real_target": 1.0 - smoothing} if torch.is_tensor(smoothing) or smoothing else {}
@@ -682,7 +682,7 @@ class GANModule(L.LightningModule):
         n = self.rows(h.g_batch_size) if h.g_batch_size else len(real)
         labels = self.sample_labels(n) if labels is not None else None
         z = self.sample_latent(n)
-        fake = self.generator(z, labels)
+        fake = self.generate(n, labels, z=z)
         need_real = getattr(self.objective, "g_needs_real", False) or h.feature_matching > 0
         if h.feature_matching > 0:
             from ganbench.tricks import feature_matching_loss

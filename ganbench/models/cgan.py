@@ -58,9 +58,9 @@ class CGAN(GANModule):
         disc.train().add_module("classifier", nn.Linear(dim, self.num_classes))
         return disc
 
-    def generate(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
+    def generate(self, n: int, labels: torch.Tensor | None, z: torch.Tensor | None = None) -> torch.Tensor:
         self._fake_labels = labels
-        return super().generate(n, labels)
+        return super().generate(n, labels, z=z)
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         if self.hparams.mode == "projection":
