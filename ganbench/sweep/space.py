@@ -140,6 +140,10 @@ class SweepSpace:
         """The parameters the trials of one population fit share: every factor and the structural nuisance."""
         return [*self.factors, *self.structural]
 
+    def bound_to(self, name: str) -> list[str]:
+        """The bind keys whose value uses ``$name``."""
+        return [key for key, value in self.bind.items() if name in _dollar_names(value)]
+
     def replica_overrides(self, params: dict[str, Any]) -> dict[str, float]:
         """One trial's ``population_overrides`` entry: its per-replica nuisance values under their replica keys."""
         return {key: params[name] for _, name, key in self.replica_bind if name not in self.structural}
