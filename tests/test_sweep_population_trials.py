@@ -147,3 +147,38 @@ def test_each_seed_of_a_batch_gets_a_wandb_run_of_its_trial(tmp_path, monkeypatc
         assert cfg["model"]["init_args"]["g_optimizer"]["init_args"]["lr"] == t.params["lr"]
         assert run["summary"]["quality"] == t.user_attrs["seed_quality"][0]
         assert run["summary"]["trial/quality"] == t.value
+
+
+def test_a_waiting_trial_of_another_cell_leads_the_next_batch(tmp_path):
+    """Two queued trials of different cells (as the heartbeat's retries are): the second cannot join the first's
+    batch, so the first runs alone and the second leads a batch with a fresh trial of its own cell."""
+    data = {**BATCHED, "name": "queued", "seeds": [0]}
+    storage = f"sqlite:///{tmp_path / 'queued'}.db"
+    queued = optuna.create_study(study_name="queued", storage=storage)
+    for d_norm, lr in (("spectral", 1e-3), ("layer", 2e-3)):
+        queued.enqueue_trial({"model.init_args.d_norm": d_norm, "model.init_args.penalty": "none", "lr": lr,
+                              "n_critic": 1, "bound": 2.0e6})
+    study, _ = sweep(tmp_path, data, 3, 2)
+    t0, t1, t2 = study.trials
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert (t0.params["model.init_args.d_norm"], t1.params["model.init_args.d_norm"]) == ("spectral", "layer")
+    assert {k: t2.params[k] for k in ("model.init_args.d_norm", "n_critic", "bound")} == \
+        {"model.init_args.d_norm": "layer", "n_critic": 1, "bound": 2.0e6}
+    root = tmp_path / "runs" / "queued"
+    assert t0.user_attrs["run_dirs"] == [str((root / "trial_00000" / "seed_0").resolve())]
+    assert json.loads((root / "batch_00001" / "batch.json").read_text())["trials"] == [1, 2]
+
+
+def test_a_valid_cell_that_cannot_be_batched_runs_its_trials_alone(tmp_path, capsys):
+    """grad_clip refuses a population but not a fit: the first batch's trials and every later one run on
+    their own, after one line that says so."""
+    data = {**BATCHED, "name": "clipped", "seeds": [0],
+            "overrides": {**BATCHED["overrides"], "model.init_args.grad_clip": 1.0}}
+    study, _ = sweep(tmp_path, data, 3, 2)
+    err = capsys.readouterr().err
+    assert err.count("cannot train as one population fit") == 1 and "grad_clip" in err
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    root = tmp_path / "runs" / "clipped"
+    assert sorted(p.name for p in root.iterdir()) == ["trial_00000", "trial_00001", "trial_00002"]
+    assert all(t.user_attrs["run_dirs"] == [str((root / f"trial_{t.number:05d}" / "seed_0").resolve())]
+               for t in study.trials)
