@@ -154,6 +154,18 @@ def test_every_replica_with_spectral_and_batch_norm_penalty_ema_and_noise(tmp_pa
         assert_replica_equals(pop, k, one, rtol=1e-4, atol=1e-5)
 
 
+def test_given_replica_seeds_repeat_a_seed_with_other_learning_rates(tmp_path):
+    """``population_seeds`` (what a study batching two trials gives): replica 1 of seeds [9, 9] is the fit
+    with seed 9 and replica 1's learning rate, not the fit with seed_everything + 1."""
+    over = json.dumps([{"g_lr": x, "d_lr": x} for x in LRS[:2]])
+    pop = fit(tmp_path / "pop", "gan", 5, "--model.init_args.population", "2", "--model.init_args.population_seeds",
+              "[9, 9]", "--model.init_args.population_overrides", over, steps=10)
+    one = fit(tmp_path / "one", "gan", 9, "--model.init_args.g_optimizer.init_args.lr", str(LRS[1]),
+              "--model.init_args.d_optimizer.init_args.lr", str(LRS[1]), steps=10)
+    assert pop["ganbench"]["replica_seeds"] == [9, 9]
+    assert_replica_equals(pop, 1, one, rtol=1e-4, atol=1e-5)
+
+
 def test_a_diverged_replica_is_frozen_and_the_others_train_on(tmp_path):
     over = json.dumps([{"g_lr": 2e-4, "d_lr": 2e-4}, {"g_lr": 1e10, "d_lr": 1e10}])
     pop = fit(tmp_path / "pop", "gan", 5, "--model.init_args.population", "2", "--model.init_args.population_overrides",
@@ -191,6 +203,8 @@ def test_population_resume_is_exact(tmp_path):
       "--model.init_args.population_overrides", '[{"d_lr": 0.001}, {}]'], "needs torch.optim.Adam"),
     (["--config", "configs/sngan.yaml", "--model.init_args.population", "2", "--model.init_args.grad_clip", "1"],
      "grad_clip"),
+    (["--config", "configs/sngan.yaml", "--model.init_args.population", "2", "--model.init_args.population_seeds",
+      "[3]"], "one seed per replica"),
 ])
 def test_population_refusals_are_one_line(tmp_path, capsys, args, message):
     code = main(["fit", *args, "--trainer.default_root_dir", str(tmp_path / "r"), "--trainer.max_steps", "1",

@@ -72,7 +72,8 @@ def _replica_checkpoint(ckpt: dict, k: int) -> io.BytesIO:
 
     one = dict(ckpt)
     one["state_dict"] = unstack_state(ckpt["state_dict"], k)
-    one["hyper_parameters"] = {**ckpt.get("hyper_parameters", {}), "population": 1, "population_overrides": None}
+    one["hyper_parameters"] = {**ckpt.get("hyper_parameters", {}), "population": 1, "population_overrides": None,
+                               "population_seeds": None}
     info = dict(ckpt["ganbench"])
     info.update(population=1, replica_seeds=[info["replica_seeds"][k]], rng=[info["rng"][k]],
                 alive=[info["alive"][k]], replica_divergence=[info["replica_divergence"][k]])

@@ -127,12 +127,16 @@ class GANModule(L.LightningModule):
         compile: ``torch.compile`` G and D (in place: checkpoints keep their keys).
         population: train this many independent replicas in one batched step (see
             :mod:`ganbench.nn.population`): replica ``r`` is the fit with seed ``seed_everything + r``
+            (or ``population_seeds[r]``)
             — its own initial weights, latents, labels, instance noise and penalty draws — with every
             parameter stacked along a leading replica axis. ``1`` is the ordinary fit, through the
             same code. The replicas share the data set and its order (``data.seed``).
         population_overrides: per-replica values of the nuisance a study samples: a list of
             ``population`` dicts with any of ``g_lr``, ``d_lr``, ``penalty_weight``,
             ``label_smoothing``, ``instance_noise`` (missing keys keep the run's value).
+        population_seeds: replica ``r``'s seed instead of ``seed_everything + r`` (one per replica,
+            repeats allowed): a study that batches several trials gives each trial's replicas the
+            study's seeds, so replica ``r`` is the fit with seed ``population_seeds[r]``.
         cuda_graph: capture one whole G iteration (n_critic D updates + 1 G update, latents drawn
             inside) in one CUDA graph and replay it; needs CUDA, one device, static shapes and a
             family whose step is the base step without Python-side state (see
@@ -209,6 +213,7 @@ class GANModule(L.LightningModule):
         cuda_graph: bool = False,
         population: int = 1,
         population_overrides: list[dict[str, float]] | None = None,
+        population_seeds: list[int] | None = None,
     ):
         args = dict(locals())
         args.pop("self")
@@ -246,7 +251,7 @@ class GANModule(L.LightningModule):
         self.scheduler_factories = (g_scheduler, d_scheduler)
         self.population = population
         #: replica r's seed: its initial weights are drawn from it, its training draws from a hash of it
-        self.replica_seeds = [torch.initial_seed() + r for r in range(population)]
+        self.replica_seeds = self.check_seeds(population_seeds)
         self._network_options: set[str] = set()  # the MLP options the networks were built with
         self.generator, self.discriminator = self.build_replicas()
         for key in ("g_depth", "d_width", "d_depth"):
@@ -419,6 +424,18 @@ class GANModule(L.LightningModule):
             if on and own:
                 raise GanbenchError(f"model.{key}={on} regularizes D's scores in the base {player} loss, which the "
                                     f"{self.family} family replaces with its own; leave it unset for {self.family}")
+
+    def check_seeds(self, seeds: list[int] | None) -> list[int]:
+        """Each replica's seed: ``population_seeds``, else ``seed_everything + r``."""
+        if seeds is None:
+            return [torch.initial_seed() + r for r in range(self.population)]
+        if len(seeds) != self.population:
+            raise GanbenchError(f"model.population_seeds has {len(seeds)} entries; it needs one seed per replica "
+                                f"(model.population={self.population})")
+        for r, seed in enumerate(seeds):
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+                raise GanbenchError(f"model.population_seeds[{r}] must be an integer in [0, 2**32), got {seed!r}")
+        return list(seeds)
 
     def check_population(self, overrides: list[dict[str, float]] | None) -> dict[str, torch.Tensor]:
         """Validate ``population`` and ``population_overrides``; the per-replica values as tensors."""

@@ -6,6 +6,12 @@ Each seed runs through :func:`ganbench.cli.main` in this process — the same co
 seed. The fit's metric callbacks (``--run.metrics_every``) write the protocol'd metrics into
 ``metrics.csv`` and ``summary.json``; nothing is re-measured here.
 
+A trial's seeds may instead be replicas of one population fit: its own (:meth:`Objective.run_population`,
+``trial_NNNNN/seeds_<first>-<last>/``) or one shared with the other trials of its batch
+(``ganbench sweep --population-trials K``, :meth:`Objective.run_batch`, ``batch_<first trial>/``). Either
+way each seed is read from its replica's record and the trial is scored by the same code
+(:meth:`Objective.finish`).
+
 Per trial (Lucic et al. 2018 §4; Kurach et al. 2019 §3), stored as Optuna user attributes and in
 ``trial_NNNNN/summary.json``:
 
@@ -287,10 +293,14 @@ class Objective:
     def trial_dir(self, number: int) -> Path:
         return self.runs_root / self.study_name / f"trial_{number:05d}"
 
+    def batch_dir(self, first: int) -> Path:
+        """The population fit of a batch of trials (``--population-trials``), named by its first trial."""
+        return self.runs_root / self.study_name / f"batch_{first:05d}"
+
     def pruning_args(self) -> list[str]:
         s = self.space
-        if not (s.prune and s.metrics_every and len(s.objectives) == 1):
-            return []  # Optuna prunes single-objective studies only
+        if not s.prunes:
+            return []
         spec = {"class_path": f"{__name__}.TrialPruning",
                 "init_args": {"monitor": s.quality.metric, "every_n_steps": s.metrics_every}}
         return [f"--trainer.callbacks+={json.dumps(spec)}"]
@@ -300,8 +310,7 @@ class Objective:
         """Run name ``<study>-t<trial>-s<seed>``; trial, cell, factors and nuisance at the top of its config;
         the seed's verdict (:class:`SeedVerdict`) in its summary."""
         s = self.space
-        config = {"study": self.study_name, "trial": trial.number, "cell": cell,  # seed: seed_everything
-                  **{short(k): params[k] for k in s.factors}, **{n: params[n] for n in s.nuisance}}
+        config = self.sweep_keys(trial.number, params, cell)  # seed: seed_everything
         spec = {"class_path": f"{__name__}.SeedVerdict",
                    "init_args": {"metric": s.quality.metric, "direction": s.quality.direction, "worst": s.quality.worst,
                                  **({"collapse_metric": s.collapse["metric"], "at_most": s.collapse["at_most"]}
@@ -311,14 +320,32 @@ class Objective:
         # (a population's run has no one-seed verdict: each seed gets a run of its own after the fit, replica_run)
         return args + ([f"--trainer.callbacks+={json.dumps(spec)}"] if verdict else [])
 
+    def sweep_keys(self, trial: int, params: dict[str, Any], cell: str) -> dict[str, Any]:
+        """The sweep's keys at the top of a seed's W&B config: study, trial, cell, factors, nuisance."""
+        s = self.space
+        return {"study": self.study_name, "trial": trial, "cell": cell, **{short(k): params[k] for k in s.factors},
+                **{n: params[n] for n in s.nuisance}}
+
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...] | float:
+        params, cell = self.suggest(trial)
+        return self.run_trial(trial, params, cell)
+
+    def suggest(self, trial: optuna.Trial) -> tuple[dict[str, Any], str]:
+        """Sample the trial's parameters; its cell's label (``loss=hinge d_norm=spectral``) is attribute ``cell``."""
+        params = self.space.suggest(trial)
+        cell = " ".join(self.tags(params))
+        trial.set_user_attr("cell", cell)
+        return params, cell
+
+    def tags(self, params: dict[str, Any]) -> list[str]:
+        return [f"{short(k)}={params[k]}" for k in self.space.factors]
+
+    def run_trial(self, trial: optuna.Trial, params: dict[str, Any], cell: str) -> tuple[float, ...] | float:
+        """One trial on its own: its seeds as one population fit, else one fit per seed."""
         from ganbench.cli import run
 
         space = self.space
-        params = space.suggest(trial)
-        tags = [f"{short(k)}={params[k]}" for k in space.factors]
-        cell = " ".join(tags)
-        trial.set_user_attr("cell", cell)
+        tags = self.tags(params)
         out = self.trial_dir(trial.number)
         seeds = self.run_population(trial, params, cell, out)
         if seeds is None:  # one fit per seed
@@ -349,6 +376,13 @@ class Objective:
                         trial.set_user_attr("pruned_at", step)
                         _write_trial_summary(out, {"state": "PRUNED", "params": params, "pruned_at": step})
                         raise optuna.TrialPruned(f"pruned at G iteration {step}")
+        return self.finish(trial, params, seeds)
+
+    def finish(self, trial: optuna.Trial, params: dict[str, Any], seeds: list[SeedResult],
+               record: dict[str, Any] | None = None) -> tuple[float, ...] | float:
+        """Score a trial from its seeds' results, whichever fit they came from: user attributes, intermediate
+        values, W&B, ``trial_NNNNN/summary.json`` (with ``record`` added); returns its objective values."""
+        space = self.space
         result = aggregate(space, seeds)
         attrs = {k: v for k, v in asdict(result).items() if k != "seeds"}
         for key, value in attrs.items():
@@ -359,7 +393,8 @@ class Objective:
         trial.set_user_attr("diverged", result.diverged_frac > 0)
         self.report_history(trial, seeds[0])
         self.publish(trial, seeds, attrs)
-        _write_trial_summary(out, {"state": "COMPLETE", "params": params, **asdict(result)})
+        _write_trial_summary(self.trial_dir(trial.number),
+                             {"state": "COMPLETE", "params": params, **(record or {}), **asdict(result)})
         values = result.objective_values(space.objectives)
         return values[0] if len(values) == 1 else values
 
@@ -391,13 +426,62 @@ class Objective:
         self.record_runs(trial, results)
         return results
 
+    def run_batch(self, batch: list[tuple[optuna.Trial, dict[str, Any], str]]) -> list[list[SeedResult]]:
+        """Several trials as ONE population fit (``ganbench sweep --population-trials K``): trial k's seed i is
+        replica ``k·S + i`` (S seeds), with seed ``seeds[i]`` (``model.init_args.population_seeds``) and
+        trial k's per-replica nuisance values (``model.init_args.population_overrides``,
+        :meth:`SweepSpace.replica_overrides`). The trials share the cell and the structural nuisance
+        (:attr:`SweepSpace.shared`), which the fit takes from the first trial. The fit runs in
+        ``batch_<first trial>/`` with ``batch.json`` mapping each trial to its replicas; each trial's seeds
+        are read as :meth:`run_population` reads them. A fit the model refuses (an invalid cell, a family or
+        option that cannot be batched) raises its :class:`GanbenchError`, and nothing is recorded."""
+        from ganbench.callbacks import write_json_atomic
+        from ganbench.cli import run
+
+        space = self.space
+        seeds = list(space.seeds)
+        first, params, cell = batch[0]
+        shared = {k: params[k] for k in space.shared}
+        for trial, other, _ in batch[1:]:
+            if any(other[k] != v for k, v in shared.items()):
+                raise ValueError(f"trial {trial.number} differs from trial {first.number} in a parameter the "
+                                 f"trials of a population fit share ({', '.join(space.shared)})")
+        numbers = [t.number for t, _, _ in batch]
+        label, seed_label = "+".join(map(str, numbers)), _span(seeds)
+        run_dir = self.batch_dir(numbers[0])
+        overrides = [space.replica_overrides(p) for _, p, _ in batch]
+        config = {"study": self.study_name, "trials": numbers, "cell": cell,
+                  **{short(k): params[k] for k in space.factors}, **{n: params[n] for n in space.structural}}
+        argv = space.fit_argv(params, seeds[0], run_dir, self.study_name,
+                              [*self.tags(params), f"trials={label}", f"seeds={seed_label}"],
+                              [*QUIET, "--model.init_args.population", str(len(batch) * len(seeds)),
+                               "--model.init_args.population_seeds", json.dumps(seeds * len(batch)),
+                               "--model.init_args.population_overrides",
+                               json.dumps([o for o in overrides for _ in seeds]),
+                               "--run.wandb_name", f"{self.study_name}-t{label}-s{seed_label}",
+                               "--run.wandb_config", json.dumps(config), *self.extra_args])
+        code = run(argv)  # a refusal raises GanbenchError
+        if code == 2:
+            raise GanbenchError("rejected by ganbench fit")
+        replicas = [list(range(k * len(seeds), (k + 1) * len(seeds))) for k in range(len(batch))]
+        write_json_atomic(run_dir / "batch.json", {
+            "trials": numbers, "seeds": seeds, "shared": shared,
+            "replicas": {str(n): r for n, r in zip(numbers, replicas)},
+            "population_overrides": {str(n): o for n, o in zip(numbers, overrides)}})
+        results = []
+        for (trial, _, _), mine in zip(batch, replicas):
+            seeds_of_trial = [seed_result(space, seed, code, run_dir, replica=r) for seed, r in zip(seeds, mine)]
+            self.record_runs(trial, seeds_of_trial)
+            results.append(seeds_of_trial)
+        return results
+
     def record_runs(self, trial: optuna.Trial, seeds: list[SeedResult]) -> None:
         """Links out of the trial: run directories, W&B run ids, and the last picture of the newest seed
         as an Optuna artifact (the dashboard shows it)."""
         trial.set_user_attr("run_dirs", [str(Path(s.run_dir).resolve()) for s in seeds])
         ids = [i for s in seeds if (i := wandb_run_id(Path(s.run_dir)))]
         trial.set_user_attr("wandb_run_ids", list(dict.fromkeys(ids)))  # a population's seeds share one fit
-        picture = final_picture(Path(seeds[-1].run_dir))
+        picture = final_picture(Path(seeds[-1].run_dir), seeds[-1].replica)
         if self.artifact_dir is not None and picture is not None:
             from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
@@ -449,14 +533,20 @@ class Objective:
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         opts = dict(config.get("run") or {})
         name = f"{self.study_name}-t{trial.number}-s{seed.seed}"
-        tags = [t for t in opts.get("wandb_tags") or [] if not t.startswith("seeds=")] + [f"seed={seed.seed}"]
+        tags = [t for t in opts.get("wandb_tags") or [] if not t.startswith(("seeds=", "trials="))] + \
+            [f"seed={seed.seed}"]
         config["seed_everything"], config["run"] = seed.seed, {**opts, "wandb_name": name, "wandb_tags": tags}
         config.update(opts.get("wandb_config") or {})  # as ConfigToLoggers does for a fit
+        config.pop("trials", None)  # a batch's fit: this seed's own trial, its own nuisance values
+        config.update(self.sweep_keys(trial.number, trial.params, trial.user_attrs.get("cell", config.get("cell"))))
+        for path, nuisance, _ in self.space.replica_bind:
+            _set_existing(config, path, trial.params[nuisance])
         config["replica"] = seed.replica
         summary = {"status": entry.get("status", seed.status), "g_steps": entry.get("g_steps"),
                    "quality": seed.quality, "initial_quality": seed.initial, "diverged": seed.reason is not None,
                    "diverged_reason": seed.reason or "", "collapsed": collapsed(self.space, seed), **result}
-        out = run_dir / f"seed_{seed.seed}"
+        several = len(entries) > len(self.space.seeds)  # a batch of trials: seeds repeat across its trials
+        out = run_dir / (f"t{trial.number}-s{seed.seed}" if several else f"seed_{seed.seed}")
         out.mkdir(parents=True, exist_ok=True)
         with wandb.init(project=opts.get("wandb_project"), group=opts.get("wandb_group"), name=name, tags=tags,
                         config=config, dir=str(out), mode="offline" if fit_run.name.startswith("offline-") else None,
@@ -474,7 +564,8 @@ class Objective:
         if len(self.space.objectives) != 1 or seed.status != "completed":
             return
         reported = trial.storage.get_trial(trial._trial_id).intermediate_values
-        for step, value in metric_steps(Path(seed.run_dir), self.space.quality.metric):
+        suffix = "" if seed.replica is None else f"/r{seed.replica}"
+        for step, value in metric_steps(Path(seed.run_dir), self.space.quality.metric + suffix):
             if step > 0 and step not in reported:
                 trial.report(value, step=step)
 
@@ -485,13 +576,34 @@ def wandb_run_id(run_dir: Path) -> str | None:
     return folder.name.rsplit("-", 1)[1] if folder else None
 
 
-def final_picture(run_dir: Path) -> Path | None:
-    """The last toy scatter (real and generated points) or else the last sample grid of a run."""
-    for pattern in ("toy_step_*.png", "step_*.png"):
+def final_picture(run_dir: Path, replica: int | None = None) -> Path | None:
+    """The last toy scatter (real and generated points; a population's replica: its own) or else the last
+    sample grid of a run."""
+    patterns = ([f"r{replica}/toy_step_*.png"] if replica is not None else []) + ["toy_step_*.png", "step_*.png"]
+    for pattern in patterns:
         pictures = sorted((run_dir / "samples").glob(pattern))
         if pictures:
             return pictures[-1]
     return None
+
+
+def _span(seeds: list[int]) -> str:
+    """``0-2`` for consecutive seeds, ``0+5+9`` otherwise, ``3`` for one."""
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return "+".join(map(str, seeds))
+
+
+def _set_existing(config: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
+    """Set ``config[path]`` when every container on the way exists (a fit's config holds what it was given)."""
+    node: Any = config
+    for key in path[:-1]:
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, dict) or (isinstance(node, list) and isinstance(path[-1], int) and path[-1] < len(node)):
+        node[path[-1]] = value
 
 
 def _pruned_step(trial: optuna.Trial) -> int | None:

@@ -105,6 +105,15 @@ class SweepSpace:
     grace_period: int | None = None
     max_retry: int = 3
     source: str = ""
+    #: ``(config path, nuisance name, replica key)`` of every bound ``$name`` that a population can set per
+    #: replica (``population_overrides``), e.g. ``(("model", "init_args", "g_optimizer", "init_args", "lr"),
+    #: "lr", "g_lr")``; see :func:`replica_bindings`
+    replica_bind: tuple[tuple[tuple[str | int, ...], str, str], ...] = ()
+    #: nuisance parameters bound to a config key that cannot differ between replicas (``n_critic``): the
+    #: trials batched into one population fit (``--population-trials``) share them
+    structural: tuple[str, ...] = ()
+    #: why the base config's family cannot run as a population (None: it can)
+    unbatchable: str | None = None
 
     # ------------------------------------------------------------------------------ optuna side
     @property
@@ -120,6 +129,24 @@ class SweepSpace:
 
     def cell(self, params: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(params[k] for k in self.factors)
+
+    @property
+    def prunes(self) -> bool:
+        """Optuna's pruner follows the first seed's quality curve (single-objective studies only)."""
+        return bool(self.prune and self.metrics_every and len(self.objectives) == 1)
+
+    @property
+    def shared(self) -> list[str]:
+        """The parameters the trials of one population fit share: every factor and the structural nuisance."""
+        return [*self.factors, *self.structural]
+
+    def bound_to(self, name: str) -> list[str]:
+        """The bind keys whose value uses ``$name``."""
+        return [key for key, value in self.bind.items() if name in _dollar_names(value)]
+
+    def replica_overrides(self, params: dict[str, Any]) -> dict[str, float]:
+        """One trial's ``population_overrides`` entry: its per-replica nuisance values under their replica keys."""
+        return {key: params[name] for _, name, key in self.replica_bind if name not in self.structural}
 
     # -------------------------------------------------------------------------------- fit side
     def config_values(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +199,56 @@ def substitute(value: Any, params: dict[str, Any]) -> Any:
     return value
 
 
+#: the bound optimizer classes whose learning rate and betas a population sets per replica
+_REPLICA_OPTIMIZERS = ("Adam", "AdamW")
+
+
+def _leaves(value: Any, path: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], Any]]:
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, (*path, *str(k).split(".")))]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, (*path, i))]
+    return [(path, value)]
+
+
+def replica_key(path: tuple[str | int, ...], keys: tuple[str, ...], optimizers: dict[str, str]) -> str | None:
+    """The ``population_overrides`` key that sets the config value at ``path`` per replica, or None:
+    ``model.init_args.<key>`` for a replica key itself (``penalty_weight``, ``label_smoothing``,
+    ``instance_noise``), ``model.init_args.{g,d}_optimizer.init_args.lr`` → ``{g,d}_lr`` and
+    ``….betas[0|1]`` → ``{g,d}_beta1|2`` when that optimizer is Adam or AdamW (``optimizers``: player →
+    class path)."""
+    if path[:2] != ("model", "init_args") or len(path) < 3:
+        return None
+    rest = path[2:]
+    if len(rest) == 1 and rest[0] in keys:
+        return str(rest[0])
+    if rest[0] not in ("g_optimizer", "d_optimizer") or rest[1:2] != ("init_args",):
+        return None
+    player = str(rest[0])[0]
+    if str(optimizers.get(player, "")).rsplit(".", 1)[-1] not in _REPLICA_OPTIMIZERS:
+        return None
+    key = {("lr",): f"{player}_lr", ("betas", 0): f"{player}_beta1", ("betas", 1): f"{player}_beta2"}.get(rest[2:])
+    return key if key in keys else None
+
+
+def replica_bindings(bind: dict[str, Any], nuisance: Any, keys: tuple[str, ...], optimizers: dict[str, str]
+                     ) -> tuple[tuple[tuple[tuple[str | int, ...], str, str], ...], tuple[str, ...]]:
+    """Where each nuisance parameter goes, for a population of several trials: the ``(path, name, replica
+    key)`` of every bound ``$name`` that ``population_overrides`` can set, and the structural parameters —
+    those with at least one bound place that it cannot (``n_critic``, a layer width, an SGD learning rate)."""
+    placed: list[tuple[tuple[str | int, ...], str, str]] = []
+    structural: set[str] = set()
+    for path, value in _leaves(bind, ()):
+        if not (isinstance(value, str) and value.startswith("$")):
+            continue
+        name, key = value[1:], replica_key(path, keys, optimizers)
+        if key is None:
+            structural.add(name)
+        else:
+            placed.append((path, name, key))
+    return tuple(placed), tuple(n for n in nuisance if n in structural)
+
+
 def cli_value(value: Any) -> str:
     """One command-line value as jsonargparse reads it: strings raw, everything else as JSON."""
     if isinstance(value, str):
@@ -219,6 +296,7 @@ class KeyChecker:
         from ganbench.models import GANModule
 
         model = base.get("model") or {}
+        self.base_model = model if isinstance(model, dict) else {}
         class_path = model.get("class_path", "ganbench.models.GANModule") if isinstance(model, dict) else model
         module_name, _, cls_name = class_path.rpartition(".")
         try:
@@ -234,6 +312,30 @@ class KeyChecker:
         from ganbench.cli import GanbenchCLI
 
         self.run_keys = sorted(_run_keys(GanbenchCLI))
+
+    def optimizers(self, bind: dict[str, Any], overrides: dict[str, Any]) -> dict[str, str]:
+        """Player (``g``, ``d``) → class path of its optimizer: the sweep's bind, else its overrides, else
+        the base config, else the family's paper optimizer."""
+        out = {}
+        for player in ("g", "d"):
+            key = f"{player}_optimizer"
+            given = [m.get(f"model.init_args.{key}") for m in (bind, overrides)]
+            given.append((self.base_model.get("init_args") or {}).get(key))
+            found = next((g.get("class_path") for g in given if isinstance(g, dict) and g.get("class_path")), None)
+            if found is None:
+                paper = getattr(self.family, "paper_optimizer", None)
+                found = f"{paper[0].__module__}.{paper[0].__name__}" if paper else ""
+            out[player] = str(found)
+        return out
+
+    def unbatchable(self) -> str | None:
+        """Why this family cannot run as a population (it overrides a step piece), or None."""
+        from ganbench.models import GANModule
+
+        for name in getattr(self.family, "POPULATION_STEP", ()):
+            if getattr(self.family, name) is not getattr(GANModule, name):
+                return f"the {getattr(self.family, 'family', self.family.__name__)} family overrides {name}()"
+        return None if issubclass(self.family, GANModule) else f"{self.family.__name__} is not a GANModule"
 
     def param(self, key: str, where: str) -> tuple[str, Any]:
         """(parameter name, annotation) of a config key; one-line GanbenchError if unknown."""
@@ -413,6 +515,8 @@ def parse_space(raw: dict[str, Any], where: str, root: Path | None = None) -> Sw
     collapse = raw.get("collapse")
     if collapse is not None and (not isinstance(collapse, dict) or set(collapse) != {"metric", "at_most"}):
         raise GanbenchError(f"{where}: collapse must be {{metric: KEY, at_most: NUMBER}}")
+    replica_bind, structural = replica_bindings(bind, nuisance, tuple(getattr(checker.family, "REPLICA_KEYS", ())),
+                                                checker.optimizers(bind, overrides))
     ints = {k: raw.get(k, d) for k, d in (("metrics_every", 0), ("oscillation_window", 5),
                                             ("heartbeat_interval", 60), ("max_retry", 3))}
     for k, v in ints.items():
@@ -423,7 +527,8 @@ def parse_space(raw: dict[str, Any], where: str, root: Path | None = None) -> Sw
         factors=factors, nuisance=nuisance, quality=quality, objectives=tuple(objectives), overrides=dict(overrides),
         bind=dict(bind), collapse=collapse, sampler=sampler, prune=bool(raw.get("prune", True)),
         population=_flag(raw.get("population", True), "population", where),
-        grace_period=raw.get("grace_period"), source=where, **ints)
+        grace_period=raw.get("grace_period"), source=where, replica_bind=replica_bind, structural=structural,
+        unbatchable=checker.unbatchable(), **ints)
 
 
 def _flag(value: Any, key: str, where: str) -> bool:

@@ -16,6 +16,10 @@ call runs ``N - finished`` more, split over its ``--workers`` processes, so a ki
 where it stopped (``load_if_exists``). Spawned workers die with the ``ganbench sweep`` process that
 started them (:func:`die_with_parent`), so a killed sweep leaves nothing running that would add trials
 beyond ``N`` once it is rerun.
+
+``--population-trials K`` (:func:`optimize_batches`): each worker asks Optuna for K trials at a time that
+share the cell and the structural nuisance (:func:`ask_batch`), trains them as one population fit and tells
+each trial its own result.
 """
 
 from __future__ import annotations
@@ -155,8 +159,9 @@ def split(n: int, k: int) -> list[int]:
 
 
 def worker(config: str, storage_url: str, study_name: str, n_trials: int, runs_root: str, index: int,
-           threads: int, extra_args: list[str] | None = None) -> int:
-    """One sweep worker: load the study and run ``n_trials`` trials (a spawned process or the caller)."""
+           threads: int, extra_args: list[str] | None = None, population_trials: int = 1) -> int:
+    """One sweep worker: load the study and run ``n_trials`` trials (a spawned process or the caller), in
+    batches of ``population_trials`` when that is above 1."""
     import torch
 
     from ganbench.callbacks.log import quiet_library_noise
@@ -175,8 +180,125 @@ def worker(config: str, storage_url: str, study_name: str, n_trials: int, runs_r
     study = open_study(space, storage, study_name, seed)
     objective = Objective(space, study_name, Path(runs_root), extra_args,
                           artifact_dir=artifact_dir(storage_url, study_name, runs_root))
-    study.optimize(objective, n_trials=n_trials, catch=(), gc_after_trial=True)
+    if population_trials > 1:
+        optimize_batches(study, objective, n_trials, population_trials)
+    else:
+        study.optimize(objective, n_trials=n_trials, catch=(), gc_after_trial=True)
     return 0
+
+
+def ask_batch(study: optuna.Study, objective: Any, size: int, first: optuna.Trial | None = None,
+              asked: Callable[[optuna.Trial], None] = lambda trial: None
+              ) -> tuple[list[tuple[optuna.Trial, dict[str, Any], str]], optuna.Trial | None]:
+    """Up to ``size`` new trials that can train as one population fit: ``first`` (else a new trial) is sampled
+    as usual; the others are asked with the study's sampler wrapped in :class:`optuna.samplers.PartialFixedSampler`,
+    which returns the first trial's values for the parameters the trials of a fit share (the factors and the
+    structural nuisance, :attr:`SweepSpace.shared`) and lets the sampler draw every other parameter afresh.
+
+    Why not ``study.enqueue_trial(shared)`` and ``study.ask()``: an enqueued trial is a WAITING trial in the
+    shared storage, and any worker's next ``ask`` pops it, so with several workers one worker's partial trial
+    would become another's. The wrapped sampler lives in this process only. Waiting trials exist all the same
+    (the heartbeat's retry of a failed trial): one whose fixed parameters disagree with the batch's shared
+    values ends the batch early and is returned, to lead the next batch. ``asked`` is called with every trial
+    as soon as it exists."""
+    def ask() -> optuna.Trial:
+        with warnings.catch_warnings():  # (its heartbeat is started by the caller: ``asked``)
+            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+            trial = study.ask()
+        asked(trial)
+        return trial
+
+    first = first if first is not None else ask()
+    params, cell = objective.suggest(first)
+    fixed = {key: params[key] for key in objective.space.shared}
+    batch = [(first, params, cell)]
+    base = study.sampler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.sampler = optuna.samplers.PartialFixedSampler(fixed, base)
+    try:
+        while len(batch) < size:
+            trial = ask()
+            own = trial.storage.get_trial(trial._trial_id).system_attrs.get("fixed_params") or {}
+            if any(key in own and own[key] != value for key, value in fixed.items()):
+                return batch, trial
+            batch.append((trial, *objective.suggest(trial)))
+    finally:
+        study.sampler = base
+    return batch, None
+
+
+def optimize_batches(study: optuna.Study, objective: Any, n_trials: int, k: int) -> None:
+    """``n_trials`` trials in batches of ``k``, through Optuna's ask-and-tell interface.
+
+    The trials of a batch (:func:`ask_batch`) train as one population fit (:meth:`Objective.run_batch`); each
+    is then scored and told its own result exactly as if it had run alone (:meth:`Objective.finish`, the code
+    every trial is scored with). A batch of one trial, and each trial of a batch whose fit the model refuses (an
+    invalid cell, an option that cannot be batched), runs as without batching (:meth:`Objective.run_trial`,
+    which records an invalid cell as PRUNED with the model's reason). Nothing is pruned inside a batch: its
+    trials train as one fit, which no trial can stop alone; each trial's quality curve is reported as its
+    intermediate values after the fit. As ``study.optimize`` does: stale trials are failed before each batch,
+    every asked trial beats until it is told (storages with a heartbeat), and an exception fails every trial
+    not yet told and ends the worker."""
+    import gc
+    import sys
+
+    from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+
+    storage = study._storage
+    beating: dict[int, tuple[optuna.Trial, Any]] = {}  # asked, not yet told
+
+    def asked(trial: optuna.Trial) -> None:
+        beat = get_heartbeat_thread(trial._trial_id, storage)
+        beat.start()
+        beating[trial._trial_id] = (trial, beat)
+
+    def tell(trial: optuna.Trial, run: Callable[..., Any], *args: Any) -> None:
+        try:
+            values, state = run(trial, *args), None
+        except optuna.TrialPruned:
+            values, state = None, TrialState.PRUNED
+        beating.pop(trial._trial_id)[1].join()
+        study.tell(trial, values, state=state)
+
+    done, carried = 0, None
+    try:
+        while done < n_trials:
+            if is_heartbeat_enabled(storage):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+            batch, carried = ask_batch(study, objective, min(k, n_trials - done), carried, asked)
+            results, refused = None, None
+            if len(batch) > 1:
+                try:
+                    results = objective.run_batch(batch)
+                except GanbenchError as err:
+                    refused = err
+            for i, (trial, params, cell) in enumerate(batch):
+                if results is None:
+                    tell(trial, objective.run_trial, params, cell)
+                else:
+                    record = {"batch": str(objective.batch_dir(batch[0][0].number).resolve()),
+                              "replicas": [s.replica for s in results[i]]}
+                    tell(trial, objective.finish, params, results[i], record)
+            done += len(batch)
+            gc.collect()
+            if refused is not None and "invalid" not in storage.get_trial(batch[0][0]._trial_id).user_attrs:
+                # a valid cell whose fit cannot be batched (convolutional networks, image metrics, ...); an
+                # invalid cell's trials are recorded as such, and batching goes on with the next cell
+                numbers = ", ".join(str(t.number) for t, _, _ in batch)
+                print(f"ganbench: trials {numbers} cannot train as one population fit ({refused}); they ran on their "
+                      f"own, and so do this worker's {n_trials - done} other trials", file=sys.stderr)
+                if carried is not None:  # asked for the next batch: it runs on its own too
+                    tell(carried, objective)
+                    done += 1
+                study.optimize(objective, n_trials=max(n_trials - done, 0), catch=(), gc_after_trial=True)
+                return
+    finally:  # an exception (or Ctrl-C): the trials not told fail, as study.optimize fails its trial
+        for trial, beat in list(beating.values()):
+            beat.join()
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def die_with_parent(parent: int, poll_s: float = 1.0) -> None:
@@ -216,15 +338,38 @@ def _spawned(parent: int, *args: Any) -> None:
         sys.exit(2)
 
 
+def batch_size(space: SweepSpace, k: int) -> tuple[int, str | None]:
+    """The trials per population fit that ``--population-trials k`` gives with this space, and the one line
+    saying what changes (None when nothing does): 1 when the family cannot be batched or the sweep file
+    says ``population: false``; above 1, nothing is pruned inside a batch."""
+    if k <= 1:
+        return 1, None
+    why = space.unbatchable or ("the sweep file says population: false" if not space.population else None)
+    if why:
+        return 1, f"--population-trials {k}: {why}, which cannot run as a population; every trial runs on its own"
+    if space.prunes:
+        return k, (f"--population-trials {k}: the {k} trials of a batch train as one fit, which no trial can stop "
+                   f"alone: nothing is pruned; each trial's quality curve is reported to Optuna after its batch")
+    return k, None
+
+
 def run_sweep(config: str, storage_url: str | None, study_name: str | None, n_trials: int, workers: int,
               runs_root: str | None = None, threads: int | None = None, extra_args: list[str] | None = None,
-              progress: bool = True) -> optuna.Study:
-    """Validate, open the study, fail stale trials, and run the missing trials on ``workers`` processes."""
+              progress: bool = True, population_trials: int = 1) -> optuna.Study:
+    """Validate, open the study, fail stale trials, and run the missing trials on ``workers`` processes
+    (in population fits of ``population_trials`` trials each, :func:`optimize_batches`)."""
+    import sys
+
     space = load_space(config)
     url = storage_url or default_storage(space)
     name = study_name or space.name
     if n_trials < 0 or workers < 1:
         raise GanbenchError(f"--n-trials must be >= 0 and --workers >= 1, got {n_trials} and {workers}")
+    if population_trials < 1:
+        raise GanbenchError(f"--population-trials must be >= 1, got {population_trials}")
+    population_trials, note = batch_size(space, population_trials)
+    if note:
+        print(f"ganbench: {note}", file=sys.stderr)
     storage = make_storage(url, space)
     study = open_study(space, storage, name)
     if isinstance(storage, optuna.storages.RDBStorage) and space.heartbeat_interval > 0:
@@ -241,11 +386,12 @@ def run_sweep(config: str, storage_url: str | None, study_name: str | None, n_tr
         bar.start()
     try:
         if len(shares) == 1:
-            worker(config, url, name, shares[0], runs_root, 0, threads, extra_args)
+            worker(config, url, name, shares[0], runs_root, 0, threads, extra_args, population_trials)
         elif shares:
             ctx = mp.get_context("spawn")
             procs = [ctx.Process(target=_spawned,
-                                 args=(os.getpid(), config, url, name, share, runs_root, i, threads, extra_args))
+                                 args=(os.getpid(), config, url, name, share, runs_root, i, threads, extra_args,
+                                       population_trials))
                      for i, share in enumerate(shares)]
             for p in procs:
                 p.start()
