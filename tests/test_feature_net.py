@@ -164,6 +164,16 @@ def test_train_features_command_on_digits(cache, capsys):
     assert (stored["epochs"], stored["dataset"]) == (30, "digits")
 
 
+def test_train_features_below_the_accuracy_floor_saves_nothing(cache, monkeypatch):
+    """A net that misses the floor is not cached: a later fit would otherwise pick it up."""
+    import ganbench.commands.train_features as tf
+
+    monkeypatch.setattr(tf, "train_domain_net", lambda *a, **k: (DomainCNN(1, 8, 10), 0.5))
+    with pytest.raises(GanbenchError, match=r"reached only 0.500 test accuracy \(needs 0.95\); nothing saved"):
+        tf.main(["--data", "digits"])
+    assert not list(cache.glob("**/*.pt"))
+
+
 def test_train_features_rejects_unknown_data(cache):
     from ganbench.commands.train_features import main
 
