@@ -34,6 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 ARMS = {"SNGAN": [], "SNGAN + DiffAugment": ["--model.init_args.augment", "diffaugment"]}
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def fit_argv(args: argparse.Namespace, arm: str, seed: int, out: Path) -> list[str]:
     every = max(1, args.steps // args.evals)
     return [sys.executable, "-m", "ganbench.cli", "fit", "--config", str(ROOT / "configs/sngan.yaml"),
@@ -75,20 +85,24 @@ def main() -> None:
     jobs = [(arm, seed) for seed in args.seeds for arm in ARMS]
     start = time.time()
 
-    def one(job: tuple[str, int]) -> tuple[str, int, int]:
+    def one(job: tuple[str, int]) -> tuple[str, int, int, bool]:
         arm, seed = job
         run = out / f"{'diffaug' if 'Diff' in arm else 'plain'}_s{seed}"
         if (run / "summary.json").exists() and not args.rerun:
-            return arm, seed, 0
+            return arm, seed, 0, False
         code = run_fit(fit_argv(args, arm, seed, run), out / f"{run.name}.log")
         print(f"ganbench: {arm} seed {seed}: exit {code} ({(time.time() - start) / 60:.1f} min)", flush=True)
-        return arm, seed, code
+        return arm, seed, code, True
 
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(one, jobs))
-    if any(code for *_, code in results):
+    if any(code for _, _, code, _ in results):
         raise SystemExit(f"some fits failed: see the logs in {out}")
     wall = (time.time() - start) / 60
+    record = out / "wall_min.txt"  # a re-render without new fits keeps the wall time of the fits
+    if any(ran for *_, ran in results) or not record.exists():
+        record.write_text(f"{wall:.1f}")
+    wall = float(record.read_text())
     fd = {(arm, s): curve(out / f"{'diffaug' if 'Diff' in arm else 'plain'}_s{s}", "val/fd_fmnist_")
           for arm in ARMS for s in args.seeds}
     ov = {(arm, s): curve(out / f"{'diffaug' if 'Diff' in arm else 'plain'}_s{s}", "diag/d_overfit_")
@@ -105,7 +119,7 @@ def write_doc(fd: dict, ov: dict, wall: float) -> None:
     steps = sorted(next(iter(fd.values())))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for arm, color in zip(ARMS, ("tab:red", "tab:blue")):
-        for ax, data, label in ((axes[0], fd, "FD in Fashion-MNIST features (lower is better)"),
+        for ax, data, label in ((axes[0], fd, "FD in Fashion-MNIST features (lower is better, log scale)"),
                                 (axes[1], ov, "D overfitting r_v (0: none, 1: held-out reals score as fakes)")):
             for s in args.seeds:
                 xs = sorted(data[(arm, s)])
@@ -115,6 +129,7 @@ def write_doc(fd: dict, ov: dict, wall: float) -> None:
                     lw=2, label=f"{arm} (mean of {len(args.seeds)} seeds)")
             ax.set_xlabel("G iterations")
             ax.set_title(label, fontsize=9)
+    axes[0].set_yscale("log")  # G's first samples sit an order of magnitude above the rest
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     img = ROOT / "docs/img/limited_data.png"
@@ -124,7 +139,7 @@ def write_doc(fd: dict, ov: dict, wall: float) -> None:
     lines = [
         "# Limited data: SNGAN with and without DiffAugment on 2 000 Fashion-MNIST images", "",
         f"- command: `{cmd}`",
-        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"- machine: {cpu_name()}, {os.cpu_count()} CPU cores, "
         f"{args.jobs} fit(s) at a time, {args.threads} torch thread(s) each; date "
         f"{datetime.date.today().isoformat()}; wall time {wall:.0f} min",
         f"- every fit: `configs/sngan.yaml` (hinge loss, spectral-norm D, n_critic 5, Adam 2e-4 (0, 0.9)) on "
@@ -135,7 +150,7 @@ def write_doc(fd: dict, ov: dict, wall: float) -> None:
         f"- measured every {steps[1] - steps[0] if len(steps) > 1 else steps[0]} G iterations: "
         f"`val/fd_fmnist_*` on {args.samples} samples against the whole training split (the Fashion-MNIST "
         "classifier's features: not FID) and `diag/d_overfit_*` (r_v on 512 training vs 512 held-out "
-        "reals, see docs/metrics.md)", "",
+        "reals, see docs/levers.md); r_v is first measured at the first diagnostics step", "",
         "| arm | FD at the end | best FD over training | r_v at the end |",
         "| --- | ---: | ---: | ---: |",
     ]
@@ -152,7 +167,8 @@ def write_doc(fd: dict, ov: dict, wall: float) -> None:
         for x in steps:
             f = [fd[(arm, s)][x] for s in args.seeds if x in fd[(arm, s)]]
             o = [ov[(arm, s)][x] for s in args.seeds if x in ov[(arm, s)]]
-            cells.append(f"{statistics.fmean(f):.1f} / {statistics.fmean(o):.2f}" if f and o else "—")
+            cells.append((f"{statistics.fmean(f):.1f}" if f else "—") + " / "
+                         + (f"{statistics.fmean(o):.2f}" if o else "—"))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += ["", "![FD and D's overfitting over training](img/limited_data.png)", "",
               "<!-- reading: kept by scripts/limited_data.py -->"]

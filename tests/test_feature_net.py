@@ -138,7 +138,8 @@ def test_inception_path_end_to_end_with_random_weights(random_inception_weights,
     assert torch.isfinite(out["features"]).all()
     ref = ReferenceStats(out["features"].double().mean(0), torch.eye(2048, dtype=torch.float64), out["features"], {})
     values = fidelity_metrics(out["features"], out["logits"], ref, metrics=["fd", "is"], is_splits=1)
-    assert sorted(values) == ["fd", "is"] and all(v == v for v in values.values())
+    assert sorted(values) == ["fd", "is", "is_std"] and all(v == v for v in values.values())
+    assert values["is_std"] == 0.0  # one split: no spread
 
 
 def test_labelled_digits_split_is_deterministic_and_disjoint():

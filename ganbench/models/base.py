@@ -645,8 +645,9 @@ class GANModule(L.LightningModule):
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """D's loss on one real batch; returns (loss, values to log)."""
         with torch.no_grad():
-            z = self.sample_latent(len(real))
-            fake = self.generate(len(real), labels, z=z)
+            # the latents are drawn here only when zCR needs them again (a family's generate() may have none)
+            z = self.sample_latent(len(real)) if self.cfg.zcr_dis else None
+            fake = self.generate(len(real), labels) if z is None else self.generate(len(real), labels, z=z)
         d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
         smoothing = self.replica_value("label_smoothing", self.cfg.label_smoothing)
         kw = {"real_target": 1.0 - smoothing} if torch.is_tensor(smoothing) or smoothing else {}
@@ -663,7 +664,7 @@ class GANModule(L.LightningModule):
 
         return cr_transform(x, self.rng)
 
-    def score_regularizers(self, real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor, d_real: torch.Tensor,
+    def score_regularizers(self, real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor | None, d_real: torch.Tensor,
                            d_fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | float:
         """The weighted regularizers of D's scores, per replica: CR/bCR, zCR's D term and LeCam (each 0
         when its weight is); also feeds ADA's ``r_t`` with the real scores."""
@@ -698,8 +699,8 @@ class GANModule(L.LightningModule):
         h = self.cfg
         n = self.rows(h.g_batch_size) if h.g_batch_size else len(real)
         labels = self.sample_labels(n) if labels is not None else None
-        z = self.sample_latent(n)
-        fake = self.generate(n, labels, z=z)
+        z = self.sample_latent(n) if h.zcr_gen else None
+        fake = self.generate(n, labels) if z is None else self.generate(n, labels, z=z)
         need_real = getattr(self.objective, "g_needs_real", False) or h.feature_matching > 0
         if h.feature_matching > 0:
             from ganbench.tricks import feature_matching_loss
