@@ -29,7 +29,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ganbench import GanbenchError, find_user_error
-from ganbench.history import HistoryCSVLogger, check_resume_compatible
+from ganbench.history import HistoryCSVLogger, check_resume_compatible, signature_defaults
 from ganbench.reliability import (
     EXIT_INTERRUPTED,
     ResumeState,
@@ -206,7 +206,8 @@ class GanbenchCLI(LightningCLI):
         ckpt = read_checkpoint(path)
         check_family(ckpt["ganbench"], path, getattr(self.model, "family", None))
         changes = check_resume_compatible(ckpt, path, dict(self.model.hparams), dict(self.datamodule.hparams),
-                                          cfg.trainer.max_steps, cfg.run.allow_changed_config)
+                                          cfg.trainer.max_steps, cfg.run.allow_changed_config,
+                                          signature_defaults(self.model), signature_defaults(self.datamodule))
         check_loadable(ckpt, path, self.model)
         folder = root / "checkpoints"
         if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):

@@ -167,12 +167,33 @@ def _flat(value: Any, prefix: str) -> dict[str, Any]:
     return {prefix: value}
 
 
-def config_changes(saved: dict[str, Any], now: dict[str, Any], section: str) -> list[str]:
-    """``key: saved -> now`` for each init argument of ``section`` that differs and is not safe to change."""
+def signature_defaults(obj: Any) -> dict[str, Any]:
+    """The default of every ``__init__`` argument of ``obj``'s class and its bases (the nearest wins)."""
+    import inspect
+
+    out: dict[str, Any] = {}
+    for cls in reversed(type(obj).__mro__):
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        for name, p in inspect.signature(init).parameters.items():
+            if p.default is not inspect.Parameter.empty:
+                out[name] = p.default
+    return out
+
+
+def config_changes(saved: dict[str, Any], now: dict[str, Any], section: str,
+                   defaults: dict[str, Any] | None = None) -> list[str]:
+    """``key: saved -> now`` for each init argument of ``section`` that differs and is not safe to change.
+    An argument the checkpoint does not know (added to ganbench after it was written) that is at its
+    ``defaults`` value is no change: the run trains as it did."""
     a, b = _flat(saved, ""), _flat(now, "")
+    defaults = defaults or {}
     changes = []
     for key in sorted(set(a) | set(b)):
         if key.split(".", 1)[0] in SAFE_CHANGES.get(section, ()):
+            continue
+        if key not in a and key in defaults and _same(defaults[key], b[key]):
             continue
         if key not in a or key not in b or not _same(a[key], b[key]):
             changes.append(f"{section}.{key}: {a.get(key, '(unset)')!r} -> {b.get(key, '(unset)')!r}")
@@ -181,13 +202,18 @@ def config_changes(saved: dict[str, Any], now: dict[str, Any], section: str) -> 
 
 def check_resume_compatible(ckpt: dict[str, Any], path: Path, model_hparams: dict[str, Any],
                             data_hparams: dict[str, Any] | None, max_steps: int | None,
-                            allow_changed: bool) -> list[str]:
+                            allow_changed: bool, model_defaults: dict[str, Any] | None = None,
+                            data_defaults: dict[str, Any] | None = None) -> list[str]:
     """Refuse a resume whose model or data settings differ from the checkpoint's (unless ``allow_changed``)
-    and one whose ``max_steps`` is below the checkpoint's G iteration; returns the (allowed) changes."""
+    and one whose ``max_steps`` is below the checkpoint's G iteration; returns the (allowed) changes.
+    ``*_defaults``: argument defaults (:func:`signature_defaults`), so arguments newer than the
+    checkpoint, left at their default, are not changes."""
     model_saved = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if k not in _LINKED}
-    changes = config_changes(model_saved, {k: v for k, v in model_hparams.items() if k not in _LINKED}, "model")
+    changes = config_changes(model_saved, {k: v for k, v in model_hparams.items() if k not in _LINKED}, "model",
+                             model_defaults)
     if data_hparams is not None and ckpt.get("datamodule_hyper_parameters") is not None:
-        changes += config_changes(dict(ckpt["datamodule_hyper_parameters"]), dict(data_hparams), "data")
+        changes += config_changes(dict(ckpt["datamodule_hyper_parameters"]), dict(data_hparams), "data",
+                                  data_defaults)
     if changes and not allow_changed:
         raise GanbenchError(
             f"resume from {path} with settings that differ from the checkpoint's: {'; '.join(changes)}; resume with "

@@ -173,6 +173,29 @@ def test_resume_with_changed_settings_is_one_line_and_touches_nothing(done, tmp_
     assert snapshot(run) == before
 
 
+def test_a_checkpoint_older_than_new_arguments_resumes(done, tmp_path, capsys):
+    """A checkpoint written before an argument existed (its hyper-parameters lack it) resumes when the
+    argument is at its default; set to another value, it is a change like any other."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(done, run)
+    for name in ("last.ckpt", "step_4.ckpt", "step_2.ckpt"):
+        path = run / "checkpoints" / name
+        if not path.exists():
+            continue
+        ckpt = torch.load(path, weights_only=False)
+        for key in ("augment", "lecam_weight", "top_k"):
+            ckpt["hyper_parameters"].pop(key)
+        ckpt["datamodule_hyper_parameters"].pop("train_samples")
+        torch.save(ckpt, path)
+    capsys.readouterr()
+    assert fit(run, "--model.init_args.lecam_weight", "0.5", "--ckpt_path", "last", steps=6) == EXIT_USAGE
+    assert "model.lecam_weight: '(unset)' -> 0.5" in capsys.readouterr().err
+    assert fit(run, "--ckpt_path", "last", steps=6) == 0
+    assert "changed settings" not in capsys.readouterr().err
+
+
 def test_changed_width_cannot_be_forced(done, tmp_path, capsys):
     import shutil
 
