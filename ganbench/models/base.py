@@ -48,13 +48,21 @@ from lightning.pytorch.utilities.parsing import AttributeDict
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganbench import GanbenchError
+from ganbench.augment import AdaptiveAugment, check_policy, cr_transform, diff_augment
 from ganbench.losses import LOSSES, LossName
 from ganbench.nn import DISCRIMINATORS, GENERATORS, Arch
 from ganbench.nn.common import Minibatch
 from ganbench.nn.norms import BATCH_DEPENDENT, Norm
 from ganbench.nn.population import ReplicaRNG
-from ganbench.regularizers import PENALTIES, PenaltyName
-from ganbench.tricks import pack, packed_shape
+from ganbench.regularizers import (
+    PENALTIES,
+    LeCamAnchors,
+    PenaltyName,
+    consistency_penalty,
+    latent_sensitivity,
+    lecam_penalty,
+)
+from ganbench.tricks import pack, packed_shape, top_k_count, top_k_rows
 
 AugmentName = Literal["none", "diffaugment", "ada"]
 DArch = Literal["same", "cnn", "resnet", "dcgan", "mlp", "maxout", "patch"]
@@ -262,17 +270,12 @@ class GANModule(L.LightningModule):
         self.check_levers()
         self.ada: nn.Module | None = None
         if augment == "ada":
-            from ganbench.augment import AdaptiveAugment
-
             self.ada = AdaptiveAugment(replicas=population, target=ada_target, kimg=ada_kimg,
                                        interval=ada_interval)
         self.augment_ops = [op.strip() for op in augment_policy.split(",") if op.strip()]
         self.lecam: nn.Module | None = None
         if lecam_weight > 0:
-            from ganbench.regularizers import LeCamAnchors
-
             self.lecam = LeCamAnchors(population, lecam_decay)
-        self._lever_values: dict[str, torch.Tensor] = {}
         self.ema_generator = (
             AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
             if ema_decay > 0 else None)
@@ -413,8 +416,6 @@ class GANModule(L.LightningModule):
             if self.augment_unsupported is not None:
                 raise GanbenchError(f"{key} is not supported by {self.family}: {self.augment_unsupported}")
         if h.augment == "diffaugment":
-            from ganbench.augment import check_policy
-
             check_policy([op.strip() for op in h.augment_policy.split(",") if op.strip()], "model.augment_policy")
         own_d = type(self).d_loss is not GANModule.d_loss
         own_g = type(self).g_loss is not GANModule.g_loss
@@ -595,8 +596,6 @@ class GANModule(L.LightningModule):
     def augmented(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` under the ``augment`` pipeline (a fresh draw per call, from the replicas' streams)."""
         if self.cfg.augment == "diffaugment":
-            from ganbench.augment import diff_augment
-
             return diff_augment(x, self.augment_ops, self.rng)
         if self.ada is not None:
             return self.ada(x, self.rng)
@@ -652,46 +651,39 @@ class GANModule(L.LightningModule):
         smoothing = self.replica_value("label_smoothing", self.cfg.label_smoothing)
         kw = {"real_target": 1.0 - smoothing} if torch.is_tensor(smoothing) or smoothing else {}
         losses = self.per_replica(self.objective.d, d_real, d_fake, **kw) + self.penalty(real, fake, labels)
-        losses = losses + self.score_regularizers(real, fake, z, d_real, d_fake, labels)
+        regularizers, values = self.score_regularizers(real, fake, z, d_real, d_fake, labels)
+        losses = losses + regularizers
         # per-sample scores: training_step reduces logged values only on the steps that log
         return losses.sum(), {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_losses": losses.detach(),
-                              **self._lever_values}
-
-    def cr_transform(self, x: torch.Tensor) -> torch.Tensor:
-        """CR's ``T``: a random horizontal flip and a translation of up to 1/8 of the side with zero
-        fill, per sample (the image transform of Zhang et al. 2020 §3 and Zhao et al. 2021)."""
-        from ganbench.augment import cr_transform
-
-        return cr_transform(x, self.rng)
+                              **values}
 
     def score_regularizers(self, real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor | None, d_real: torch.Tensor,
-                           d_fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | float:
-        """The weighted regularizers of D's scores, per replica: CR/bCR, zCR's D term and LeCam (each 0
-        when its weight is); also feeds ADA's ``r_t`` with the real scores."""
-        from ganbench.regularizers import consistency_penalty, lecam_penalty
-
+                           d_fake: torch.Tensor, labels: torch.Tensor | None
+                           ) -> tuple[torch.Tensor | float, dict[str, torch.Tensor]]:
+        """The weighted sum of the regularizers of D's scores, per replica — CR/bCR, zCR's D term and
+        LeCam, each absent when its weight is 0 — and their unweighted values to log; also feeds ADA's
+        ``r_t`` with the real scores."""
         h, n = self.cfg, self.population
         if self.ada is not None:
             self.ada.accumulate(d_real.detach())
         total: torch.Tensor | float = 0.0
         values: dict[str, torch.Tensor] = {}
         if h.cr_real:
-            values["cr_real"] = consistency_penalty(d_real, self.discriminate(self.cr_transform(real), labels), n)
+            values["cr_real"] = consistency_penalty(d_real, self.discriminate(cr_transform(real, self.rng), labels), n)
             total = total + h.cr_real * values["cr_real"]
         if h.cr_fake:
-            values["cr_fake"] = consistency_penalty(d_fake, self.discriminate(self.cr_transform(fake), labels), n)
+            values["cr_fake"] = consistency_penalty(d_fake, self.discriminate(cr_transform(fake, self.rng), labels), n)
             total = total + h.cr_fake * values["cr_fake"]
         if h.zcr_dis:
             with torch.no_grad():
-                fake_near = self.generator(z + h.zcr_sigma * self.rng.randn_like(z), labels)
+                fake_near = self.generate(len(z), labels, z=z + h.zcr_sigma * self.rng.randn_like(z))
             values["zcr_dis"] = consistency_penalty(d_fake, self.discriminate(fake_near, labels), n)
             total = total + h.zcr_dis * values["zcr_dis"]
         if self.lecam is not None:
             anchor_real, anchor_fake = self.lecam.update(d_real, d_fake)
             values["lecam"] = lecam_penalty(d_real, d_fake, anchor_real, anchor_fake, n)
             total = total + h.lecam_weight * values["lecam"]
-        self._lever_values = {k: v.detach() for k, v in values.items()}
-        return total
+        return total, {k: v.detach() for k, v in values.items()}
 
     # ---------------------------------------------------------------------------------- generator
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -718,9 +710,7 @@ class GANModule(L.LightningModule):
             losses = self.per_replica(self.objective.g, self.top_k(d_fake), d_real)
         logs: dict[str, torch.Tensor] = {}
         if h.zcr_gen:
-            from ganbench.regularizers import latent_sensitivity
-
-            fake_near = self.generator(z + h.zcr_sigma * self.rng.randn_like(z), labels)
+            fake_near = self.generate(n, labels, z=z + h.zcr_sigma * self.rng.randn_like(z))
             logs["zcr_gen"] = latent_sensitivity(fake, fake_near, self.population)
             losses = losses - h.zcr_gen * logs["zcr_gen"]
         return losses.sum(), {"g_losses": losses.detach(), **{k: v.detach() for k, v in logs.items()}}
@@ -741,8 +731,6 @@ class GANModule(L.LightningModule):
         h = self.cfg
         if not h.top_k:
             return d_fake
-        from ganbench.tricks import top_k_count, top_k_rows
-
         batch = d_fake.shape[0] // self.population
         epoch = self.epochs_done()
         k = top_k_count(batch, epoch, h.top_k_gamma, h.top_k_min)
