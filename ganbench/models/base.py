@@ -53,7 +53,7 @@ from ganbench.losses import LOSSES, LossName
 from ganbench.nn import DISCRIMINATORS, GENERATORS, Arch
 from ganbench.nn.common import Minibatch
 from ganbench.nn.norms import BATCH_DEPENDENT, Norm
-from ganbench.nn.population import ReplicaRNG
+from ganbench.nn.population import PopulationBatchNorm, ReplicaRNG
 from ganbench.regularizers import (
     PENALTIES,
     LeCamAnchors,
@@ -1220,7 +1220,7 @@ class GANModule(L.LightningModule):
                 ("D", self.discriminator, batch, "data.batch_size"))
         for net, module, n, key in nets:
             for name, layer in module.named_modules():
-                if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                if isinstance(layer, nn.modules.batchnorm._BatchNorm | PopulationBatchNorm):
                     self._bn_checks.append(layer.register_forward_pre_hook(
                         _batch_norm_count_check(f"{net} layer {name}", n, f"{key}={n}", f"model.{net.lower()}_norm")))
 

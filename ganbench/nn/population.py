@@ -1,12 +1,15 @@
 """Populations: N independent replicas of a network as one module with a leading replica axis.
 
 A population of N fits is not N modules: every parameter gets a leading axis of size N and each
-layer computes all replicas at once (a batched matmul for linear layers; per-replica statistics
-for batch and layer norm; a batched power iteration for spectral norm). Activations keep the
-ordinary ``(batch, features)`` layout with the replicas *folded* into the batch: rows
-``[r·B, (r+1)·B)`` belong to replica ``r``. So the containers of ganbench's networks (an MLP
-generator's loop, a discriminator's ``features``/``head``) run unchanged, and only the layers that
-hold parameters or reduce over the batch are replaced.
+layer computes all replicas at once (a batched matmul for linear layers; a grouped convolution with
+N groups for convolutions and transposed convolutions; per-replica statistics for batch, layer,
+group and instance norm; a batched power iteration for spectral norm). Activations keep the
+ordinary ``(batch, features)`` or ``(batch, channels, height, width)`` layout with the replicas
+*folded* into the batch: rows ``[r·B, (r+1)·B)`` belong to replica ``r``. So the containers of
+ganbench's networks (an MLP or CNN generator's loop, a residual block's two branches, a
+discriminator's ``features``/``head``) run unchanged, and only the layers that hold parameters or
+reduce over the batch are replaced. A convolution moves the replica axis from the rows to the
+channels for the one grouped call (``(N·B, C, H, W)`` → ``(B, N·C, H, W)``) and back.
 
 :func:`stack_modules` builds the population from N ordinary networks — each built from its own
 seed — copying their parameters and buffers, so replica ``r`` starts exactly where an ordinary fit
@@ -88,41 +91,55 @@ def replica_rows(x: torch.Tensor, n: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------- layers
 class BatchedSpectralNorm(nn.Module):
-    """Spectral normalization of N weight matrices ``(N, out, in)`` at once (Miyato et al. 2018).
+    """Spectral normalization of N weights ``(N, …)`` at once (Miyato et al. 2018).
 
-    The same arithmetic as ``torch.nn.utils.parametrizations.spectral_norm`` — one power iteration
-    per forward in training mode, ``u``/``v`` kept as buffers, ``σ = uᵀ W v`` — with ``bmm`` over
-    the replicas. Registered with :func:`torch.nn.utils.parametrize.register_parametrization`.
+    The same arithmetic as ``torch.nn.utils.parametrizations.spectral_norm`` — each replica's weight
+    seen as a matrix with ``dim`` (0; 1 for transposed convolutions) first and the other axes
+    flattened, ``n_power_iterations`` power iterations per forward in training mode, ``u``/``v`` kept
+    as buffers, ``σ = uᵀ W v`` — with ``bmm`` over the replicas. Registered with
+    :func:`torch.nn.utils.parametrize.register_parametrization`.
     """
 
-    def __init__(self, u: torch.Tensor, v: torch.Tensor, eps: float = 1e-12) -> None:
+    def __init__(self, u: torch.Tensor, v: torch.Tensor, eps: float = 1e-12, dim: int = 0,
+                 n_power_iterations: int = 1) -> None:
         super().__init__()
-        self.eps = eps
+        self.eps, self.dim, self.n_power_iterations = eps, dim, n_power_iterations
         self.register_buffer("_u", u.clone())
         self.register_buffer("_v", v.clone())
 
+    def matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        """``(N, rows, cols)``: each replica's weight as torch's spectral norm reshapes it."""
+        return (weight if self.dim == 0 else weight.movedim(self.dim + 1, 1)).flatten(2)
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        w = self.matrix(weight)
         if self.training:
             with torch.no_grad():
-                self._u.copy_(F.normalize(torch.bmm(weight, self._v.unsqueeze(2)).squeeze(2), dim=1, eps=self.eps))
-                self._v.copy_(F.normalize(torch.bmm(weight.transpose(1, 2), self._u.unsqueeze(2)).squeeze(2),
-                                          dim=1, eps=self.eps))
+                for _ in range(self.n_power_iterations):
+                    self._u.copy_(F.normalize(torch.bmm(w, self._v.unsqueeze(2)).squeeze(2), dim=1, eps=self.eps))
+                    self._v.copy_(F.normalize(torch.bmm(w.transpose(1, 2), self._u.unsqueeze(2)).squeeze(2),
+                                              dim=1, eps=self.eps))
         u, v = self._u.clone(), self._v.clone()
-        sigma = (u * torch.bmm(weight, v.unsqueeze(2)).squeeze(2)).sum(1)
-        return weight / sigma[:, None, None]
+        sigma = (u * torch.bmm(w, v.unsqueeze(2)).squeeze(2)).sum(1)
+        return weight / sigma.view(-1, *([1] * (weight.dim() - 1)))
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         return value
 
 
 class BatchedWeightNorm(nn.Module):
-    """Weight normalization ``w = g · v / ‖v‖`` (Salimans & Kingma 2016) of N matrices at once."""
+    """Weight normalization ``w = g · v / ‖v‖`` (Salimans & Kingma 2016) of N weights ``(N, out, …)``
+    at once, the norm taken per output unit over all its other axes (torch's ``weight_norm``, dim 0)."""
 
     def forward(self, weight_g: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
-        return weight_v * (weight_g / weight_v.norm(dim=2, keepdim=True))
+        return weight_v * (weight_g / self.norm(weight_v))
+
+    @staticmethod
+    def norm(v: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(v, dim=tuple(range(2, v.dim())), keepdim=True)
 
     def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return weight.norm(dim=2, keepdim=True), weight
+        return self.norm(weight), weight
 
 
 class PopulationLinear(nn.Module):
@@ -142,12 +159,55 @@ class PopulationLinear(nn.Module):
         return out.reshape(x.shape[0], -1)
 
 
-class PopulationBatchNorm1d(nn.Module):
-    """Batch norm over each replica's own rows (statistics per replica), as ``nn.BatchNorm1d``."""
+def to_channels(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``(N·B, C, …)`` → ``(B, N·C, …)``: replica ``r``'s channels become channels ``[r·C, (r+1)·C)``."""
+    return replica_rows(x, n).transpose(0, 1).reshape(x.shape[0] // n, n * x.shape[1], *x.shape[2:])
 
-    def __init__(self, mods: Sequence[nn.BatchNorm1d]) -> None:
+
+def from_channels(y: torch.Tensor, n: int) -> torch.Tensor:
+    """The inverse of :func:`to_channels`: ``(B, N·C, …)`` → ``(N·B, C, …)``."""
+    b, c = y.shape[0], y.shape[1] // n
+    return y.reshape(b, n, c, *y.shape[2:]).transpose(0, 1).reshape(n * b, c, *y.shape[2:])
+
+
+class PopulationConv2d(nn.Module):
+    """N 2-D convolutions (or transposed convolutions) as one grouped convolution with N groups (times
+    each layer's own ``groups``): weight ``(N, *conv.weight.shape)``, bias ``(N, out)``; ``x`` is
+    ``(N·B, C, H, W)``. Group ``r`` sees only replica ``r``'s channels, so each replica is its own layer."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, conv: nn.Conv2d | nn.ConvTranspose2d) -> None:
+        super().__init__()
+        self.replicas = weight.shape[0]
+        self.transposed = isinstance(conv, nn.ConvTranspose2d)
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.output_padding, self.groups = conv.output_padding, conv.groups
+        self.weight = nn.Parameter(weight.clone())
+        self.bias = nn.Parameter(bias.clone()) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.replicas
+        w = self.weight
+        w = w.reshape(n * w.shape[1], *w.shape[2:])
+        b = self.bias.reshape(-1) if self.bias is not None else None
+        h = to_channels(x, n)
+        if self.transposed:
+            y = F.conv_transpose2d(h, w, b, self.stride, self.padding, self.output_padding, n * self.groups,
+                                   self.dilation)
+        else:
+            y = F.conv2d(h, w, b, self.stride, self.padding, self.dilation, n * self.groups)
+        return from_channels(y, n)
+
+
+class PopulationBatchNorm(nn.Module):
+    """Batch norm over each replica's own rows (statistics per replica and channel), as
+    ``nn.BatchNorm1d`` on ``(N·B, C)`` and ``nn.BatchNorm2d`` on ``(N·B, C, H, W)``."""
+
+    def __init__(self, mods: Sequence[nn.modules.batchnorm._BatchNorm]) -> None:
         super().__init__()
         m0 = mods[0]
+        if not (m0.affine and m0.track_running_stats) or m0.momentum is None:
+            raise GanbenchError("model.population > 1: batch norm without affine parameters, running statistics "
+                                "or a momentum cannot be batched")
         self.eps, self.momentum = m0.eps, m0.momentum
         self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in mods]))
         self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in mods]))
@@ -157,57 +217,112 @@ class PopulationBatchNorm1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.weight.shape[0]
-        h = replica_rows(x, n)
+        h = replica_rows(x, n).float()  # (N, B, C, …); statistics in float32, as torch's batch norm keeps
+        # them under bf16 autocast
+        shape = (n, 1, -1) + (1,) * (h.dim() - 3)
         if self.training:
-            mean = h.mean(1)
-            var = h.var(1, unbiased=False)
+            dims = (1, *range(3, h.dim()))
+            mean = h.mean(dims)
+            var = h.var(dims, unbiased=False)
             with torch.no_grad():
-                b = h.shape[1]
+                count = h.numel() // (n * h.shape[2])
                 self.num_batches_tracked += 1
                 self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach() * (b / max(b - 1, 1)), self.momentum)
+                self.running_var.lerp_(var.detach() * (count / max(count - 1, 1)), self.momentum)
         else:
             mean, var = self.running_mean, self.running_var
-        out = (h - mean[:, None]) * torch.rsqrt(var[:, None] + self.eps) * self.weight[:, None] + self.bias[:, None]
-        return out.reshape(x.shape)
+        out = ((h - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps) * self.weight.view(shape)
+               + self.bias.view(shape))
+        return out.reshape(x.shape).to(x.dtype)
 
 
-class PopulationLayerNorm(nn.Module):
+class _ReplicaAffine(nn.Module):
+    """A normalization of each sample on its own (no batch statistics) followed by a per-replica gain
+    and bias per feature or channel: the stacked ``weight``/``bias`` of ``mods`` (``None`` without)."""
+
+    def __init__(self, mods: Sequence[nn.Module], affine: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in mods])) if affine else None
+        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in mods])) if affine else None
+
+    def affine(self, h: torch.Tensor) -> torch.Tensor:
+        """``h`` (normalized, replicas folded into the rows) times each replica's gain, plus its bias."""
+        if self.weight is None:
+            return h
+        n = self.weight.shape[0]
+        r = replica_rows(h, n)
+        shape = (n, 1, *self.weight.shape[1:]) + (1,) * (r.dim() - 1 - self.weight.dim())
+        return (r * self.weight.view(shape) + self.bias.view(shape)).reshape(h.shape)
+
+
+class PopulationLayerNorm(_ReplicaAffine):
     """Layer norm over each sample's features with a per-replica gain and bias, as ``nn.LayerNorm``."""
 
     def __init__(self, mods: Sequence[nn.LayerNorm]) -> None:
-        super().__init__()
+        super().__init__(mods)
         self.normalized_shape, self.eps = mods[0].normalized_shape, mods[0].eps
-        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in mods]))
-        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in mods]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = self.weight.shape[0]
-        h = replica_rows(F.layer_norm(x, self.normalized_shape, eps=self.eps), n)
-        return (h * self.weight[:, None] + self.bias[:, None]).reshape(x.shape)
+        return self.affine(F.layer_norm(x, self.normalized_shape, eps=self.eps))
 
 
-def _stack_linear(mods: Sequence[nn.Linear]) -> nn.Module:
+class PopulationGroupNorm(_ReplicaAffine):
+    """Group norm of each sample (ganbench's layer norm of feature maps is one group) with a
+    per-replica gain and bias per channel, as ``nn.GroupNorm``."""
+
+    def __init__(self, mods: Sequence[nn.GroupNorm]) -> None:
+        if not mods[0].affine:
+            raise GanbenchError("model.population > 1: group norm without affine parameters cannot be batched")
+        super().__init__(mods)
+        self.num_groups, self.eps = mods[0].num_groups, mods[0].eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.affine(F.group_norm(x, self.num_groups, eps=self.eps))
+
+
+class PopulationInstanceNorm2d(_ReplicaAffine):
+    """Instance norm of each sample's feature maps with a per-replica gain and bias, as
+    ``nn.InstanceNorm2d`` (without running statistics: ganbench's default)."""
+
+    def __init__(self, mods: Sequence[nn.InstanceNorm2d]) -> None:
+        if mods[0].track_running_stats:
+            raise GanbenchError("model.population > 1: instance norm with running statistics cannot be batched")
+        super().__init__(mods, affine=mods[0].affine)
+        self.eps = mods[0].eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.affine(F.instance_norm(x, eps=self.eps))
+
+
+def _stack_weighted(mods: Sequence[nn.Linear | nn.Conv2d | nn.ConvTranspose2d]) -> nn.Module:
+    """A linear or convolution layer of every replica, with its spectral or weight norm batched."""
     m0 = mods[0]
     kind = None
     if parametrize.is_parametrized(m0, "weight"):
-        (p,) = m0.parametrizations.weight  # type: ignore[union-attr]
+        chain = list(m0.parametrizations.weight)  # type: ignore[union-attr]
+        if len(chain) != 1:
+            raise GanbenchError("model.population > 1: a weight with several re-parametrizations cannot be batched")
+        p = chain[0]
         kind = type(p).__name__
         if kind == "_SpectralNorm":
             weights = [m.parametrizations.weight.original.detach() for m in mods]  # type: ignore[union-attr]
-        elif kind == "_WeightNorm":
+        elif kind == "_WeightNorm" and p.dim == 0:
             weights = [m.parametrizations.weight.original1.detach() for m in mods]  # type: ignore[union-attr]
         else:
             raise GanbenchError(f"model.population > 1: the {kind} re-parametrization cannot be batched")
     else:
         weights = [m.weight.detach() for m in mods]
+    if isinstance(m0, nn.Conv2d | nn.ConvTranspose2d) and m0.padding_mode != "zeros":
+        raise GanbenchError(f"model.population > 1: {m0.padding_mode} padding cannot be batched")
     bias = torch.stack([m.bias.detach() for m in mods]) if m0.bias is not None else None
-    layer = PopulationLinear(torch.stack(weights), bias)
+    layer: nn.Module = (PopulationLinear(torch.stack(weights), bias) if isinstance(m0, nn.Linear)
+                        else PopulationConv2d(torch.stack(weights), bias, m0))
     if kind == "_SpectralNorm":
         sn = [m.parametrizations.weight[0] for m in mods]  # type: ignore[union-attr]
         parametrize.register_parametrization(
             layer, "weight", BatchedSpectralNorm(torch.stack([s._u for s in sn]), torch.stack([s._v for s in sn]),
-                                                 eps=sn[0].eps),
+                                                 eps=sn[0].eps, dim=sn[0].dim,
+                                                 n_power_iterations=sn[0].n_power_iterations),
             unsafe=True)  # unsafe: no trial forward, which would run a power iteration now
     elif kind == "_WeightNorm":
         parametrize.register_parametrization(layer, "weight", BatchedWeightNorm(), unsafe=True)
@@ -220,9 +335,14 @@ def _stack_linear(mods: Sequence[nn.Linear]) -> nn.Module:
 
 #: layers that hold parameters or reduce over the batch → their population version
 LAYERS: dict[type, Callable[[Sequence[Any]], nn.Module]] = {
-    nn.Linear: _stack_linear,
-    nn.BatchNorm1d: PopulationBatchNorm1d,
+    nn.Linear: _stack_weighted,
+    nn.Conv2d: _stack_weighted,
+    nn.ConvTranspose2d: _stack_weighted,
+    nn.BatchNorm1d: PopulationBatchNorm,
+    nn.BatchNorm2d: PopulationBatchNorm,
     nn.LayerNorm: PopulationLayerNorm,
+    nn.GroupNorm: PopulationGroupNorm,
+    nn.InstanceNorm2d: PopulationInstanceNorm2d,
 }
 
 #: modules without parameters that treat every row on its own: shared by all replicas as they are
@@ -231,11 +351,14 @@ ROWWISE: tuple[type, ...] = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Iden
 
 def _containers() -> tuple[type, ...]:
     """Modules whose own code is row-wise and whose parameters all sit in child modules."""
+    from ganbench.nn.cnn import CNNDiscriminator, CNNGenerator, DCGANDiscriminator, DCGANGenerator
     from ganbench.nn.common import ConditionalNorm, DiscriminatorHead
     from ganbench.nn.mlp import Maxout, MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
+    from ganbench.nn.resnet import DBlock, GBlock, ResNetDiscriminator, ResNetGenerator
 
     return (nn.Sequential, nn.ModuleList, MLPGenerator, MLPDiscriminator, Maxout, MaxoutDiscriminator,
-            DiscriminatorHead, ConditionalNorm)
+            DiscriminatorHead, ConditionalNorm, CNNGenerator, CNNDiscriminator, DCGANGenerator,
+            DCGANDiscriminator, GBlock, DBlock, ResNetGenerator, ResNetDiscriminator)
 
 
 def stack_modules(mods: Sequence[nn.Module]) -> nn.Module:
@@ -248,7 +371,8 @@ def stack_modules(mods: Sequence[nn.Module]) -> nn.Module:
         return copy.deepcopy(m0)
     if not isinstance(m0, _containers()):
         raise GanbenchError(f"model.population > 1: {type(m0).__name__} cannot be batched (populations "
-                            "batch MLP networks with norm none, batch, layer, spectral or weight)")
+                            "batch the MLP, CNN, DCGAN and ResNet networks with norm none, batch, layer, instance, "
+                            "spectral or weight)")
     if getattr(m0, "embed", None) is not None:
         raise GanbenchError("model.population > 1: class-conditional networks cannot be batched yet")
     if getattr(m0, "minibatch", None) is not None:
