@@ -277,3 +277,32 @@ def test_truncation_bounds_every_entry():
     z = torch.randn(1000, 16, generator=g)
     t = truncate_latent(z, 0.5, g)
     assert float(t.abs().max()) <= 0.5 and torch.equal(t[z.abs() <= 0.5], z[z.abs() <= 0.5])
+
+
+def test_streaming_metrics_with_a_seed_depend_on_the_samples_only_and_leave_the_global_stream():
+    """KID's subsets (1000 of 1500) and IS's split order are random in torchmetrics: with ``seed`` two
+    different global random states give the same values and the global state is not moved; without it
+    they differ (so the check can fail)."""
+    from ganbench.metrics import StreamingImageMetrics
+    from ganbench.metrics.reference import ReferenceStats
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(1500, 8, generator=g)
+    fake, logits = torch.randn(1500, 8, generator=g) + 0.3, 4 * torch.randn(1500, 10, generator=g)
+    ref = ReferenceStats(real.double().mean(0), torch.cov(real.double().T), real, {})
+
+    def measure(seed):  # a fresh suite each time: torchmetrics caches a computed value until the next update
+        suite = StreamingImageMetrics(8, 10, 1500, 1500, ["kid", "is"])
+        suite.set_reference(ref)
+        suite.update(fake, logits)
+        return suite.compute(seed=seed)
+
+    seeded, free = [], []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        before = torch.get_rng_state()
+        seeded.append(measure(7))
+        assert torch.equal(torch.get_rng_state(), before)
+        free.append(measure(None))
+    assert seeded[0] == seeded[1]
+    assert free[0]["kid"] != free[1]["kid"] and free[0]["is"] != free[1]["is"]

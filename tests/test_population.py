@@ -9,8 +9,10 @@ import torch
 
 from ganbench import GanbenchError
 from ganbench.cli import EXIT_USAGE, main
+from ganbench.nn.cnn import CNNDiscriminator, CNNGenerator, DCGANDiscriminator, DCGANGenerator
 from ganbench.nn.mlp import MLPDiscriminator, MLPGenerator
 from ganbench.nn.population import ReplicaRNG, stack_modules, unstack_state
+from ganbench.nn.resnet import ResNetDiscriminator, ResNetGenerator
 from ganbench.optim import PopulationAdam
 
 #: families whose step is the base step (the ones a population batches), by config
@@ -31,18 +33,31 @@ def fit(root: Path, config: str, seed: int, *args: str, steps: int = 20) -> dict
 
 def noise_only(key: str, state: dict, shift_invariant: bool = False) -> bool:
     """Values that are rounding noise in exact arithmetic, so no two implementations agree on them: the
-    bias of a linear layer right before batch norm has zero gradient (batch norm removes it) and Adam
-    turns its float noise into full steps; batch norm's running mean tracks that bias. Likewise D's
+    bias of a layer whose output goes only into batch norm has zero gradient (batch norm removes it) and
+    Adam turns its float noise into full steps; batch norm's running mean tracks that bias. Likewise D's
     output bias under a loss that a constant shift of every score leaves unchanged (the softmax GAN's)."""
     if key.endswith("running_mean") or (shift_invariant and key == "discriminator.head.linear.bias"):
         return True
     parts = key.split(".")
-    if len(parts) < 3 or parts[-1] != "bias" or not parts[-2].isdigit():
+    head = 2 if parts[1] == "module" else 1  # the EMA generator's copy: ema_generator.module.…
+    net, names = ".".join(parts[:head]), parts[head:-1]
+    if parts[-1] != "bias" or not names:
         return False
-    prefix, i = ".".join(parts[:-3]), int(parts[-2])
-    followed_by_bn = {"layers": f"{prefix}.norms.{i}.norm.running_mean",  # MLP generator
-                      "net": f"{prefix}.net.{i + 1}.running_mean"}.get(parts[-3])  # MLP discriminator
-    return followed_by_bn in state
+    if names[0] == "blocks" and names[-1] in ("c1", "c2", "skip") and f"{net}.norm.norm.running_mean" in state:
+        return True  # ResNet generator with batch norm: a convolution's per-channel constant rides the skip
+        # connections (1×1 convolutions, up-sampling) unchanged into the next batch norm, so every
+        # convolution bias in the blocks has zero gradient
+    layer, index = ".".join(names), names[-1]
+    block = names[1] if len(names) > 1 else ""
+    in_g = net != "discriminator"
+    followed_by = {  # the layer → the batch norm its output goes into, in ganbench's networks
+        f"layers.{index}": f"norms.{index}.norm",  # MLP generator
+        f"net.{index}": f"net.{int(index) + 1}" if index.isdigit() else None,  # MLP / DCGAN discriminator
+        f"ups.{index}": f"norms.{int(index) + 1}.norm" if index.isdigit() else None,  # CNN generator
+        f"blocks.{block}.c1": f"blocks.{block}.n2.norm" if in_g else f"blocks.{block}.n1",  # ResNet
+        f"blocks.{block}.c2": None if in_g else f"blocks.{block}.n2",  # ResNet discriminator
+    }.get(layer)
+    return followed_by is not None and f"{net}.{followed_by}.running_mean" in state
 
 
 def assert_replica_equals(pop: dict, k: int, one: dict, rtol: float, atol: float) -> None:
@@ -76,6 +91,73 @@ def test_stacked_networks_compute_each_replica(norm):
         torch.testing.assert_close(x, ref, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(D(ref), torch.cat([d(ref[5 * r:5 * r + 5]) for r, (_, d) in enumerate(nets)]),
                                    rtol=1e-5, atol=1e-6)
+
+
+#: image networks at 16×16 (their smallest size), 4 channels wide: (generator, discriminator) builders
+IMAGE_NETS = {
+    "cnn": (CNNGenerator, CNNDiscriminator),
+    "dcgan": (DCGANGenerator, DCGANDiscriminator),
+    "resnet": (ResNetGenerator, ResNetDiscriminator),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(IMAGE_NETS))
+@pytest.mark.parametrize("norm", ["none", "spectral", "batch", "layer", "instance", "weight"])
+def test_stacked_image_networks_are_each_replica_as_grouped_convolutions(arch, norm):
+    """Forward (three training-mode passes, so power iterations and batch statistics advance), the
+    gradients of every parameter, and eval mode: the population equals its replicas one by one."""
+    make_g, make_d = IMAGE_NETS[arch]
+    nets = []
+    for r in range(3):
+        torch.manual_seed(r)
+        nets.append((make_g(8, (1, 16, 16), 4, norm), make_d((1, 16, 16), 4, norm)))
+    G = stack_modules([copy.deepcopy(g) for g, _ in nets])
+    D = stack_modules([copy.deepcopy(d) for _, d in nets])
+    assert sum(p.numel() for p in D.parameters()) == 3 * sum(p.numel() for p in nets[0][1].parameters())
+    z = torch.randn(3 * 4, 8)
+    for _ in range(3):
+        x = G(z)
+        ref = torch.cat([g(z[4 * r:4 * r + 4]) for r, (g, _) in enumerate(nets)])
+        torch.testing.assert_close(x, ref, rtol=1e-4, atol=1e-5)
+        out = D(x)
+        torch.testing.assert_close(out, torch.cat([d(ref[4 * r:4 * r + 4]) for r, (_, d) in enumerate(nets)]),
+                                   rtol=1e-4, atol=1e-5)
+    G.zero_grad()
+    D.zero_grad()
+    (D(G(z)) * torch.arange(12.0)).sum().backward()
+    for r, (g, d) in enumerate(nets):
+        g.zero_grad()
+        d.zero_grad()
+        (d(g(z[4 * r:4 * r + 4])) * torch.arange(4.0 * r, 4.0 * r + 4)).sum().backward()
+    for pop, k in ((G, 0), (D, 1)):
+        one = [dict(n[k].named_parameters()) for n in nets]
+        # float32 sums in another order: entries that cancel to (near) zero in exact arithmetic (batch
+        # norm's gradients, weight norm's along v) differ by rounding relative to the network's gradient
+        # scale, not to their own size
+        scale = max(float(p.grad.abs().max()) for p in pop.parameters())
+        for name, p in pop.named_parameters():
+            torch.testing.assert_close(p.grad, torch.stack([o[name].grad for o in one]), rtol=1e-4, atol=1e-5 * scale,
+                                       msg=lambda m, name=name: f"{name}: {m}")
+    G.eval()
+    [g.eval() for g, _ in nets]
+    torch.testing.assert_close(G(z), torch.cat([g(z[4 * r:4 * r + 4]) for r, (g, _) in enumerate(nets)]),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_stacked_batch_norm_runs_under_bf16_autocast_as_batch_norm_does():
+    """Convolutions give bf16 under autocast; batch norm keeps float32 statistics and running buffers,
+    as torch's does, and returns the input's dtype."""
+    torch.manual_seed(0)
+    nets = [CNNGenerator(8, (1, 16, 16), 4, "batch") for _ in range(2)]
+    G = stack_modules([copy.deepcopy(g) for g in nets])
+    z = torch.randn(2 * 4, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = G(z)
+        ref = torch.cat([g(z[4 * r:4 * r + 4]) for r, g in enumerate(nets)])
+    assert x.dtype == ref.dtype
+    assert G.norms[0].norm.running_var.dtype == torch.float32
+    torch.testing.assert_close(x.float(), ref.float(), rtol=0.05, atol=0.05)  # bf16: 8 bits of mantissa
+    torch.testing.assert_close(G.norms[0].norm.running_var[1], nets[1].norms[0].norm.running_var, rtol=0.02, atol=1e-3)
 
 
 def test_unbatchable_networks_refuse_with_the_reason():
@@ -137,6 +219,59 @@ def test_replica_equals_the_fit_with_its_seed(tmp_path, config, extra):
           "--model.init_args.d_optimizer.init_args.lr", str(LRS[2])] if adam else []
     one = fit(tmp_path / "one", config, 7, *lr, *extra)
     assert_replica_equals(pop, 2, one, rtol=1e-4, atol=1e-5)
+
+
+#: 16×16 digits through the image networks (grouped convolutions), 4 channels wide
+IMAGES = ["--data.dataset", "digits", "--data.resolution", "16", "--model.init_args.arch", "auto",
+          "--model.init_args.width", "4", "--model.init_args.latent_dim", "8", "--data.batch_size", "8",
+          "--model.init_args.g_batch_size", "8"]
+
+
+@pytest.mark.parametrize("config, extra", [
+    ("sngan", ["--model.init_args.ema_decay", "0.9", "--model.init_args.augment", "diffaugment"]),  # CNN, SN + BN
+    ("dcgan", []),  # DCGAN: transposed convolutions, batch norm in G and D
+    ("wgan_gp", ["--model.init_args.d_norm", "layer"]),  # ResNet, gradient penalty, group norm
+], ids=["sngan-cnn-ema-diffaugment", "dcgan", "wgan_gp-resnet-layer"])
+def test_image_replica_equals_the_fit_with_its_seed(tmp_path, config, extra):
+    """The same as above on images: replica 2 of seeds 5, 6, 7 with its own learning rates is the fit
+    with seed 7 and that learning rate, through grouped convolutions."""
+    over = json.dumps([{"g_lr": x, "d_lr": x} for x in LRS])
+    pop = fit(tmp_path / "pop", config, 5, *IMAGES, *extra, "--model.init_args.population", "3",
+              "--model.init_args.population_overrides", over)
+    one = fit(tmp_path / "one", config, 7, *IMAGES, *extra, "--model.init_args.g_optimizer.init_args.lr", str(LRS[2]),
+              "--model.init_args.d_optimizer.init_args.lr", str(LRS[2]))
+    assert_replica_equals(pop, 2, one, rtol=1e-4, atol=1e-5)
+
+
+def test_image_metrics_of_a_replica_are_those_of_the_fit_with_its_seed(tmp_path, monkeypatch):
+    """FD/KID/IS/precision-recall/... of replica 1 (own metric states, keys ``/r1``) at G iterations 0, 2
+    and 4 are those of the fit with seed 6, and differ from replica 0's."""
+    import csv
+
+    from ganbench.metrics.features import DomainCNN, save_domain_net
+
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    save_domain_net(DomainCNN(resolution=8), "digits", accuracy=0.0)
+    metrics = ["--run.metrics_every", "2", "--run.image_metrics_n", "100"]
+    fit(tmp_path / "pop", "sngan", 5, *IMAGES, *metrics, "--model.init_args.population", "2", steps=4)
+    fit(tmp_path / "one", "sngan", 6, *IMAGES, *metrics, steps=4)
+
+    def rows(root: Path) -> dict[int, dict[str, float]]:
+        out: dict[int, dict[str, float]] = {}
+        for row in csv.DictReader((root / "metrics.csv").open()):
+            vals = {k: float(v) for k, v in row.items() if k.startswith("val/") and v}
+            if vals:
+                out.setdefault(int(row["step"]), {}).update(vals)
+        return out
+
+    pop, one = rows(tmp_path / "pop"), rows(tmp_path / "one")
+    assert sorted(one) == sorted(pop) == [0, 2, 4]
+    assert "val/fd_digits_100" in one[4] and "val/kid_digits_100" in one[4]
+    for step, values in one.items():
+        for key, value in values.items():
+            assert pop[step][f"{key}/r1"] == pytest.approx(value, rel=1e-3, abs=1e-6), (step, key)
+    assert pop[4]["val/fd_digits_100/r0"] != pytest.approx(pop[4]["val/fd_digits_100/r1"], rel=1e-3)
 
 
 def test_every_replica_with_spectral_and_batch_norm_penalty_ema_and_noise(tmp_path):

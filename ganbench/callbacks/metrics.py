@@ -132,15 +132,12 @@ class ImageMetrics(L.Callback):
         self.protocol: dict[str, Any] = {}
         self.net: FeatureNet | None = None
         self.ref: ReferenceStats | None = None
-        self.suite: StreamingImageMetrics | None = None
+        self.suites: list[StreamingImageMetrics] = []
         self.real_pixels: Tensor | None = None
         self._interval = _Interval(every_n_steps)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if getattr(pl_module, "population", 1) > 1:
-            raise GanbenchError("model.population > 1: image metrics are computed per fit, not per replica yet; "
-                                "set --run.metrics_every 0 (toy data get per-replica metrics)")
-        if stage != "fit" or self.suite is not None:
+        if stage != "fit" or self.suites:
             return
         dm = _datamodule(trainer)
         if getattr(dm, "is_toy", False):
@@ -157,7 +154,9 @@ class ImageMetrics(L.Callback):
         if "swd" in self.metrics:
             self.real_pixels = dm.real_samples(min(self.swd_samples, self.n_real), split=self.split, seed=self.seed + 1)
         num_logits = 1008 if self.features == "inception" else int(self.net.extractor.net.config["num_classes"])
-        self.suite = StreamingImageMetrics(self.net.num_features, num_logits, self.n_fake, self.ref.n, self.metrics)
+        # one set of metric states per replica of a population (each replica is a fit of its own)
+        self.suites = [StreamingImageMetrics(self.net.num_features, num_logits, self.n_fake, self.ref.n, self.metrics)
+                       for _ in range(getattr(pl_module, "population", 1))]
         self.protocol = {
             "implementation": "torchmetrics",
             "features": self.net.label,
@@ -190,52 +189,57 @@ class ImageMetrics(L.Callback):
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        """Generate, extract features, compute and log; returns ``{key: value}`` with ``val/`` keys."""
-        assert self.suite is not None and self.net is not None and self.ref is not None
+        """Generate, extract features, compute and log; returns ``{key: value}`` with ``val/`` keys (a
+        population's replicas each get their own metrics, keys ``…/r<k>``, from the same latents)."""
+        assert self.suites and self.net is not None and self.ref is not None
         world, rank = trainer.world_size, trainer.global_rank
         n_local = self.n_fake // world + (1 if rank < self.n_fake % world else 0)
         offset = rank * (self.n_fake // world) + min(rank, self.n_fake % world)
         device = pl_module.device
+        replicas = len(self.suites)
         self.net.to(device)
-        self.suite.to(device)
-        self.suite.reset()
-        self.suite.set_reference(self.ref, include=trainer.is_global_zero)
-        keep_pixels, keep_feats, kept, done = [], [], 0, 0
+        for suite in self.suites:
+            suite.to(device)
+            suite.reset()
+            suite.set_reference(self.ref, include=trainer.is_global_zero)
+        keep_pixels: list[list[Tensor]] = [[] for _ in range(replicas)]
+        keep_feats: list[list[Tensor]] = [[] for _ in range(replicas)]
+        kept, done = 0, 0
         was_training = pl_module.training
         pl_module.eval()
         named = ", ".join(v for k, v in self.keys.items() if not k.endswith("_std"))  # spreads go with their value
-        what = f"step {trainer.global_step}: {named}: samples"
+        what = f"step {trainer.global_step}: {named}: samples" + (f" of {replicas} replicas" if replicas > 1 else "")
         try:
             shown = trainer.is_global_zero and trainer.progress_bar_callback is not None
             with progress(what, n_local, enabled=shown) as bar:
                 for images in generate(pl_module, n_local, self.batch_size, self.seed + rank, self.ema, offset):
-                    out = self.net.extract(images)
-                    self.suite.update(out["features"], out["logits"], start=offset + done)  # global sample number
-                    done += len(images)
-                    if "swd" in self.metrics and kept < self.swd_samples:
-                        keep_pixels.append(images.float().cpu())
-                        keep_feats.append(out["features"].cpu())
-                        kept += len(images)
-                    bar.update(len(images))
+                    # every replica's rows (replica by replica), through the feature net batch_size at a time
+                    outs = [self.net.extract(chunk) for chunk in images.split(self.batch_size)]
+                    out = {key: torch.cat([o[key] for o in outs]) for key in ("features", "logits")}
+                    pixels = images.reshape(replicas, -1, *images.shape[1:])
+                    feats = out["features"].reshape(replicas, -1, out["features"].shape[-1])
+                    logits = out["logits"].reshape(replicas, -1, out["logits"].shape[-1])
+                    for k, suite in enumerate(self.suites):
+                        suite.update(feats[k], logits[k], start=offset + done)  # global sample number
+                        if "swd" in self.metrics and kept < self.swd_samples:
+                            keep_pixels[k].append(pixels[k].float().cpu())
+                            keep_feats[k].append(feats[k].cpu())
+                    done += pixels.shape[1]
+                    kept += pixels.shape[1]
+                    bar.update(pixels.shape[1])
         finally:
             pl_module.train(was_training)
-        values = self.suite.compute()
-        if "swd" in self.metrics:
-            fp, ff = torch.cat(keep_pixels)[: self.swd_samples], torch.cat(keep_feats)[: self.swd_samples]
-            values.update(
-                swd_metrics(
-                    fp,
-                    self.real_pixels,
-                    ff,
-                    self.ref.features[: self.swd_samples],
-                    self.n_projections,
-                    self.seed,
-                )
-            )
-        logged = {f"val/{self.keys[k]}": v for k, v in values.items()}
+        logged: dict[str, float] = {}
+        for k, suite in enumerate(self.suites):
+            values = suite.compute(seed=self.seed)  # KID's subsets, IS's splits: the same draws for every fit
+            if "swd" in self.metrics:
+                fp, ff = torch.cat(keep_pixels[k])[: self.swd_samples], torch.cat(keep_feats[k])[: self.swd_samples]
+                values.update(swd_metrics(fp, self.real_pixels, ff, self.ref.features[: self.swd_samples],
+                                          self.n_projections, self.seed))
+            tag = replica_tag(pl_module, k)
+            logged.update({f"val/{self.keys[key]}{tag}": v for key, v in values.items()})
         # swd is computed on each rank's own samples: averaged; the rest are already global
-        logged = log_evaluation(trainer, logged, reduce=tuple(k for k in logged if k.startswith("val/swd")))
-        return logged
+        return log_evaluation(trainer, logged, reduce=tuple(k for k in logged if k.startswith("val/swd")))
 
 
 class ToyMetrics(L.Callback):

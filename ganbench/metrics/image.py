@@ -300,9 +300,19 @@ class StreamingImageMetrics(nn.Module):
         if self.knn is not None:
             self.knn.update(features, real=False)
 
-    def compute(self) -> dict[str, float]:
+    def compute(self, seed: int | None = None) -> dict[str, float]:
         """Values by internal name (``fd``, ``fd_std``, ``is``, ``is_std``, ``kid``, ``kid_std``,
-        ``precision``, ``recall``, ``density``, ``coverage``)."""
+        ``precision``, ``recall``, ``density``, ``coverage``).
+
+        torchmetrics draws KID's subsets and IS's split order from the global generator. With ``seed``
+        they are drawn from a generator seeded with it and the global random state is left as it was,
+        so the numbers depend on the samples alone (every replica of a population, and the fit with its
+        seed, get the same draws) and measuring does not move training's random stream."""
+        if seed is not None:
+            device = next((m.device for m in (self.kid, self.isc) if m is not None), torch.device("cpu"))
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                return self.compute()
         out: dict[str, float] = {}
         if self.fd is not None:
             out["fd"] = float(self.fd.compute())
