@@ -560,11 +560,12 @@ def plot_intervals(board: Board, path: Path, top: int = 10) -> Path:
 
     groups = _by_data(board, board.cells)
     rows = max(min(len(g), top) for g in groups.values())
-    fig, axes = plt.subplots(1, len(groups), figsize=(7.5 * len(groups), 1.3 + 0.32 * rows), squeeze=False,
+    # one panel per data set, stacked, so that long cell names (many factors) keep the width they need
+    fig, axes = plt.subplots(len(groups), 1, figsize=(11, len(groups) * (1.1 + 0.3 * rows)), squeeze=False,
                              layout="constrained")
     style = {"best": ("C3", "best"), "no": ("C1", f"not distinguishable from best (Holm p ≥ {ALPHA:g})"),
              "yes": ("0.6", "distinguishable from best")}
-    for ax, (data, ranked) in zip(axes[0], groups.items()):
+    for ax, (data, ranked) in zip(axes[:, 0], groups.items()):
         shown = ranked[:top]
         best = shown[0]
         if not math.isnan(best.median_lo):
@@ -578,11 +579,12 @@ def plot_intervals(board: Board, path: Path, top: int = 10) -> Path:
             hi = np.array([shown[i].median_hi for i in idx])
             err = np.nan_to_num(np.vstack([med - lo, hi - med]))  # no bar for a cell with a single seed
             ax.errorbar(med, idx, xerr=err, fmt="o", color=colour, ecolor=colour, capsize=3, label=label)
-        ax.set_yticks(range(len(shown)), [f"{c.cell} (n={c.seeds})" for c in shown], fontsize=7)
+        own = f"dataset={data} "  # the panel's title names it
+        ax.set_yticks(range(len(shown)), [f"{str(c.cell).replace(own, '')} (n={c.seeds})" for c in shown], fontsize=7)
         ax.set_ylim(len(shown) - 0.5, -0.5)
         ax.set_xlabel(f"median {board.metric} ({board.direction}), 95 % interval")
         ax.set_title(f"dataset={data}" if data is not None else "", fontsize=9)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     per = " per dataset" if _data_key(board) else ""
     fig.suptitle(f"{board.study}: the {top} best cells{per}, median and 95 % interval", fontsize=10)
     fig.savefig(path, dpi=110)
