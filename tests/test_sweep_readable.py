@@ -291,12 +291,18 @@ def test_heatmap_colour_range_is_best_square_to_90th_percentile():
     assert _scale([np.array([[0.25]])], "divergence") == (0.0, 1.0, False)
 
 
-def test_leaderboard_wandb_run_holds_the_space_and_one_row_per_trial(tmp_path, monkeypatch):
+def test_leaderboard_wandb_run_holds_the_space_and_one_row_per_trial(tmp_path, monkeypatch, capfd):
     from ganbench.sweep.leaderboard import build_leaderboard
 
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_SILENT", raising=False)
     build_leaderboard(hand_made_study(), tmp_path, wandb_log=True, show=False)
-    run = inspect(next(tmp_path.glob("wandb/offline-run-*")), summary=True)
+    printed = capfd.readouterr()
+    run_dir = next(tmp_path.glob("wandb/offline-run-*"))
+    # ganbench's one line says where the run is; wandb's own banner is not printed
+    assert printed.out.splitlines() == [f"W&B summary run: {run_dir} (offline; upload with: wandb sync {run_dir})"]
+    assert "wandb:" not in printed.err
+    run = inspect(run_dir, summary=True)
     assert run["name"] == "board-leaderboard"
     assert run["config"]["factors"] == BOARD_SPACE["factors"] and run["config"]["seeds"] == [0, 1]
     trials = [r for r in inspect(next(tmp_path.glob("wandb/offline-run-*")))

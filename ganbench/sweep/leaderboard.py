@@ -686,7 +686,8 @@ def log_wandb(board: Board, images: list[Path], out: Path, project: str = "ganbe
 
     mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
     run = wandb.init(project=project, group=board.study, job_type="leaderboard", name=f"{board.study}-leaderboard",
-                     dir=str(out), mode=mode, reinit="finish_previous", config=board.space or {})
+                     dir=str(out), mode=mode, reinit="finish_previous", config=board.space or {},
+                     settings=wandb.Settings(silent=True))  # ganbench says where the run is (build_leaderboard)
     try:
         cols = [*COLUMNS, *(short(k) for k in board.factors)]
         rows = [[asdict(c)[k] for k in COLUMNS] + list(map(str, c.values)) for c in board.cells]
@@ -709,5 +710,7 @@ def build_leaderboard(study: optuna.Study, out: Path, wandb_log: bool = True, sh
     if show:
         print_table(board)
     if wandb_log:
-        log_wandb(board, images, out, trials=trial_table(study))
+        run_dir = Path(log_wandb(board, images, out, trials=trial_table(study))).parent
+        offline = run_dir.name.startswith("offline-")
+        print(f"W&B summary run: {run_dir}" + (f" (offline; upload with: wandb sync {run_dir})" if offline else ""))
     return board
