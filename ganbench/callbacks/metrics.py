@@ -204,7 +204,7 @@ class ImageMetrics(L.Callback):
             suite.set_reference(self.ref, include=trainer.is_global_zero)
         keep_pixels: list[list[Tensor]] = [[] for _ in range(replicas)]
         keep_feats: list[list[Tensor]] = [[] for _ in range(replicas)]
-        kept, done = 0, 0
+        done = 0  # samples per replica so far
         was_training = pl_module.training
         pl_module.eval()
         named = ", ".join(v for k, v in self.keys.items() if not k.endswith("_std"))  # spreads go with their value
@@ -221,11 +221,10 @@ class ImageMetrics(L.Callback):
                     logits = out["logits"].reshape(replicas, -1, out["logits"].shape[-1])
                     for k, suite in enumerate(self.suites):
                         suite.update(feats[k], logits[k], start=offset + done)  # global sample number
-                        if "swd" in self.metrics and kept < self.swd_samples:
+                        if "swd" in self.metrics and done < self.swd_samples:
                             keep_pixels[k].append(pixels[k].float().cpu())
                             keep_feats[k].append(feats[k].cpu())
                     done += pixels.shape[1]
-                    kept += pixels.shape[1]
                     bar.update(pixels.shape[1])
         finally:
             pl_module.train(was_training)
