@@ -46,6 +46,19 @@ class PopulationAdam(torch.optim.Adam):
         """An ``(N,)`` float64 vector as a float32 tensor broadcasting over ``p``'s replica axis."""
         return value.to(device=p.device, dtype=p.dtype).reshape(-1, *([1] * (p.dim() - 1)))
 
+    def _vectors(self, group: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(ratio, beta1, beta2)`` as float64 ``(N,)`` vectors on ``device``, made once: the step then
+        reads nothing from the host (a CUDA graph can capture it)."""
+        cache = self.__dict__.setdefault("_on_device", {})
+        key = (id(group), device)
+        if key not in cache:
+            shared = torch.tensor([float(b) for b in group["betas"]], dtype=torch.float64)
+            n = len(self.lr_ratio)
+            beta1 = self.beta1 if self.beta1 is not None else shared[0].expand(n)
+            beta2 = self.beta2 if self.beta2 is not None else shared[1].expand(n)
+            cache[key] = tuple(v.to(device).clone() for v in (self.lr_ratio, beta1, beta2))
+        return cache[key]
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         loss = None
@@ -53,22 +66,20 @@ class PopulationAdam(torch.optim.Adam):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            shared = torch.tensor([float(b) for b in group["betas"]], dtype=torch.float64)
-            beta1 = self.beta1 if self.beta1 is not None else shared[0]
-            beta2 = self.beta2 if self.beta2 is not None else shared[1]
-            lr = float(group["lr"]) * self.lr_ratio
             eps, wd = group["eps"], group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                ratio, beta1, beta2 = self._vectors(group, p.device)
+                lr = group["lr"] * ratio  # a scheduler's tensor lr (capturable) or a float
                 grad = p.grad
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                step = float(state["step"].item())
+                step = state["step"].to(p.device, torch.float64)
                 if wd != 0:
                     if group.get("decoupled_weight_decay", False):
                         p.mul_(self._per_replica(1 - lr * wd, p))
@@ -76,11 +87,10 @@ class PopulationAdam(torch.optim.Adam):
                         grad = grad.add(p, alpha=wd)
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 exp_avg.lerp_(grad, self._per_replica(1 - beta1, p))
-                exp_avg_sq.mul_(self._per_replica(beta2.expand_as(lr), p)).addcmul_(
-                    grad * self._per_replica((1 - beta2).expand_as(lr), p), grad)
+                exp_avg_sq.mul_(self._per_replica(beta2, p)).addcmul_(grad * self._per_replica(1 - beta2, p), grad)
                 bias_correction1 = 1 - beta1 ** step
                 bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
                 step_size = lr / bias_correction1
-                denom = (exp_avg_sq.sqrt() / self._per_replica(bias_correction2_sqrt.expand_as(lr), p)).add_(eps)
+                denom = (exp_avg_sq.sqrt() / self._per_replica(bias_correction2_sqrt, p)).add_(eps)
                 p.add_(exp_avg * self._per_replica(-step_size, p) / denom)
         return loss

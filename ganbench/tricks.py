@@ -79,19 +79,29 @@ class HistoricalAverage:
     """
 
     def __init__(self) -> None:
-        self.count = 0
+        #: t, on the parameters' device: the update is then the same kernels at every step (a CUDA
+        #: graph can replay it)
+        self.steps: Tensor | None = None
         self.average: dict[str, Tensor] = {}
+
+    @property
+    def count(self) -> int:
+        return 0 if self.steps is None else int(self.steps.item())
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         """Fold the current parameters of ``module`` into the running mean."""
-        self.count += 1
-        for name, p in module.named_parameters():
+        params = list(module.named_parameters())
+        if self.steps is None:
+            self.steps = torch.zeros((), dtype=torch.float64, device=params[0][1].device if params else None)
+        self.steps.add_(1)
+        weight = self.steps.reciprocal().float()
+        for name, p in params:
             if name not in self.average:
                 self.average[name] = p.detach().clone()
             else:
                 avg = self.average[name]
-                avg.add_(p.detach().to(avg.device, avg.dtype) - avg, alpha=1.0 / self.count)
+                avg.add_((p.detach().to(avg.device, avg.dtype) - avg) * weight.to(avg.device, avg.dtype))
 
     def penalty(self, module: nn.Module) -> Tensor:
         """``Σ_params ‖θ - θ̄‖²``, differentiable wrt the parameters; 0 before the first update."""
@@ -113,7 +123,9 @@ class HistoricalAverage:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        self.count = int(state["count"])
+        count = int(state["count"])
+        device = next(iter(state["average"].values())).device if state["average"] else None
+        self.steps = torch.tensor(float(count), dtype=torch.float64, device=device) if count else None
         self.average = {k: v.clone() for k, v in state["average"].items()}
 
 

@@ -71,41 +71,37 @@ class PlainLoop:
             m.discriminator.compile()
         graph = "graph" in parts
         g_opt, d_opt = m.configure_optimizers()
-        for opt in (g_opt, d_opt):
-            for group in opt.param_groups:
-                if graph and "capturable" in group:
-                    group["capturable"] = True
+        if graph:
+            m.set_capturable(True, (g_opt, d_opt))
         amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in parts)
         n_critic = m.n_critic
         self.static = data[: batch_size * n_critic].clone()
         labels = torch.zeros(len(self.static), dtype=torch.long, device=device)
         chunks = m.split_batch((self.static, labels))
-        if m.population > 1:  # split_batch repeated the batch per replica: copy into the chunks' storage
-            self.static_chunks = chunks
-
-        def iteration() -> None:
-            m.iteration(chunks, g_opt, d_opt, lightning=False, autocast=amp)
+        # split_batch repeated the batch per replica: the eager loop copies into the chunks' storage
+        self.static_chunks = chunks if m.population > 1 and not graph else None
 
         self.batches, self.device, self.done, self.model = data.split(batch_size * n_critic), device, 0, m
-        self.iteration = iteration
-        if graph:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    iteration()
-            torch.cuda.current_stream().wait_stream(side)
-            g_opt.zero_grad(set_to_none=True)
-            d_opt.zero_grad(set_to_none=True)
-            cuda_graph = m.new_cuda_graph()
-            with torch.cuda.graph(cuda_graph):
-                m.iteration(chunks, g_opt, d_opt, lightning=False, autocast=amp, finish=False)
+        if graph:  # the module's graph executor (warm-up, static check, one graph per phase, replay)
+            from ganbench.models.graph import GraphStep
 
-            def replay() -> None:  # as the module's graph step: EMA and schedulers after the replay
-                cuda_graph.replay()
+            step = GraphStep(m, type(m).graph_backend(), (self.static, labels), optimizers=(g_opt, d_opt),
+                             iterate=lambda chunks: m.plain_iteration(chunks, (g_opt, d_opt), amp))
+            self.static = step.static[0]
+
+            def iteration() -> None:  # as the module's graph step
+                m.host_values()
+                step((self.static, labels))
+                if step.fallback is not None:
+                    raise GanbenchError(f"ganbench bench --modes graph: the step cannot be captured: {step.fallback}")
+                m._d_steps += n_critic
                 m.after_g_step()
+        else:
+            def iteration() -> None:
+                m.host_values()
+                m.iteration(chunks, g_opt, d_opt, lightning=False, autocast=amp)
 
-            self.iteration = replay
+        self.iteration = iteration
 
     def run(self, n: int) -> float:
         """Seconds for ``n`` iterations."""
@@ -113,7 +109,7 @@ class PlainLoop:
         t0 = time.perf_counter()
         for _ in range(n):
             self.static.copy_(self.batches[self.done % len(self.batches)])  # a fresh real batch, as a loader gives
-            if self.model.population > 1:
+            if self.static_chunks is not None:
                 for (x, _), src in zip(self.static_chunks, self.static.chunk(self.model.n_critic)):
                     x.copy_(src.repeat(self.model.population, *([1] * (src.dim() - 1))))
             self.iteration()
@@ -251,6 +247,8 @@ def main(argv: list[str]) -> int:
     for name, low in (("steps", 1), ("warmup", 0), ("repeats", 1), ("block", 0), ("population", 1)):
         if getattr(args, name) < low:
             raise GanbenchError(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    from ganbench.models.base import GANModule
+
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GanbenchError("--device cuda was asked for but torch sees no CUDA device")
@@ -260,7 +258,7 @@ def main(argv: list[str]) -> int:
         if bad:
             raise GanbenchError(f"--modes: unknown fast path {bad[0]!r} in {mode!r}; valid parts: "
                                 f"{', '.join(MODE_OVERRIDES)}")
-        if "graph" in mode and device.type != "cuda":
+        if "graph" in mode and device.type not in GANModule.graph_backend.devices:
             raise GanbenchError(f"--modes {mode}: CUDA graphs need --device cuda")
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True

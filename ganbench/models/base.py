@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
@@ -50,6 +49,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ganbench import GanbenchError
 from ganbench.augment import AdaptiveAugment, check_policy, cr_transform, diff_augment
 from ganbench.losses import LOSSES, LossName
+from ganbench.models.graph import CudaGraphs
 from ganbench.nn import DISCRIMINATORS, GENERATORS, Arch
 from ganbench.nn.common import Minibatch
 from ganbench.nn.norms import BATCH_DEPENDENT, Norm
@@ -146,11 +146,12 @@ class GANModule(L.LightningModule):
             repeats allowed): a study that batches several trials gives each trial's replicas the
             study's seeds, so replica ``r`` is the fit with seed ``population_seeds[r]``.
         cuda_graph: capture one whole G iteration (n_critic D updates + 1 G update, latents drawn
-            inside) in one CUDA graph and replay it; needs CUDA, one device, static shapes and a
-            family whose step is the base step without Python-side state (see
-            :meth:`graph_unsupported_reason`); otherwise training falls back to the eager step with
-            a one-line notice. Bf16 autocast (``--trainer.precision bf16-mixed``) works in all paths;
-            penalties and losses are computed in fp32.
+            inside) in one CUDA graph and replay it (one graph per phase of a lazy penalty, per top-k
+            ``k``, per set of frozen replicas); needs CUDA and one device (see
+            :meth:`graph_unsupported_reason`), and the warm-up iterations check that the step is
+            static (:mod:`ganbench.models.graph`); otherwise training falls back to the eager step
+            with a one-line notice. Bf16 autocast (``--trainer.precision bf16-mixed``) works in all
+            paths; penalties and losses are computed in fp32.
     """
 
     #: registry name of the family
@@ -443,8 +444,7 @@ class GANModule(L.LightningModule):
         n, h = self.population, self.cfg
         if n > 1:
             for key, bad, why in (
-                    ("grad_clip", h.grad_clip > 0, "its norm would be taken over all replicas at once"),
-                    ("cuda_graph", h.cuda_graph, "populations run the eager step")):
+                    ("grad_clip", h.grad_clip > 0, "its norm would be taken over all replicas at once"),):
                 if bad:
                     raise GanbenchError(f"model.population={n} cannot be combined with model.{key}: {why}")
         if overrides is None:
@@ -521,7 +521,12 @@ class GANModule(L.LightningModule):
     def replica_value(self, key: str, default: float) -> float | torch.Tensor:
         """A per-replica setting: a ``(population,)`` tensor when overridden, else the run's value."""
         value = self.replica_values.get(key)
-        return default if value is None else value.to(self.fixed_z.device)
+        if value is None:
+            return default
+        on_device = self.__dict__.setdefault("_replica_values_on_device", {})  # copied once, not per step
+        if key not in on_device or on_device[key].device != self.fixed_z.device:
+            on_device[key] = value.to(self.fixed_z.device)
+        return on_device[key]
 
     def replica_rows_of(self, value: float | torch.Tensor, x: torch.Tensor) -> float | torch.Tensor:
         """A per-replica value broadcast over the rows (and trailing dims) of a folded batch ``x``."""
@@ -601,15 +606,43 @@ class GANModule(L.LightningModule):
             return self.ada(x, self.rng)
         return x
 
+    def host_values(self) -> None:
+        """Write the values the host changes between G iterations into the device tensors the step
+        reads (here the annealed instance-noise σ; families add theirs). Runs before every iteration,
+        outside the step, so a captured step (``cuda_graph``) reads the current values."""
+        sigma = self.noise_sigma()
+        if torch.is_tensor(sigma) or sigma > 0:
+            self.device_value("noise_sigma", sigma)
+
+    @property
+    def device_values(self) -> dict[str, torch.Tensor]:
+        """The tensors :meth:`host_values` wrote, by name."""
+        return self.__dict__.setdefault("_device_values", {})
+
+    def device_value(self, name: str, value: float | torch.Tensor) -> torch.Tensor:
+        """The device tensor ``name`` holding ``value`` (float32), written in place when it exists:
+        a captured step keeps reading the memory it was captured with."""
+        values = self.device_values
+        current = values.get(name)
+        if torch.is_tensor(value):
+            value = value.to(dtype=torch.float32)
+            if current is None or current.shape != value.shape or current.device != self.device:
+                values[name] = value.to(self.device).clone()
+            else:
+                current.copy_(value)
+        elif current is None or current.dim() or current.device != self.device:
+            values[name] = torch.full((), float(value), dtype=torch.float32, device=self.device)
+        else:
+            current.fill_(float(value))
+        return values[name]
+
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
         """What D sees: the samples, augmented when ``augment`` is set, plus annealed instance noise
         when enabled (σ per replica when a population overrides it), in packs of ``pack``."""
         x = self.augmented(x)
-        sigma = self.noise_sigma()
-        if torch.is_tensor(sigma):
-            x = x + self.replica_rows_of(sigma, x) * self.rng.randn_like(x)
-        elif sigma > 0:
-            x = x + sigma * self.rng.randn_like(x)
+        sigma = self.device_values.get("noise_sigma")
+        if sigma is not None:
+            x = x + (self.replica_rows_of(sigma, x) if sigma.dim() else sigma) * self.rng.randn_like(x)
         return self.packed(x)
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
@@ -728,13 +761,16 @@ class GANModule(L.LightningModule):
     def top_k(self, d_fake: torch.Tensor) -> torch.Tensor:
         """D's scores of the fakes that update G: all of them, or with ``top_k`` the k highest of each
         replica (Sinha et al. 2020), k annealed per epoch (:func:`ganbench.tricks.top_k_count`)."""
-        h = self.cfg
-        if not h.top_k:
+        if not self.cfg.top_k:
             return d_fake
-        batch = d_fake.shape[0] // self.population
-        epoch = self.epochs_done()
-        k = top_k_count(batch, epoch, h.top_k_gamma, h.top_k_min)
+        self._top_k_batch = d_fake.shape[0] // self.population
+        k = self.top_k_count(self._top_k_batch)
         return d_fake[top_k_rows(d_fake, k, self.population)]
+
+    def top_k_count(self, batch: int) -> int:
+        """How many of ``batch`` fakes per replica update G at this G iteration (top-k training)."""
+        h = self.cfg
+        return top_k_count(batch, self.epochs_done(), h.top_k_gamma, h.top_k_min)
 
     # ------------------------------------------------------------------------------ optimization
     def _make_optimizer(self, factory: OptimizerCallable | None, params, key: str) -> torch.optim.Optimizer:
@@ -906,6 +942,7 @@ class GANModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> None:
         if self._graph is not False and self.cfg.cuda_graph:
             return self._graph_training_step(batch)
+        self.host_values()
         (d_loss, d_logs), (g_loss, g_logs) = self.iteration(self.split_batch(batch), *self.optimizers())
         d_losses, g_losses = d_logs.pop("d_losses", d_loss.detach()), g_logs.pop("g_losses", g_loss.detach())
         self._watch(d_losses, g_losses)
@@ -1108,95 +1145,101 @@ class GANModule(L.LightningModule):
         return batch
 
     # ------------------------------------------------------------------------------ CUDA graph
+    #: how graphs are captured and replayed (:class:`ganbench.models.graph.CudaGraphs`; the tests use
+    #: :class:`~ganbench.models.graph.EmulatedGraphs`, the same semantics on the CPU)
+    graph_backend: ClassVar[type] = CudaGraphs
+
     def graph_unsupported_reason(self) -> str | None:
-        """Why this run cannot be captured in a CUDA graph, or None when it can."""
-        h = self.cfg
-        base = GANModule
-        if self.device.type != "cuda":
-            return "it is not on a CUDA device"
+        """Why this run cannot be captured in a CUDA graph, or None when it may be (the warm-up
+        iterations then check that the step is static, see :mod:`ganbench.models.graph`)."""
+        reason = self.graph_backend().unavailable(self)
+        if reason is not None:
+            return reason
         if self.trainer.world_size > 1:
-            return "it runs on several devices (DDP)"
-        for hook in ("d_loss", "g_loss", "after_d_step", "split_batch", "generate", "penalty"):
-            if getattr(type(self), hook) is not getattr(base, hook):
-                return f"the {self.family} family overrides {hook}()"
-        checks = {"penalty": h.penalty != "none", "historical_averaging": h.historical_averaging > 0,
-                  "instance_noise": h.instance_noise > 0, "virtual_batch norm": self.uses_vbn,
-                  "grad_clip": h.grad_clip > 0, "schedulers": any(self.scheduler_factories),
-                  "top_k": h.top_k}
-        for name, bad in checks.items():
-            if bad:
-                return f"{name} changes from step to step on the host"
+            return "it runs on several devices (DDP: the gradient all-reduce is not captured)"
         if "16-mixed" == str(self.trainer.precision):
             return "fp16 needs a dynamic loss scaler (use bf16-mixed)"
         return None
 
-    def new_cuda_graph(self) -> Any:
-        """A CUDA graph that may draw from the replicas' generators: non-default generators must be
-        registered with a graph before capture (PyTorch's graph-safe RNG), the default one is."""
-        graph = torch.cuda.CUDAGraph()
-        for generator in self.rng.generators:
-            graph.register_generator_state(generator)
-        return graph
+    def graph_period(self) -> int:
+        """G iterations after which the step repeats itself: a penalty every k D steps with
+        ``n_critic`` D steps per iteration repeats after k / gcd(k, n_critic) iterations."""
+        h = self.cfg
+        if h.penalty == "none" or h.penalty_every == 1:
+            return 1
+        return h.penalty_every // math.gcd(h.penalty_every, self.n_critic)
 
-    def _raw_iteration(self, chunks, g_opt, d_opt) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`iteration` with plain ``backward``/``step`` and without ``after_g_step`` (what the
-        graph records); the D-step count is the graph step's to keep."""
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled="bf16" in str(self.trainer.precision))
-        d_steps = self._d_steps
-        (d_loss, _), (g_loss, _) = self.iteration(chunks, g_opt, d_opt, lightning=False, autocast=autocast,
-                                                  finish=False)
-        self._d_steps = d_steps
-        return d_loss.detach(), g_loss.detach()
+    def graph_key(self) -> tuple:
+        """Which captured graph runs this iteration: the phase of a lazy penalty, top-k's k, and in a
+        population the replicas frozen since they diverged (their slices are put back after each step)."""
+        h = self.cfg
+        batch = self.__dict__.get("_top_k_batch")  # the fakes per replica top-k last chose from
+        k = (self.top_k_count(batch) if batch else self.epochs_done()) if h.top_k else None
+        return (self._d_steps % h.penalty_every, k, tuple(self.alive))
 
-    def _graph_training_step(self, batch, warmup: int = 3) -> None:
-        """One G iteration per call, as in the eager path: the first ``warmup`` calls run eagerly on a
-        side stream (PyTorch's recipe before a capture), the last of them also records the graph,
-        and every later call copies the batch into the static input and replays."""
-        g_opt, d_opt = self.optimizers()
+    def graph_optimizers(self) -> tuple[torch.optim.Optimizer, ...]:
+        return tuple(getattr(opt, "optimizer", opt) for opt in self.optimizers())
+
+    def plain_iteration(self, chunks, optimizers: tuple | None = None, autocast: Any = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`iteration` with plain ``backward``/``step`` and without ``after_g_step`` (what a
+        graph records), with the Trainer's optimizers and precision unless given; returns the
+        detached per-replica losses of the last D step and the G step (``(population,)`` each)."""
+        if autocast is None:
+            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                      enabled="bf16" in str(self.trainer.precision))
+        (d_loss, d_logs), (g_loss, g_logs) = self.iteration(chunks, *(optimizers or self.optimizers()),
+                                                            lightning=False, autocast=autocast, finish=False)
+        return d_logs.get("d_losses", d_loss).detach(), g_logs.get("g_losses", g_loss).detach()
+
+    def set_capturable(self, on: bool, optimizers: tuple[torch.optim.Optimizer, ...] | None = None) -> None:
+        """Learning rates, step counts and bias corrections of the optimizers on the device (and so
+        inside the graph): torch's ``capturable`` optimizers; a scheduler then fills the lr tensor."""
+        for opt in optimizers or self.graph_optimizers():
+            for group in opt.param_groups:
+                if "capturable" not in group:
+                    continue
+                group["capturable"] = on
+                if on and getattr(self, "_schedulers", None) and not torch.is_tensor(group["lr"]):
+                    group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+                elif not on and torch.is_tensor(group["lr"]):  # back to the eager step's float
+                    group["lr"] = float(group["lr"])
+                for p in group["params"]:
+                    step = opt.state.get(p, {}).get("step")
+                    if on and torch.is_tensor(step) and step.device != p.device:
+                        opt.state[p]["step"] = step.to(p.device)
+
+    def _graph_training_step(self, batch) -> None:
+        """One G iteration per call through :class:`~ganbench.models.graph.GraphStep`: the same
+        iteration as the eager path, with the host's values written before it and ``after_g_step``
+        after it; a step the warm-up finds not static falls back to the eager one with the reason."""
+        from ganbench.models.graph import GraphStep, fallback_notice
+
         if self._graph is None:
             reason = self.graph_unsupported_reason()
             if reason is not None:
-                if self.trainer.is_global_zero:
-                    print(f"ganbench: model.cuda_graph falls back to the eager step because {reason}.",
-                          file=sys.stderr)
+                fallback_notice(self, reason)
                 self._graph = False
                 return self.training_step(batch, 0)
-            for opt in (g_opt.optimizer, d_opt.optimizer):
-                for group in opt.param_groups:
-                    if "capturable" in group:
-                        group["capturable"] = True
-            self._static_x = batch[0].clone()
-            self._static_y = batch[1].clone()
-            self._graph_chunks = self.split_batch((self._static_x, self._static_y))
-            self._graph, self._warm = "warming", 0
-        self._static_x.copy_(batch[0])
-        self._static_y.copy_(batch[1])
-        if self._graph == "warming":
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                d_loss, g_loss = self._raw_iteration(self._graph_chunks, g_opt, d_opt)
-            torch.cuda.current_stream().wait_stream(side)
-            self._warm += 1
-            if self._warm == warmup:
-                g_opt.optimizer.zero_grad(set_to_none=True)
-                d_opt.optimizer.zero_grad(set_to_none=True)
-                graph = self.new_cuda_graph()
-                with torch.cuda.graph(graph):  # records only: nothing runs until replay
-                    self._static_losses = self._raw_iteration(self._graph_chunks, g_opt, d_opt)
-                    self._accumulate_divergence(*self._static_losses)
-                self._graph = graph
-            self._accumulate_divergence(d_loss, g_loss)
-        else:
-            self._graph.replay()  # also folds the losses into the divergence flag
-            d_loss, g_loss = self._static_losses
+            self.set_capturable(True)
+            self._graph = GraphStep(self, self.graph_backend(), batch)
+        self.host_values()
+        d_loss, g_loss, replayed = self._graph(batch)
+        g_opt = self.optimizers()[0]
         g_opt._on_before_step()  # count the G update as the eager path's g_opt.step() does
         g_opt._on_after_step()
         self._d_steps += self.n_critic
         self.after_g_step()
-        self._watch(d_loss, g_loss, accumulate=False)
-        if self.logging_step():
-            self.log_dict({"train/d_loss": d_loss.clone(), "train/g_loss": g_loss.clone()}, prog_bar=True)
+        self._watch(d_loss, g_loss, accumulate=not replayed)
+        if self.logging_step():  # copies: the graph's outputs change at the next replay
+            if self.population > 1:
+                self.log_replicas({"d_loss": d_loss.clone(), "g_loss": g_loss.clone()})
+            else:
+                self.log_dict({"train/d_loss": d_loss.sum(), "train/g_loss": g_loss.sum()}, prog_bar=True)
+        if self._graph.fallback is not None:  # this iteration ran eagerly; the next ones are eager
+            fallback_notice(self, self._graph.fallback)
+            self._graph = False
+            self.set_capturable(False)
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self._trainer is not None else None

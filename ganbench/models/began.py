@@ -42,13 +42,17 @@ class BEGAN(EnergyGAN):
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         e_real, e_fake, fake = self.d_energies(real, labels)
         self._energy_real = e_real.detach().mean()
-        loss = d_began(e_real, e_fake, self.k) + self.penalty(real, fake, labels)
+        loss = d_began(e_real, e_fake, self.device_values.get("began_k", self.k)) + self.penalty(real, fake, labels)
         return loss, {"energy_real": self._energy_real, "energy_fake": e_fake.detach().mean()}
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         e_fake, _ = self.g_energies(real, labels)
         self._energy_fake = e_fake.detach().mean()
         return g_began(e_fake), {}
+
+    def host_values(self) -> None:
+        super().host_values()
+        self.device_value("began_k", self.k)  # the D loss reads k_t from the device
 
     def after_g_step(self) -> None:
         """Proportional control of k (eq. 4) on the energies averaged over data-parallel ranks."""

@@ -68,7 +68,8 @@ class EBGAN(EnergyGAN):
 
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         e_real, e_fake, fake = self.d_energies(real, labels)
-        loss = d_ebgan(e_real, e_fake, self.margin) + self.penalty(real, fake, labels)
+        margin = self.device_values.get("margin", self.margin)  # MAGAN's adapts: the device copy
+        loss = d_ebgan(e_real, e_fake, margin) + self.penalty(real, fake, labels)
         return loss, {"energy_real": e_real.detach().mean(), "energy_fake": e_fake.detach().mean()}
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -40,10 +40,15 @@ class MAGAN(EBGAN):
             with torch.no_grad():
                 first = self.energies(real)[0].mean()
             self.margin = float(self.trainer.strategy.reduce(first, reduce_op="mean"))
+            self.device_value("margin", self.margin)
         loss, logs = super().d_loss(real, labels)
         self.magan_window += torch.stack([logs["energy_real"].double(), logs["energy_fake"].double(),
                                           logs["energy_real"].new_ones((), dtype=torch.float64)])
         return loss, logs
+
+    def host_values(self) -> None:
+        super().host_values()
+        self.device_value("margin", self.margin)  # the D loss reads the margin from the device
 
     def adapt_margin(self) -> None:
         """Apply :func:`magan_margin_update` with the window's mean energies and start a new window."""

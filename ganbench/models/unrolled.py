@@ -55,9 +55,12 @@ class UnrolledGAN(GANModule):
         names = [n for n, _ in disc.named_parameters()]
         params = {n: p.detach().clone().requires_grad_(True) for n, p in disc.named_parameters()}
         buffers = {n: b.clone() for n, b in disc.named_buffers()}
+        # the step count stays a (float64) tensor: read on the host it would be a sync, and a value
+        # baked into a CUDA graph; as a 0-dim tensor it enters float32 arithmetic as a Python float does
         moments = {n: (state.get(p, {}).get("exp_avg", torch.zeros_like(p)),
                        state.get(p, {}).get("exp_avg_sq", torch.zeros_like(p)),
-                       float(state.get(p, {}).get("step", 0))) for n, p in disc.named_parameters()}
+                       torch.as_tensor(state.get(p, {}).get("step", 0.0)).double())
+                   for n, p in disc.named_parameters()}
         for _ in range(h.unroll_steps):
             theta = {**params, **buffers}
             loss = self.objective.d(functional_call(disc, theta, (self.packed(real), labels)),
