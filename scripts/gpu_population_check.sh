@@ -7,7 +7,7 @@
 #
 # 1. the plain-PyTorch SNGAN anchor (../shared/anchors/sngan_anchor.py, when present): tf32 eager and graph;
 # 2. SNGAN (standard CNN, spectral norm in D) on 32x32 Fashion-MNIST-shaped random data (bench draws it): a population of
-#    N replicas (grouped convolutions, eager) against one fit, `ganbench bench --population N`;
+#    N replicas (grouped convolutions) against one fit, eager and graphed, `ganbench bench --population N`;
 # 3. `ganbench bench --modes eager,graph` on configs/sngan.yaml and configs/wgan_gp.yaml (graphed step
 #    against the plain loop doing the same work, penalty included), run to the end.
 #
@@ -48,7 +48,7 @@ if [[ "$DEVICE" == cuda && -f "$ANCHOR" ]]; then
     run anchor "$PY" "$ANCHOR" --modes tf32,tf32_graph --steps "$STEPS"
 fi
 run population_sngan "${GANBENCH[@]}" bench --config configs/sngan.yaml --device "$DEVICE" --steps "$STEPS" \
-    --warmup "$WARM" --population "$N" -- "${IMAGES[@]}"
+    --warmup "$WARM" --population "$N" --modes "$GRAPH" -- "${IMAGES[@]}"
 for config in sngan wgan_gp; do
     run "graph_$config" "${GANBENCH[@]}" bench --config "configs/$config.yaml" --device "$DEVICE" --steps "$STEPS" \
         --warmup "$WARM" --modes "$GRAPH" -- "${IMAGES[@]}"
