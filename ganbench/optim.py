@@ -50,7 +50,7 @@ class PopulationAdam(torch.optim.Adam):
         """``(ratio, beta1, beta2)`` as float64 ``(N,)`` vectors on ``device``, made once: the step then
         reads nothing from the host (a CUDA graph can capture it)."""
         cache = self.__dict__.setdefault("_on_device", {})
-        key = (id(group), device)
+        key = (id(group), device, tuple(float(b) for b in group["betas"]))  # a scheduler may cycle the betas
         if key not in cache:
             shared = torch.tensor([float(b) for b in group["betas"]], dtype=torch.float64)
             n = len(self.lr_ratio)

@@ -611,7 +611,7 @@ class GANModule(L.LightningModule):
         reads (here the annealed instance-noise σ; families add theirs). Runs before every iteration,
         outside the step, so a captured step (``cuda_graph``) reads the current values."""
         sigma = self.noise_sigma()
-        if torch.is_tensor(sigma) or sigma > 0:
+        if torch.is_tensor(sigma) or sigma > 0 or "noise_sigma" in self.device_values:  # annealed to 0 too
             self.device_value("noise_sigma", sigma)
 
     @property
@@ -1159,6 +1159,15 @@ class GANModule(L.LightningModule):
             return "it runs on several devices (DDP: the gradient all-reduce is not captured)"
         if "16-mixed" == str(self.trainer.precision):
             return "fp16 needs a dynamic loss scaler (use bf16-mixed)"
+        if getattr(self, "_schedulers", None):
+            for opt in self.graph_optimizers():
+                if any("capturable" not in group for group in opt.param_groups):
+                    return (f"a learning-rate scheduler drives {type(opt).__name__}, whose learning rate cannot "
+                            "live on the device (use Adam, AdamW or RMSprop)")
+        return self.graph_blocker()
+
+    def graph_blocker(self) -> str | None:
+        """Why this family's step keeps state on the host that a graph would freeze (None: it does not)."""
         return None
 
     def graph_period(self) -> int:
@@ -1170,12 +1179,14 @@ class GANModule(L.LightningModule):
         return h.penalty_every // math.gcd(h.penalty_every, self.n_critic)
 
     def graph_key(self) -> tuple:
-        """Which captured graph runs this iteration: the phase of a lazy penalty, top-k's k, and in a
-        population the replicas frozen since they diverged (their slices are put back after each step)."""
+        """Which captured graph runs this iteration: the phase of a lazy penalty (the first entry, the
+        only one that recurs), top-k's k (only shrinks), and in a population the replicas frozen since
+        they diverged (only grow; their slices are put back after each step)."""
         h = self.cfg
         batch = self.__dict__.get("_top_k_batch")  # the fakes per replica top-k last chose from
         k = (self.top_k_count(batch) if batch else self.epochs_done()) if h.top_k else None
-        return (self._d_steps % h.penalty_every, k, tuple(self.alive))
+        phase = self._d_steps % h.penalty_every if h.penalty != "none" else 0
+        return (phase, k, tuple(self.alive))
 
     def graph_optimizers(self) -> tuple[torch.optim.Optimizer, ...]:
         return tuple(getattr(opt, "optimizer", opt) for opt in self.optimizers())
@@ -1208,6 +1219,8 @@ class GANModule(L.LightningModule):
                     step = opt.state.get(p, {}).get("step")
                     if on and torch.is_tensor(step) and step.device != p.device:
                         opt.state[p]["step"] = step.to(p.device)
+                    elif not on and torch.is_tensor(step) and step.device.type != "cpu" and not group.get("fused"):
+                        opt.state[p]["step"] = step.cpu()  # where torch's eager optimizers keep it
 
     def _graph_training_step(self, batch) -> None:
         """One G iteration per call through :class:`~ganbench.models.graph.GraphStep`: the same

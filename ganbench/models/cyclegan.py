@@ -109,6 +109,12 @@ class CycleGAN(ImageToImage):
         h = self.hparams
         return nn.ModuleDict({k: PatchDiscriminator(self.data_shape, h.width, h.d_norm) for k in ("a", "b")})
 
+    def graph_blocker(self) -> str | None:
+        if self.hparams.pool_size > 0:
+            return ("the image pool (model.pool_size > 0) keeps past fakes in a Python list and draws on the "
+                    "host, which a graph would freeze; model.pool_size 0 captures")
+        return None
+
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """D_B on real B vs pooled G_AB(A), plus D_A on real A vs pooled G_BA(B)."""
         b, a = real, labels

@@ -45,6 +45,11 @@ HOST_READS = frozenset({aten._local_scalar_dense.default, aten.is_nonzero.defaul
                         aten.unique_dim.default, aten.unique_consecutive.default})
 
 
+#: calls that copy memory, possibly between the host and the device
+COPIES = frozenset({aten._to_copy.default, aten.copy_.default, aten._copy_from.default,
+                    aten._copy_from_and_resize.default})
+
+
 class GraphFallback(Exception):
     """The step cannot be captured; the message says why (it completes "falls back ... because ")."""
 
@@ -108,7 +113,12 @@ class OpRecorder(TorchDispatchMode):
         name = str(func)
         self.signature.append((name, _describe((args, kwargs))))
         if func in HOST_READS:
-            self.host_reads.append(name)
+            self.host_reads.append(f"the step reads a device value on the host ({name})")
+        elif func in COPIES:
+            devices = sorted({t.device.type for t in tree_flatten((args, kwargs, out))[0]
+                              if isinstance(t, torch.Tensor)})
+            if len(devices) > 1:  # a host-device transfer: from pageable memory it is not capturable
+                self.host_reads.append(f"the step copies between devices ({name}, {' and '.join(devices)})")
         if self.keep:
             self.calls.append((func, args, kwargs, out))
         return out
@@ -169,13 +179,30 @@ class CudaGraphs:
             yield
         torch.cuda.current_stream().wait_stream(side)
 
+    def __init__(self) -> None:
+        self.pool: Any = None
+        self.stream: torch.cuda.Stream | None = None
+
     def capture(self, model, fn) -> tuple[Any, Any]:
-        """Records ``fn`` (nothing runs); returns the graph and ``fn``'s result (static outputs)."""
+        """Records ``fn`` (nothing runs); returns the graph and ``fn``'s result (static outputs).
+
+        The graphs of one executor share a memory pool (they replay one at a time, in the order
+        of the iterations) and a capture stream of their own: graphs of other executors (the bench
+        builds several) never share a stream's cuBLAS workspace with these. ``thread_local``
+        capture leaves other threads (a loader pinning memory) free to call CUDA meanwhile."""
+        if self.stream is None:
+            self.stream = torch.cuda.Stream()
         graph = torch.cuda.CUDAGraph()
         for generator in model.rng.generators:  # non-default generators are registered before capture
             graph.register_generator_state(generator)
-        with torch.cuda.graph(graph):
-            out = fn()
+        try:
+            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
+                out = fn()
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise GraphFallback(f"capturing the step failed: {first}") from err
+        if self.pool is None:
+            self.pool = graph.pool()
         return graph, out
 
     def replay(self, graph) -> None:
@@ -204,7 +231,13 @@ class _Replay:
                     new, out = (new,), (out,)
                 for is_fresh, target, value in zip(fresh, out, new):
                     if is_fresh:  # a graph writes its kernels' results into the memory it captured
-                        tree_map(lambda t, v: t.copy_(v) if isinstance(t, torch.Tensor) else None, target, value)
+                        tree_map(_write, target, value)
+
+
+def _write(target: Any, value: Any) -> None:
+    """A recorded result gets the replayed one, in place; autograd's zero tensors hold no memory."""
+    if isinstance(target, torch.Tensor) and not target._is_zerotensor():
+        target.copy_(value)
 
 
 @contextlib.contextmanager
@@ -255,7 +288,7 @@ class EmulatedGraphs:
         for g, state in zip(generators, states):
             g.set_state(state)
         if recorder.host_reads:
-            raise GraphFallback(f"the step reads a device value on the host ({recorder.host_reads[0]})")
+            raise GraphFallback(recorder.host_reads[0])
         return _Replay(recorder.calls), out
 
     def replay(self, graph: _Replay) -> None:
@@ -281,41 +314,44 @@ class GraphStep:
         self.done = 0
         self.fallback: str | None = None
         self.signatures: list[list[tuple[str, Any]]] = []
-        self.graphs: dict[Any, tuple[Any, tuple[torch.Tensor, ...]]] = {}
+        self.seen: set[Any] = set()
+        self.graphs: dict[Any, tuple[Any, tuple[torch.Tensor, ...], dict]] = {}
 
     def __call__(self, batch) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Runs one iteration on ``batch``; returns its losses and whether it was a replay (whose
-        losses the graph itself folded into the divergence flag). A new phase is captured first and
-        then replayed, so what the iteration leaves behind (its losses, values a family keeps for
-        ``after_g_step``) is the graph's output. When the step cannot be captured, ``fallback`` says
-        why; the iteration still ran (eagerly), and the caller goes on eagerly."""
+        losses the graph itself folded into the divergence flag). A key (phase) is captured the
+        second time it comes, after one eager iteration of it (lazy initialisation, host reads),
+        and the capture is replayed for its own iteration, so what the iteration leaves behind is
+        the graph's output. When the step cannot be captured, ``fallback`` says why; the iteration
+        still ran (eagerly), and the caller goes on eagerly."""
         for static, new in zip(self.static, batch):
             static.copy_(new)
         model = self.model
-        if self.done >= self.warmup:
-            key = model.graph_key()
-            if key not in self.graphs:  # captured (nothing runs), then replayed for this iteration
+        key = model.graph_key()
+        if self.done >= self.warmup and key in self.seen:
+            if key not in self.graphs:
                 try:
                     self.capture(key)
                 except GraphFallback as err:
                     self.fallback = str(err)
             if self.fallback is None:
-                graph, losses = self.graphs[key]
+                graph, losses, bindings = self.graphs[key]
                 self.backend.replay(graph)
+                _rebind(model, bindings)
                 self.done += 1
                 return (*losses, True)
+        self.seen.add(key)
         with self.backend.warming(model):
-            if 1 <= self.done < self.warmup:
+            if self.done == 0:  # lazy initialisation (optimizer state, references): not compared
+                losses = self.iterate()
+            else:
                 recorder = OpRecorder()
                 with recorder:
                     losses = self.iterate()
-                self.signatures.append(recorder.signature)
-                if recorder.host_reads:
-                    self.fallback = f"the step reads a device value on the host ({recorder.host_reads[0]})"
-                else:
-                    self.fallback = self.check()
-            else:
-                losses = self.iterate()
+                if self.done < self.warmup:
+                    self.signatures.append(recorder.signature)
+                if self.fallback is None:
+                    self.fallback = recorder.host_reads[0] if recorder.host_reads else self.check()
         self.done += 1
         return (*losses, False)
 
@@ -329,7 +365,7 @@ class GraphStep:
     def check(self) -> str | None:
         """Warm-up iterations ``i`` and ``i + P`` are of the same phase: their calls must agree."""
         sigs, p = self.signatures, self.period
-        return first_difference(sigs[-1 - p], sigs[-1]) if len(sigs) > p else None
+        return first_difference(sigs[-1 - p], sigs[-1]) if self.done < self.warmup and len(sigs) > p else None
 
     def capture(self, key: Any) -> None:
         model = self.model
@@ -341,7 +377,37 @@ class GraphStep:
             model._accumulate_divergence(*losses)  # the replay folds the losses into the flag
             return losses
 
-        self.graphs[key] = self.backend.capture(model, record)
+        for old in [k for k in self.graphs if k[1:] != key[1:]]:  # only the phase (key[0]) recurs
+            del self.graphs[old]
+        before = _bindings(model)
+        graph, losses = self.backend.capture(model, record)
+        after = _bindings(model)
+        rebound = {k: v for k, v in after.items() if before.get(k, (None, None))[1] is not v[1]}
+        self.graphs[key] = (graph, losses, rebound)
+
+
+def _bindings(model) -> dict[tuple[str, int | str], tuple[Any, Any]]:
+    """What an iteration may rebind on the Python side: the module's tensor attributes (and tuples
+    of them) and every parameter's ``.grad``, as ``key -> (owner, value)``."""
+    out: dict[tuple[str, int | str], tuple[Any, Any]] = {}
+    for name, value in vars(model).items():
+        if isinstance(value, torch.Tensor) or (isinstance(value, tuple) and value and all(
+                isinstance(t, torch.Tensor) or t is None for t in value)):
+            out[("attr", name)] = (model, value)
+    for p in model.parameters():
+        out[("grad", id(p))] = (p, p.grad)
+    return out
+
+
+def _rebind(model, bindings: dict[tuple[str, int | str], tuple[Any, Any]]) -> None:
+    """After a replay, point what the captured iteration rebound (a family's values kept for
+    ``after_g_step``, the gradients) at this graph's outputs: with several graphs (phases), the
+    attributes would otherwise show the last captured one's."""
+    for (kind, name), (owner, value) in bindings.items():
+        if kind == "attr":
+            owner.__dict__[name] = value
+        else:
+            owner.grad = value
 
 
 def fallback_notice(model, reason: str) -> None:
