@@ -67,11 +67,12 @@ class PopulationAdam(torch.optim.Adam):
                 loss = closure()
         for group in self.param_groups:
             eps, wd = group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                ratio, beta1, beta2 = self._vectors(group, p.device)
-                lr = group["lr"] * ratio  # a scheduler's tensor lr (capturable) or a float
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            ratio, beta1, beta2 = self._vectors(group, params[0].device)  # once per group, not per parameter
+            lr = group["lr"] * ratio  # a scheduler's tensor lr (capturable) or a float
+            for p in params:
                 grad = p.grad
                 state = self.state[p]
                 if not state:
