@@ -41,22 +41,21 @@ class PopulationAdam(torch.optim.Adam):
         self.beta1 = None if beta1 is None else beta1.double()
         self.beta2 = None if beta2 is None else beta2.double()
 
-    @staticmethod
-    def _per_replica(value: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """An ``(N,)`` float64 vector as a float32 tensor broadcasting over ``p``'s replica axis."""
-        return value.to(device=p.device, dtype=p.dtype).reshape(-1, *([1] * (p.dim() - 1)))
-
-    def _vectors(self, group: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(ratio, beta1, beta2)`` as float64 ``(N,)`` vectors on ``device``, made once: the step then
-        reads nothing from the host (a CUDA graph can capture it)."""
+    def _vectors(self, group: dict, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The group's per-replica ``(N,)`` vectors on ``device``, made once: ``ratio``, ``beta1`` and
+        ``beta2`` in float64 (the bias corrections), and ``1 - beta1``, ``beta2``, ``1 - beta2`` in the
+        parameters' ``dtype`` (the moment updates). The step then reads nothing from the host (a CUDA
+        graph can capture it) and casts nothing per parameter."""
         cache = self.__dict__.setdefault("_on_device", {})
-        key = (id(group), device, tuple(float(b) for b in group["betas"]))  # a scheduler may cycle the betas
+        key = (id(group), device, dtype, tuple(float(b) for b in group["betas"]))  # a scheduler may cycle the betas
         if key not in cache:
             shared = torch.tensor([float(b) for b in group["betas"]], dtype=torch.float64)
             n = len(self.lr_ratio)
             beta1 = self.beta1 if self.beta1 is not None else shared[0].expand(n)
             beta2 = self.beta2 if self.beta2 is not None else shared[1].expand(n)
-            cache[key] = tuple(v.to(device).clone() for v in (self.lr_ratio, beta1, beta2))
+            ratio, beta1, beta2 = (v.to(device).clone() for v in (self.lr_ratio, beta1, beta2))
+            cache[key] = {"ratio": ratio, "beta1": beta1, "beta2": beta2, "1-beta1": (1 - beta1).to(dtype),
+                          "beta2_": beta2.to(dtype), "1-beta2": (1 - beta2).to(dtype)}
         return cache[key]
 
     @torch.no_grad()
@@ -70,9 +69,12 @@ class PopulationAdam(torch.optim.Adam):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            ratio, beta1, beta2 = self._vectors(group, params[0].device)  # once per group, not per parameter
-            lr = group["lr"] * ratio  # a scheduler's tensor lr (capturable) or a float
+            first = self._vectors(group, params[0].device, params[0].dtype)  # once per group, not per parameter
+            beta1, beta2 = first["beta1"], first["beta2"]
+            lr = group["lr"] * first["ratio"]  # a scheduler's tensor lr (capturable) or a float
             for p in params:
+                v = first if p.dtype == params[0].dtype else self._vectors(group, p.device, p.dtype)
+                shape = (-1, *([1] * (p.dim() - 1)))  # an (N,) vector broadcast over p's replica axis
                 grad = p.grad
                 state = self.state[p]
                 if not state:
@@ -83,15 +85,15 @@ class PopulationAdam(torch.optim.Adam):
                 step = state["step"].to(p.device, torch.float64)
                 if wd != 0:
                     if group.get("decoupled_weight_decay", False):
-                        p.mul_(self._per_replica(1 - lr * wd, p))
+                        p.mul_((1 - lr * wd).to(p.dtype).view(shape))
                     else:
                         grad = grad.add(p, alpha=wd)
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(grad, self._per_replica(1 - beta1, p))
-                exp_avg_sq.mul_(self._per_replica(beta2, p)).addcmul_(grad * self._per_replica(1 - beta2, p), grad)
+                exp_avg.lerp_(grad, v["1-beta1"].view(shape))
+                exp_avg_sq.mul_(v["beta2_"].view(shape)).addcmul_(grad * v["1-beta2"].view(shape), grad)
                 bias_correction1 = 1 - beta1 ** step
                 bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
                 step_size = lr / bias_correction1
-                denom = (exp_avg_sq.sqrt() / self._per_replica(bias_correction2_sqrt, p)).add_(eps)
-                p.add_(exp_avg * self._per_replica(-step_size, p) / denom)
+                denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt.to(p.dtype).view(shape)).add_(eps)
+                p.add_(exp_avg * (-step_size).to(p.dtype).view(shape) / denom)
         return loss
