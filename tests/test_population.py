@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,87 @@ def test_stacked_networks_compute_each_replica(norm):
         torch.testing.assert_close(x, ref, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(D(ref), torch.cat([d(ref[5 * r:5 * r + 5]) for r, (_, d) in enumerate(nets)]),
                                    rtol=1e-5, atol=1e-6)
+
+
+def _reference_spectral_divide(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int) -> torch.Tensor:
+    """``W / (uᵀ W v)`` per replica as plain autograd ops (the graph autograd builds by itself)."""
+    w = (weight if dim == 0 else weight.movedim(dim + 1, 1)).flatten(2)
+    sigma = torch.einsum("nr,nrc,nc->n", u, w, v)
+    return weight / sigma.view(-1, *([1] * (weight.dim() - 1)))
+
+
+@pytest.mark.parametrize("shape, dim", [((3, 5, 4), 0), ((2, 4, 3, 3, 3), 0), ((2, 3, 4, 3, 3), 1)],
+                         ids=["linear", "conv", "transposed-conv"])
+def test_spectral_divide_gradients_are_autograds_own(shape, dim):
+    """The closed-form backward of spectral norm's division (and its double backward, which a penalty
+    through an unrolled D step takes) equals autograd's graph of the same arithmetic, in float64."""
+    from ganbench.nn.population import _SpectralDivide
+
+    torch.manual_seed(0)
+    weight = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    rows = shape[1] if dim == 0 else shape[2]
+    u = torch.nn.functional.normalize(torch.randn(shape[0], rows, dtype=torch.float64), dim=1)
+    v = torch.nn.functional.normalize(torch.randn(shape[0], weight[0].numel() // rows, dtype=torch.float64), dim=1)
+    ours = _SpectralDivide.apply(weight, u, v, dim)
+    ref = _reference_spectral_divide(weight, u, v, dim)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn(shape, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((ours * g).sum(), weight, create_graph=True)
+    (grad_ref,) = torch.autograd.grad((ref * g).sum(), weight, create_graph=True)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=1e-12)
+    h = torch.randn(shape, dtype=torch.float64)  # second order: d<∂L/∂W, H>/dW
+    torch.testing.assert_close(torch.autograd.grad((grad * h).sum(), weight)[0],
+                               torch.autograd.grad((grad_ref * h).sum(), weight)[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_matvec_is_the_batched_product_on_both_paths(monkeypatch, transpose):
+    from ganbench.nn import population
+
+    torch.manual_seed(0)
+    w, x = torch.randn(4, 6, 5, dtype=torch.float64), torch.randn(4, 6 if transpose else 5, dtype=torch.float64)
+    ref = torch.einsum("nrc,nr->nc" if transpose else "nrc,nc->nr", w, x)
+    torch.testing.assert_close(population.matvec(w, x, transpose), ref, rtol=1e-12, atol=1e-12)  # elementwise
+    monkeypatch.setattr(population, "MATVEC_ELEMENTWISE_MAX", 0)  # bmm
+    torch.testing.assert_close(population.matvec(w, x, transpose), ref, rtol=1e-12, atol=1e-12)
+
+
+FAULTS = """
+import resource, sys, torch
+from ganbench.nn.population import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def cycle():  # a step's activations (12 MiB each), all freed at its end
+    xs = [torch.ones(3 << 20) for _ in range(8)]
+    del xs
+for _ in range(3):
+    cycle()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    cycle()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="glibc's allocator on Linux")
+def test_keeping_freed_memory_stops_the_page_faults_of_each_step():
+    """glibc's defaults hand a step's freed activations back to the system and fault them in again
+    in the next step; after keep_freed_memory() the next steps reuse the same pages."""
+    import subprocess
+    import sys
+
+    # glibc's default thresholds (128 KiB), held there: by themselves they move with the history of a
+    # process's frees, which makes the default's faults depend on what ran before
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+    def faults(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True,
+                             env=env)
+        return int(out.stdout.split()[-1])
+
+    default, kept = faults("default"), faults("keep")
+    assert default >= 10 * 8 * 3072 // 2  # 8 × 3 072 pages a step, faulted in again
+    assert kept < 1000
 
 
 #: image networks at 16×16 (their smallest size), 4 channels wide: (generator, discriminator) builders

@@ -28,6 +28,7 @@ import torch
 
 from ganbench import GanbenchError
 from ganbench.commands.evaluate import CommandParser
+from ganbench.nn.population import keep_freed_memory
 
 
 def _sync(device: torch.device) -> None:
@@ -61,6 +62,8 @@ class PlainLoop:
     def __init__(self, model, data: torch.Tensor, batch_size: int, device: torch.device, mode: str = "eager"):
         parts = mode.split("_")
         m = copy.deepcopy(model).to(device)
+        if device.type == "cpu":  # as the fit does (GANModule.on_fit_start)
+            keep_freed_memory()
         m._direct_steps = True
         if "cl" in parts:
             m.generator.to(memory_format=torch.channels_last)

@@ -53,7 +53,7 @@ from ganbench.models.graph import CudaGraphs
 from ganbench.nn import DISCRIMINATORS, GENERATORS, Arch
 from ganbench.nn.common import Minibatch
 from ganbench.nn.norms import BATCH_DEPENDENT, Norm
-from ganbench.nn.population import PopulationBatchNorm, ReplicaRNG
+from ganbench.nn.population import PopulationBatchNorm, ReplicaRNG, keep_freed_memory
 from ganbench.regularizers import (
     PENALTIES,
     LeCamAnchors,
@@ -1119,6 +1119,8 @@ class GANModule(L.LightningModule):
             self._rng_state = self._rng.state_dict() if self._rng.generators[0].device == self.fixed_z.device else None
         self._rng = None  # re-created on the run's device with its rank
         self.seed_rank()
+        if self.device.type == "cpu":
+            keep_freed_memory()
         if self.cfg.channels_last:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
