@@ -43,7 +43,7 @@ class PopulationAdam(torch.optim.Adam):
 
     def _vectors(self, group: dict, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The group's per-replica ``(N,)`` vectors on ``device``, made once: ``ratio``, ``beta1`` and
-        ``beta2`` in float64 (the bias corrections), and ``1 - beta1``, ``beta2``, ``1 - beta2`` in the
+        ``beta2`` in float64 (the bias corrections), and ``1-beta1``, ``beta2 p``, ``1-beta2`` in the
         parameters' ``dtype`` (the moment updates). The step then reads nothing from the host (a CUDA
         graph can capture it) and casts nothing per parameter."""
         cache = self.__dict__.setdefault("_on_device", {})
@@ -53,9 +53,9 @@ class PopulationAdam(torch.optim.Adam):
             n = len(self.lr_ratio)
             beta1 = self.beta1 if self.beta1 is not None else shared[0].expand(n)
             beta2 = self.beta2 if self.beta2 is not None else shared[1].expand(n)
-            ratio, beta1, beta2 = (v.to(device).clone() for v in (self.lr_ratio, beta1, beta2))
+            ratio, beta1, beta2 = (x.to(device).clone() for x in (self.lr_ratio, beta1, beta2))
             cache[key] = {"ratio": ratio, "beta1": beta1, "beta2": beta2, "1-beta1": (1 - beta1).to(dtype),
-                          "beta2_": beta2.to(dtype), "1-beta2": (1 - beta2).to(dtype)}
+                          "beta2 p": beta2.to(dtype), "1-beta2": (1 - beta2).to(dtype)}
         return cache[key]
 
     @torch.no_grad()
@@ -67,13 +67,12 @@ class PopulationAdam(torch.optim.Adam):
         for group in self.param_groups:
             eps, wd = group["eps"], group["weight_decay"]
             params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            first = self._vectors(group, params[0].device, params[0].dtype)  # once per group, not per parameter
-            beta1, beta2 = first["beta1"], first["beta2"]
-            lr = group["lr"] * first["ratio"]  # a scheduler's tensor lr (capturable) or a float
+            lrs: dict[int, torch.Tensor] = {}  # per set of vectors: a scheduler's tensor lr or a float, × ratio
             for p in params:
-                v = first if p.dtype == params[0].dtype else self._vectors(group, p.device, p.dtype)
+                vec = self._vectors(group, p.device, p.dtype)  # one lookup per (device, dtype) in practice
+                lr = lrs.get(id(vec))
+                if lr is None:
+                    lr = lrs[id(vec)] = group["lr"] * vec["ratio"]
                 shape = (-1, *([1] * (p.dim() - 1)))  # an (N,) vector broadcast over p's replica axis
                 grad = p.grad
                 state = self.state[p]
@@ -89,10 +88,10 @@ class PopulationAdam(torch.optim.Adam):
                     else:
                         grad = grad.add(p, alpha=wd)
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(grad, v["1-beta1"].view(shape))
-                exp_avg_sq.mul_(v["beta2_"].view(shape)).addcmul_(grad * v["1-beta2"].view(shape), grad)
-                bias_correction1 = 1 - beta1 ** step
-                bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+                exp_avg.lerp_(grad, vec["1-beta1"].view(shape))
+                exp_avg_sq.mul_(vec["beta2 p"].view(shape)).addcmul_(grad * vec["1-beta2"].view(shape), grad)
+                bias_correction1 = 1 - vec["beta1"] ** step
+                bias_correction2_sqrt = (1 - vec["beta2"] ** step) ** 0.5
                 step_size = lr / bias_correction1
                 denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt.to(p.dtype).view(shape)).add_(eps)
                 p.add_(exp_avg * (-step_size).to(p.dtype).view(shape) / denom)

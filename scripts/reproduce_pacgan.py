@@ -194,7 +194,9 @@ def figure(fits: list[dict], path: Path) -> None:
         last = f["curve"][-1]
         name = row_name(f["family"], f["pack"])
         ax.set_title(f"{f['data']} {name}: {last['modes']:.0f} modes, {100 * last['hq']:.0f}% hq", fontsize=8)
-    fig.suptitle(f"final samples, seed {shown[0]['seed']}, {shown[0]['steps']} iterations (red x: modes)", fontsize=9)
+    sep = " " if len(models) > 2 else "\n"  # one or two panels: the title would not fit on one line
+    fig.suptitle(f"final samples, seed {shown[0]['seed']}, {shown[0]['steps']} iterations{sep}(red x: modes)",
+                 fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -162,8 +162,9 @@ def test_keeping_freed_memory_stops_the_page_faults_of_each_step():
     import sys
 
     # glibc's default thresholds (128 KiB), held there: by themselves they move with the history of a
-    # process's frees, which makes the default's faults depend on what ran before
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    # process's frees, which makes the default's faults depend on what ran before; no tunables inherited
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env.update(MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
 
     def faults(mode: str) -> int:
         out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True,
@@ -171,8 +172,10 @@ def test_keeping_freed_memory_stops_the_page_faults_of_each_step():
         return int(out.stdout.split()[-1])
 
     default, kept = faults("default"), faults("keep")
-    assert default >= 10 * 8 * 3072 // 2  # 8 × 3 072 pages a step, faulted in again
-    assert kept < 1000
+    # 8 × 3 072 small pages a step come back with every step (fewer faults where the kernel backs
+    # them with transparent huge pages, but still thousands); kept, the steps reuse their memory
+    assert default >= 2000
+    assert kept * 20 <= default
 
 
 #: image networks at 16×16 (their smallest size), 4 channels wide: (generator, discriminator) builders

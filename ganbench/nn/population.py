@@ -92,7 +92,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mal
 @functools.cache
 def keep_freed_memory() -> bool:
     """Keep freed CPU memory in the process for the next step's tensors (glibc: ``M_TRIM_THRESHOLD``
-    1 GiB, ``M_MMAP_THRESHOLD`` its 32 MiB maximum); returns whether it was set. Once per process.
+    1 GiB, ``M_MMAP_THRESHOLD`` 32 MiB, the most every 64-bit glibc accepts); returns whether both were
+    set. Once per process; forked processes (data-loader workers) inherit it.
 
     A population folds its replicas into the batch, so its activations are hundreds of kilobytes each
     (16 × 128 × 64 floats = 512 KiB). With glibc's defaults each step hands the freed top of the heap
@@ -101,7 +102,9 @@ def keep_freed_memory() -> bool:
     heap above what it uses. Not glibc (macOS, musl): nothing is changed."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+        mmap = bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20))
+        trim = bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))  # set even where the first is refused
+        return mmap and trim
     except (OSError, AttributeError):
         return False
 
@@ -133,15 +136,16 @@ def matvec(w: torch.Tensor, x: torch.Tensor, transpose: bool = False) -> torch.T
 
 class _SpectralDivide(torch.autograd.Function):
     """``W / σ`` with ``σ = uᵀ W v`` per replica (``u``, ``v`` constants), the gradient in closed form:
-    ``∂L/∂W = (G − ⟨G, W⟩/σ · u vᵀ) / σ``. Autograd's own graph of the same arithmetic runs eight
-    operations on the weight's size in backward, each with its autograd node; this runs three.
-    Double backward (a penalty through an unrolled D step) differentiates the same formula, with σ
-    recomputed as the function of W it is. ``tests/test_population.py`` checks both orders against
-    autograd's graph."""
+    ``∂L/∂W = (G − ⟨G, W⟩/σ · u vᵀ) / σ``, with ``u vᵀ`` broadcast in the weight's own layout. Autograd's
+    own graph of the same arithmetic runs eight operations on the weight's size in backward, each with
+    its autograd node; this runs three. Double backward (a penalty through an unrolled D step)
+    differentiates the same formula, with σ recomputed as the function of W it is. Not usable under
+    ``torch.func`` transforms (no ``setup_context``; ganbench applies none to D).
+    ``tests/test_population.py`` checks both orders against autograd's graph."""
 
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int) -> torch.Tensor:
-        sigma = (u * matvec(_matrix(weight, dim), v)).sum(1)
+        sigma = _sigma(weight, u, v, dim)
         ctx.save_for_backward(weight, u, v, sigma)
         ctx.dim = dim
         return weight / sigma.view(-1, *([1] * (weight.dim() - 1)))
@@ -151,13 +155,20 @@ class _SpectralDivide(torch.autograd.Function):
         weight, u, v, sigma = ctx.saved_tensors
         dim = ctx.dim
         if torch.is_grad_enabled():  # create_graph: σ as a function of W, not the saved constant
-            sigma = (u * matvec(_matrix(weight, dim), v)).sum(1)
-        coef = (grad * weight).flatten(1).sum(1) / sigma  # ⟨G, W⟩ / σ per replica
-        g = torch.addcmul(_matrix(grad, dim), (coef.view(-1, 1) * u).unsqueeze(2), v.unsqueeze(1), value=-1)
-        g = g / sigma.view(-1, 1, 1)
-        if dim == 0:
-            return g.reshape(grad.shape), None, None, None
-        return g.reshape(grad.movedim(dim + 1, 1).shape).movedim(1, dim + 1), None, None, None
+            sigma = _sigma(weight, u, v, dim)
+        per_replica = (-1, *([1] * (weight.dim() - 1)))
+        coef = (grad * weight).sum(tuple(range(1, grad.dim()))) / sigma  # ⟨G, W⟩ / σ per replica
+        rows = [1] * weight.dim()  # u along the matrix rows (axis dim + 1), v along all the others
+        rows[0], rows[dim + 1] = weight.shape[0], weight.shape[dim + 1]
+        cols = list(weight.shape)
+        cols[dim + 1] = 1
+        g = torch.addcmul(grad, (coef.view(-1, 1) * u).view(rows), v.view(cols), value=-1)
+        return g / sigma.view(per_replica), None, None, None
+
+
+def _sigma(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int) -> torch.Tensor:
+    """``uᵀ W v`` per replica, ``W`` each replica's weight as a matrix."""
+    return (u * matvec(_matrix(weight, dim), v)).sum(1)
 
 
 def _matrix(weight: torch.Tensor, dim: int) -> torch.Tensor:
