@@ -12,6 +12,8 @@ table's number; all of them are the curve.
 ``--families`` adds rows for other families on the same protocol: the same data, networks (maxout D,
 batch-norm MLP G), initialization, batch, iterations and packing, with the family's own loss,
 D normalization, penalty, n_critic and paper optimizer (e.g. ``--families gan wgan_gp sngan unrolled``).
+Arguments after ``--`` go to the config parser for every fit of the run, after the family's own
+(e.g. ``--families lsgan -- --model.init_args.d_norm none``: LSGAN's loss without its batch-norm D).
 
 Full protocol (400 000 iterations, 10 seeds, 16 fits per seed)::
 
@@ -109,13 +111,16 @@ def row_name(family: str, pack: int) -> str:
     return family if pack == 1 else f"{family} + pack {pack}"
 
 
-def build(data: str, family: str, pack: int, seed: int, steps: int, population: int = 1):
+def build(data: str, family: str, pack: int, seed: int, steps: int, population: int = 1,
+          config_args: list[str] | tuple[str, ...] = ()):
     """The model and data module of the config, with this fit's family, packing, seed and length;
-    ``population`` > 1 trains the seeds ``seed … seed + population - 1`` as one batched fit."""
+    ``population`` > 1 trains the seeds ``seed … seed + population - 1`` as one batched fit;
+    ``config_args`` are further config overrides (after the family's)."""
     from ganbench.cli import GanbenchCLI
 
     root = tempfile.mkdtemp(prefix="pacgan-")
-    cli = GanbenchCLI(args=["--config", CONFIGS[data], *family_args(family), "--model.init_args.pack", str(pack),
+    cli = GanbenchCLI(args=["--config", CONFIGS[data], *family_args(family), *config_args,
+                            "--model.init_args.pack", str(pack),
                             "--model.init_args.population", str(population),
                             "--seed_everything", str(seed), "--trainer.max_steps", str(steps),
                             "--trainer.logger", "false", "--trainer.default_root_dir", root], run=False)
@@ -138,7 +143,8 @@ def fit_one(job: tuple[str, str, int, int | list[int], argparse.Namespace]) -> l
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
-    model, dm = build(data, family, pack, seed, args.steps, population=len(seeds))
+    model, dm = build(data, family, pack, seed, args.steps, population=len(seeds),
+                      config_args=getattr(args, "config_args", ()))
     z = torch.randn(args.samples, model.latent_dim, generator=torch.Generator().manual_seed(Z_SEED))
     curves: list[list[dict]] = [[] for _ in seeds]
 
@@ -165,7 +171,8 @@ def fit_one(job: tuple[str, str, int, int | list[int], argparse.Namespace]) -> l
     finals = model.sample(args.samples, z=z).float().cpu().reshape(len(seeds), args.samples, -1)
     status = [("diverged" if d else model.status) for d in model.replica_divergence]  # one per replica
     return [{"data": data, "family": family, "pack": pack, "seed": s, "steps": args.steps, "status": st,
-             "wall_s": wall, "population": len(seeds), "curve": curve,
+             "wall_s": wall, "population": len(seeds), "config_args": list(getattr(args, "config_args", ())),
+             "curve": curve,
              "samples": final.tolist() if s == args.seeds[0] else None}
             for s, st, curve, final in zip(seeds, status, curves, finals)]
 
@@ -230,7 +237,8 @@ def render(fits: list[dict], args: argparse.Namespace, command: str, wall: float
         f"× seeds {seeds}; {args.steps} G iterations each "
         + ("(the paper's 400 epochs × 1000)" if full else f"(**{args.steps / PROTOCOL_STEPS:.2%} of the paper's "
                                                           f"400 000**: a reduced run)")
-        + f"; scored every {args.eval_every} iterations on {args.samples} samples",
+        + f"; scored every {args.eval_every} iterations on {args.samples} samples"
+        + (f"; config overrides for every fit: `{' '.join(args.config_args)}`" if args.config_args else ""),
         "",
         "Published: mean ± standard error over 10 trials (Table 1 of the paper). Measured: mean ± standard",
         f"error over {len(seeds)} seed(s) of the last evaluation. *agrees*: every measured mean within 2 combined",
@@ -296,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--population", action="store_true",
                         help="train a row's seeds (consecutive) as one population fit: one batched step")
     parser.add_argument("--out", type=Path, default=Path("docs/reproductions/pacgan.md"))
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, config_args = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    args = parser.parse_args(own)
+    args.config_args = config_args
     for key in ("steps", "eval_every", "samples", "threads", "jobs"):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
@@ -329,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{fit['seed']}: {last['modes']:.0f} modes, {100 * last['hq']:.1f}% high quality, "
                       f"reverse KL {last['rkl']:.3f} ({fit['wall_s']:.0f} s)", flush=True)
     wall = time.perf_counter() - t0
-    command = "python scripts/reproduce_pacgan.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python scripts/reproduce_pacgan.py " + " ".join(argv)
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     fig_path = out.with_name(out.stem + "_samples.png")

@@ -273,3 +273,16 @@ def test_reproduction_population_scores_each_seed_as_its_own_fit():
     for a, b in zip(pop[1]["curve"], one[0]["curve"]):
         assert a["modes"] == b["modes"] and a["hq"] == pytest.approx(b["hq"], abs=2 / 300)
     assert pop[0]["samples"] is not None and pop[1]["samples"] is None
+
+
+def test_reproduction_config_arguments_reach_every_fit():
+    """Arguments after ``--`` override the config after the family's own defaults: LSGAN's loss with
+    the protocol's unnormalized D instead of LSGAN's batch-norm D."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce_pacgan", "scripts/reproduce_pacgan.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.build("ring", "lsgan", 1, 0, 2)[0].cfg.d_norm == "batch"
+    model, _ = mod.build("ring", "lsgan", 1, 0, 2, config_args=["--model.init_args.d_norm", "none"])
+    assert model.cfg.d_norm == "none" and model.cfg.loss == "ls"
