@@ -314,17 +314,20 @@ def test_bench_graph_mode_runs_both_loops_through_the_graph_executor(emulated, c
                  "--warmup", "6", "--", "--data.dataset", "ring8", "--data.n_toy_samples", "1000",
                  "--model.init_args.width", "8", "--model.init_args.penalty_every", "2"])
     assert code == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    out, err = capsys.readouterr()
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
     assert [x["mode"] for x in lines] == ["graph"] and lines[0]["ganbench_g_it_per_s"] > 0
-    # each loop: 5 warm-up iterations, then two phases captured, 14 - 5 = 9 replays
-    assert (emulated.captures, emulated.replays) == (2 + 2, 9 + 9)
+    # the captures are not timed: --warmup 6 is raised to 3·2 + 1 = 7 (5 checked eager iterations, then
+    # one capture per phase); each loop then replays from iteration 5 on: 7 + 8 - 5 = 10 replays
+    assert lines[0]["warmup"] == 7 and "--warmup 6 raised to 7 for mode graph" in err
+    assert (emulated.captures, emulated.replays) == (2 + 2, 10 + 10)
 
 
 @pytest.mark.parametrize("config, args, reason", [
     ("cyclegan", [], "the image pool (model.pool_size > 0) keeps past fakes in a Python list and draws on the host"),
     ("gan", ["--model.init_args.g_optimizer", '{"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01}}',
              "--model.init_args.g_scheduler", SCHEDULERS[0]],
-     "a learning-rate scheduler drives SGD, whose learning rate cannot live on the device"),
+     "model.g_scheduler drives SGD (model.g_optimizer), whose learning rate cannot live on the device"),
 ], ids=["cyclegan-image-pool", "scheduler-on-sgd"])
 def test_host_state_a_graph_would_freeze_falls_back_up_front(tmp_path, emulated, capsys, config, args, reason):
     """State the warm-up cannot see change (an image pool fills after 50 fakes; a StepLR moves every

@@ -825,11 +825,12 @@ class GANModule(L.LightningModule):
         g_opt = self._make_optimizer(g_factory, self.generator.parameters(), "g_optimizer")
         d_opt = self._make_optimizer(d_factory, self.discriminator.parameters(), "d_optimizer")
         g_opt, d_opt = self.replica_optimizer(g_opt, "g"), self.replica_optimizer(d_opt, "d")
-        self._schedulers = []
+        self._schedulers, self._scheduler_keys = [], []
         for key, factory, opt in zip(("g_scheduler", "d_scheduler"), self.scheduler_factories, (g_opt, d_opt)):
             if factory is not None:
                 try:
                     self._schedulers.append(factory(opt))
+                    self._scheduler_keys.append(key)
                 except (ValueError, TypeError) as err:
                     raise GanbenchError(f"model.{key}: {err}") from None
         return [g_opt, d_opt]
@@ -1161,11 +1162,11 @@ class GANModule(L.LightningModule):
             return "it runs on several devices (DDP: the gradient all-reduce is not captured)"
         if "16-mixed" == str(self.trainer.precision):
             return "fp16 needs a dynamic loss scaler (use bf16-mixed)"
-        if getattr(self, "_schedulers", None):
-            for opt in self.graph_optimizers():
-                if any("capturable" not in group for group in opt.param_groups):
-                    return (f"a learning-rate scheduler drives {type(opt).__name__}, whose learning rate cannot "
-                            "live on the device (use Adam, AdamW or RMSprop)")
+        for key, scheduler in zip(getattr(self, "_scheduler_keys", []), getattr(self, "_schedulers", [])):
+            opt = scheduler.optimizer
+            if any("capturable" not in group for group in opt.param_groups):
+                return (f"model.{key} drives {type(opt).__name__} (model.{key[0]}_optimizer), whose learning rate "
+                        "cannot live on the device (use Adam, AdamW or RMSprop)")
         return self.graph_blocker()
 
     def graph_blocker(self) -> str | None:
