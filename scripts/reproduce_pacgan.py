@@ -116,14 +116,26 @@ def build(data: str, family: str, pack: int, seed: int, steps: int, population: 
     """The model and data module of the config, with this fit's family, packing, seed and length;
     ``population`` > 1 trains the seeds ``seed … seed + population - 1`` as one batched fit;
     ``config_args`` are further config overrides (after the family's)."""
-    from ganbench.cli import GanbenchCLI
+    from argparse import ArgumentError
+
+    from ganbench import GanbenchError, find_user_error
+    from ganbench.cli import GanbenchCLI, parse_error_line
 
     root = tempfile.mkdtemp(prefix="pacgan-")
-    cli = GanbenchCLI(args=["--config", CONFIGS[data], *family_args(family), *config_args,
-                            "--model.init_args.pack", str(pack),
-                            "--model.init_args.population", str(population),
-                            "--seed_everything", str(seed), "--trainer.max_steps", str(steps),
-                            "--trainer.logger", "false", "--trainer.default_root_dir", root], run=False)
+    try:
+        cli = GanbenchCLI(args=["--config", CONFIGS[data], *family_args(family), *config_args,
+                                "--model.init_args.pack", str(pack),
+                                "--model.init_args.population", str(population),
+                                "--seed_everything", str(seed), "--trainer.max_steps", str(steps),
+                                "--trainer.logger", "false", "--trainer.default_root_dir", root],
+                          run=False, parser_kwargs={"exit_on_error": False})
+    except ArgumentError as err:  # what `ganbench fit` would say, in one line
+        raise GanbenchError(parse_error_line(str(err))) from None
+    except Exception as err:
+        user_error = find_user_error(err)
+        if user_error is None:
+            raise
+        raise user_error from None
     return cli.model, cli.datamodule
 
 
@@ -290,7 +302,7 @@ NOTES = "<!-- reading: kept by scripts/reproduce_pacgan.py -->"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="reproduce_pacgan.py", description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=["ring", "grid"], choices=list(CONFIGS))
     parser.add_argument("--packs", nargs="+", type=int, default=[1, 2, 3, 4], help="1 = GAN, m = PacGANm")
     parser.add_argument("--families", nargs="+", default=["gan"], help="ganbench families (FAMILIES keys)")
@@ -319,6 +331,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--families: unknown {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
     os.environ.setdefault("WANDB_MODE", "disabled")
+    from ganbench import GanbenchError
+
+    for data in args.data:  # every row builds, before hours of fits: a family whose own D replaces the
+        for family in args.families:  # protocol's, or a bad config argument, is one line now
+            for p in args.packs:
+                try:
+                    build(data, family, p, args.seeds[0], 1, population=len(args.seeds) if args.population else 1,
+                          config_args=config_args)
+                except GanbenchError as err:
+                    parser.error(f"{data} {row_name(family, p)}: {err}")
     if args.population:
         if args.seeds != list(range(args.seeds[0], args.seeds[0] + len(args.seeds))):
             parser.error(f"--population trains consecutive seeds (replica r = first seed + r), got {args.seeds}")

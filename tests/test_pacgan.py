@@ -286,3 +286,22 @@ def test_reproduction_config_arguments_reach_every_fit():
     assert mod.build("ring", "lsgan", 1, 0, 2)[0].cfg.d_norm == "batch"
     model, _ = mod.build("ring", "lsgan", 1, 0, 2, config_args=["--model.init_args.d_norm", "none"])
     assert model.cfg.d_norm == "none" and model.cfg.loss == "ls"
+
+
+def test_reproduction_refuses_a_row_that_cannot_build_before_training(capsys, tmp_path):
+    """A family whose own discriminator replaces the protocol's maxout D is one line and exit 2, before
+    any fit runs and before anything is written."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce_pacgan", "scripts/reproduce_pacgan.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "pacgan.md"
+    with pytest.raises(SystemExit) as exit_info:
+        mod.main(["--data", "ring", "--families", "gan", "ebgan", "--packs", "1", "--seeds", "0", "--steps", "2",
+                  "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("reproduce_pacgan.py: error: ring ebgan: model.d_width=200 is not used by the ebgan "
+                       "family's own discriminator; leave it unset")
+    assert not out.exists() and not out.with_suffix(".json").exists()
