@@ -12,7 +12,10 @@ table's number; all of them are the curve.
 ``--families`` adds rows for other families on the same protocol: the same data, networks (maxout D,
 batch-norm MLP G), initialization, batch, iterations and packing, with the family's own loss,
 D normalization, penalty, n_critic and paper optimizer (e.g. ``--families gan wgan_gp sngan unrolled``).
-Arguments after ``--`` go to the config parser for every fit of the run, after the family's own
+Every row is built once before any fit: a family that cannot take the protocol (the energy-based
+families' own autoencoder D; a population of a family whose step is its own, such as Unrolled) is
+refused in one line before hours of training. Arguments after ``--`` go to the config parser for
+every fit of the run, after the family's own
 (e.g. ``--families lsgan -- --model.init_args.d_norm none``: LSGAN's loss without its batch-norm D).
 
 Full protocol (400 000 iterations, 10 seeds, 16 fits per seed)::
