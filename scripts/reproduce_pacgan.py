@@ -24,6 +24,11 @@ Full protocol (400 000 iterations, 10 seeds, 16 fits per seed)::
 
 writes ``docs/reproductions/pacgan.md`` (published vs measured, mean ± standard error over seeds),
 ``pacgan.json`` (every fit's curve) and ``pacgan_samples.png`` (the final samples of the first seed).
+
+Every fit that finishes is appended to ``.pacgan.finished.jsonl`` beside the report (the stem of
+``--out``) until the report is written: a run interrupted after hours keeps its finished fits, and the
+same command started again trains only the others (the report then says how many it read back).
+The report and its JSON are written through a temporary file and a rename.
 """
 
 from __future__ import annotations
@@ -114,6 +119,42 @@ def row_name(family: str, pack: int) -> str:
     return family if pack == 1 else f"{family} + pack {pack}"
 
 
+def quiet() -> None:
+    """The script prints its own lines: Lightning's banners ("GPU available", seeds, adverts) and the
+    warnings of building fits through the CLI in a process that has its own arguments are not shown."""
+    warnings.filterwarnings("ignore")
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def fit_key(fit: dict) -> tuple:
+    """What makes a finished fit reusable by a later invocation: its row, seed and protocol."""
+    return (fit["data"], fit["family"], fit["pack"], fit["seed"], fit["steps"], fit["eval_every"],
+            fit["samples_scored"], tuple(fit["config_args"]))
+
+
+def read_finished(path: Path) -> dict[tuple, dict]:
+    """The fits an interrupted invocation finished, one JSON line each (a line cut short by the
+    interruption is ignored: that fit runs again)."""
+    finished = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                fit = json.loads(line)
+                finished[fit_key(fit)] = fit
+    return finished
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Through a temporary file and a rename: a reader or a crash sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def build(data: str, family: str, pack: int, seed: int, steps: int, population: int = 1,
           config_args: list[str] | tuple[str, ...] = ()):
     """The model and data module of the config, with this fit's family, packing, seed and length;
@@ -154,9 +195,7 @@ def fit_one(job: tuple[str, str, int, int | list[int], argparse.Namespace]) -> l
 
     from ganbench.metrics.toy import mode_metrics
 
-    warnings.filterwarnings("ignore")
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet()
     torch.set_num_threads(args.threads)
     model, dm = build(data, family, pack, seed, args.steps, population=len(seeds),
                       config_args=getattr(args, "config_args", ()))
@@ -185,7 +224,8 @@ def fit_one(job: tuple[str, str, int, int | list[int], argparse.Namespace]) -> l
     wall = time.perf_counter() - t0
     finals = model.sample(args.samples, z=z).float().cpu().reshape(len(seeds), args.samples, -1)
     status = [("diverged" if d else model.status) for d in model.replica_divergence]  # one per replica
-    return [{"data": data, "family": family, "pack": pack, "seed": s, "steps": args.steps, "status": st,
+    return [{"data": data, "family": family, "pack": pack, "seed": s, "steps": args.steps,
+             "eval_every": args.eval_every, "samples_scored": args.samples, "status": st,
              "wall_s": wall, "population": len(seeds), "config_args": list(getattr(args, "config_args", ())),
              "curve": curve,
              "samples": final.tolist() if s == args.seeds[0] else None}
@@ -244,7 +284,9 @@ def render(fits: list[dict], args: argparse.Namespace, command: str, wall: float
         f"- command: `{command}`",
         f"- machine: {MACHINE}, {args.jobs} {'population' if args.population else 'fit'}(s) at a time, "
         f"{args.threads} torch thread(s) each, "
-        f"accelerator {args.accelerator}; date {time.strftime('%Y-%m-%d')}; wall time {wall / 60:.1f} min",
+        f"accelerator {args.accelerator}; date {time.strftime('%Y-%m-%d')}; wall time {wall / 60:.1f} min"
+        + (f" (after an interrupted invocation had finished {args.reused} of the fits)"
+           if getattr(args, "reused", 0) else ""),
         f"- torch {torch.__version__}, lightning {L.__version__}, Python {platform.python_version()}",
         f"- fits: {len(fits)} = data {sorted({f['data'] for f in fits})} "
         f"× family {sorted({f['family'] for f in fits})} "
@@ -336,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     from ganbench import GanbenchError
 
+    quiet()
     for data in args.data:  # every row builds, before hours of fits: a family whose own D replaces the
         for family in args.families:  # protocol's, or a bad config argument, is one line now
             for p in args.packs:
@@ -352,13 +395,33 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [(d, fam, p, s, args) for d in args.data for fam in args.families for p in args.packs
                 for s in args.seeds]
     n_fits = len(jobs) * (len(args.seeds) if args.population else 1)
+    # every finished fit is kept, one JSON line each, until the report is written: an interrupted run
+    # started again with the same arguments reuses them and trains only the others
+    out = args.out
+    finished_path = out.with_name(f".{out.stem}.finished.jsonl")
+    finished = read_finished(finished_path)
+
+    def reused(job) -> list[dict] | None:
+        d, fam, p, seeds, _ = job
+        keys = [(d, fam, p, s, args.steps, args.eval_every, args.samples, tuple(config_args))
+                for s in (seeds if isinstance(seeds, list) else [seeds])]
+        return [finished[k] for k in keys] if all(k in finished for k in keys) else None
+
+    fits = [fit for job in jobs for fit in (reused(job) or [])]
+    args.reused = len(fits)
+    jobs = [job for job in jobs if reused(job) is None]
     print(f"{n_fits} fits of {args.steps} G iterations"
-          + (f", {len(args.seeds)} per population" if args.population else ""), flush=True)
+          + (f", {len(args.seeds)} per population" if args.population else "")
+          + (f"; {len(fits)} finished before, read from {finished_path}" if fits else ""), flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    fits = []
-    with mp.get_context("spawn").Pool(args.jobs) if args.jobs > 1 else contextlib.nullcontext() as pool:
+    with (mp.get_context("spawn").Pool(args.jobs) if args.jobs > 1 and len(jobs) > 1 else contextlib.nullcontext()
+          as pool, open(finished_path, "a") as log):
         for batch in pool.imap_unordered(fit_one, jobs) if pool else map(fit_one, jobs):
             for fit in batch:
+                log.write(json.dumps(fit) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
                 fits.append(fit)
                 last = fit["curve"][-1]
                 print(f"[{len(fits)}/{n_fits}] {fit['data']} {row_name(fit['family'], fit['pack'])} seed "
@@ -366,16 +429,16 @@ def main(argv: list[str] | None = None) -> int:
                       f"reverse KL {last['rkl']:.3f} ({fit['wall_s']:.0f} s)", flush=True)
     wall = time.perf_counter() - t0
     command = "python scripts/reproduce_pacgan.py " + " ".join(argv)
-    out = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig_path = out.with_name(out.stem + "_samples.png")
     figure(fits, fig_path)
     text = render(fits, args, command.strip(), wall, fig_path.name)
     if out.exists() and NOTES in out.read_text():  # the hand-written reading stays
         text += "\n" + NOTES + out.read_text().split(NOTES, 1)[1]
     raw = [{k: v for k, v in f.items() if k != "samples"} for f in fits]
-    out.with_suffix(".json").write_text(json.dumps({"command": command.strip(), "wall_s": wall, "fits": raw}, indent=1))
-    out.write_text(text)
+    record = {"command": command.strip(), "wall_s": wall, "reused_fits": args.reused, "fits": raw}
+    write_atomic(out.with_suffix(".json"), json.dumps(record, indent=1))
+    write_atomic(out, text)
+    finished_path.unlink()  # the report holds them now
     print(f"wrote {out}, {out.with_suffix('.json')}, {fig_path}")
     return 0
 

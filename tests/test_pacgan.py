@@ -305,3 +305,66 @@ def test_reproduction_refuses_a_row_that_cannot_build_before_training(capsys, tm
     assert err[-1] == ("reproduce_pacgan.py: error: ring ebgan: model.d_width=200 is not used by the ebgan "
                        "family's own discriminator; leave it unset")
     assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_reproduction_keeps_finished_fits_across_an_interruption(capfd, tmp_path):
+    """An invocation stopped after its first fit leaves that fit on disk and no report; the same
+    command again trains only the other fit, reports both, and removes the file of finished fits.
+    A line cut short by the interruption is ignored. The console shows the script's lines only."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("reproduce_pacgan", "scripts/reproduce_pacgan.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "pacgan.md"
+    argv = ["--data", "ring", "--packs", "1", "2", "--seeds", "0", "--steps", "2", "--eval-every", "1",
+            "--samples", "100", "--accelerator", "cpu", "--out", str(out)]
+    real, trained = mod.fit_one, []
+
+    def stop_after_one(job):
+        if trained:
+            raise KeyboardInterrupt
+        trained.append(job[2])
+        return real(job)
+
+    mod.fit_one = stop_after_one
+    with pytest.raises(KeyboardInterrupt):
+        mod.main(argv)
+    finished = tmp_path / ".pacgan.finished.jsonl"
+    first = [json.loads(line) for line in finished.read_text().splitlines()]
+    assert [(f["pack"], f["seed"]) for f in first] == [(1, 0)] and not out.exists()
+    with open(finished, "a") as f:
+        f.write('{"data": "ring", "family": "gan", "pack": 2, "se')  # the interrupted write of the next fit
+
+    def count(job):
+        trained.append(job[2])
+        return real(job)
+
+    mod.fit_one, trained = count, []
+    assert mod.main(argv) == 0
+    assert trained == [2]  # pack 1 came from the file
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["reused_fits"] == 1 and sorted(f["pack"] for f in record["fits"]) == [1, 2]
+    assert next(f for f in record["fits"] if f["pack"] == 1)["curve"] == first[0]["curve"]
+    assert "PacGAN2" in out.read_text() and "GAN" in out.read_text() and not finished.exists()
+    assert "1 finished before, read from" in capfd.readouterr().out
+
+
+def test_reproduction_console_has_the_scripts_lines_only(tmp_path):
+    """Building the fits through the CLI in a process with its own arguments, Lightning would print
+    its banners, seeds and adverts and warn about the arguments; the script's own lines are all there is."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "pacgan.md"
+    run = subprocess.run([sys.executable, "scripts/reproduce_pacgan.py", "--data", "ring", "--packs", "1", "--seeds",
+                          "0", "--steps", "1", "--eval-every", "1", "--samples", "50", "--accelerator", "cpu",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert run.stdout.splitlines() == [
+        "1 fits of 1 G iterations", run.stdout.splitlines()[1],
+        run.stdout.splitlines()[2], f"wrote {out}, {out.with_suffix('.json')}, {tmp_path / 'pacgan_samples.png'}"]
+    assert run.stdout.splitlines()[1].startswith("ring GAN seed 0: step 1/1 modes ")
+    assert run.stdout.splitlines()[2].startswith("[1/1] ring GAN seed 0: ")
