@@ -16,7 +16,10 @@ Every row is built once before any fit: a family that cannot take the protocol (
 families' own autoencoder D; a population of a family whose step is its own, such as Unrolled) is
 refused in one line before hours of training. Arguments after ``--`` go to the config parser for
 every fit of the run, after the family's own
-(e.g. ``--families lsgan -- --model.init_args.d_norm none``: LSGAN's loss without its batch-norm D).
+(e.g. ``--families lsgan -- --model.init_args.d_norm none``: LSGAN's loss without its batch-norm D;
+``--families ebgan -- --model.init_args.d_arch same --model.init_args.d_width null
+--model.init_args.d_depth 0``: EBGAN with its own autoencoder D, of the config's width, in place of the
+maxout D, everything else the protocol's).
 
 Full protocol (400 000 iterations, 10 seeds, 16 fits per seed)::
 
@@ -122,6 +125,8 @@ def row_name(family: str, pack: int) -> str:
 def quiet() -> None:
     """The script prints its own lines: Lightning's banners ("GPU available", seeds, adverts) and the
     warnings of building fits through the CLI in a process that has its own arguments are not shown."""
+    import lightning.pytorch  # noqa: F401  (its import sets its loggers' level: set ours after it)
+
     warnings.filterwarnings("ignore")
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
