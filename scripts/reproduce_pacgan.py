@@ -228,7 +228,9 @@ def fit_one(job: tuple[str, str, int, int | list[int], argparse.Namespace]) -> l
     trainer.fit(model, datamodule=dm)
     wall = time.perf_counter() - t0
     finals = model.sample(args.samples, z=z).float().cpu().reshape(len(seeds), args.samples, -1)
-    status = [("diverged" if d else model.status) for d in model.replica_divergence]  # one per replica
+    # one per replica; a fit that trained to the end is "completed", as ganbench's summary.json says
+    status = [("diverged" if d else "completed" if model.status == "running" else model.status)
+              for d in model.replica_divergence]
     return [{"data": data, "family": family, "pack": pack, "seed": s, "steps": args.steps,
              "eval_every": args.eval_every, "samples_scored": args.samples, "status": st,
              "wall_s": wall, "population": len(seeds), "config_args": list(getattr(args, "config_args", ())),
