@@ -342,7 +342,7 @@ def render(fits: list[dict], args: argparse.Namespace, command: str, wall: float
     lines += ["", "Reverse KL is undefined (NaN) for a fit without a high-quality sample; means and standard errors "
               "of reverse KL are over the fits that have one."]
     bad = [f"{f['data']} {row_name(f['family'], f['pack'])} seed {f['seed']}: {f['status']}"
-           for f in fits if f["status"] != "running"]
+           for f in fits if f["status"] != "completed"]
     if bad:
         lines += ["", "Fits that stopped early: " + "; ".join(bad)]
     lines += ["", f"![final samples of the first seed]({figure_name})"]

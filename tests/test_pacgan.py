@@ -347,6 +347,7 @@ def test_reproduction_keeps_finished_fits_across_an_interruption(capfd, tmp_path
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["reused_fits"] == 1 and sorted(f["pack"] for f in record["fits"]) == [1, 2]
     assert [f["status"] for f in record["fits"]] == ["completed", "completed"]
+    assert "stopped early" not in out.read_text()  # only a fit that did not complete is listed
     assert next(f for f in record["fits"] if f["pack"] == 1)["curve"] == first[0]["curve"]
     assert "PacGAN2" in out.read_text() and "GAN" in out.read_text() and not finished.exists()
     assert "1 finished before, read from" in capfd.readouterr().out
