@@ -132,10 +132,11 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def fit_key(fit: dict) -> tuple:
-    """What makes a finished fit reusable by a later invocation: its row, seed and protocol."""
-    return (fit["data"], fit["family"], fit["pack"], fit["seed"], fit["steps"], fit["eval_every"],
-            fit["samples_scored"], tuple(fit["config_args"]))
+def fit_key(data: str, family: str, pack: int, seed: int, steps: int, eval_every: int, samples_scored: int,
+            config_args: list[str] | tuple[str, ...], **_record) -> tuple:
+    """What makes a finished fit reusable by a later invocation: its row, seed and protocol (the
+    fields of a fit's record; ``fit_key(**record)``)."""
+    return data, family, pack, seed, steps, eval_every, samples_scored, tuple(config_args)
 
 
 def read_finished(path: Path) -> dict[tuple, dict]:
@@ -146,7 +147,7 @@ def read_finished(path: Path) -> dict[tuple, dict]:
         for line in path.read_text().splitlines():
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 fit = json.loads(line)
-                finished[fit_key(fit)] = fit
+                finished[fit_key(**fit)] = fit
     return finished
 
 
@@ -410,13 +411,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def reused(job) -> list[dict] | None:
         d, fam, p, seeds, _ = job
-        keys = [(d, fam, p, s, args.steps, args.eval_every, args.samples, tuple(config_args))
+        keys = [fit_key(d, fam, p, s, args.steps, args.eval_every, args.samples, config_args)
                 for s in (seeds if isinstance(seeds, list) else [seeds])]
         return [finished[k] for k in keys] if all(k in finished for k in keys) else None
 
-    fits = [fit for job in jobs for fit in (reused(job) or [])]
+    earlier = [reused(job) for job in jobs]
+    fits = [fit for done in earlier if done for fit in done]
     args.reused = len(fits)
-    jobs = [job for job in jobs if reused(job) is None]
+    jobs = [job for job, done in zip(jobs, earlier) if done is None]
     print(f"{n_fits} fits of {args.steps} G iterations"
           + (f", {len(args.seeds)} per population" if args.population else "")
           + (f"; {len(fits)} finished before, read from {finished_path}" if fits else ""), flush=True)
