@@ -180,11 +180,14 @@ def run_case(config: str, executor: str) -> dict[str, Any]:
             rows = list(csv.reader(f))
     keep = [i for i, name in enumerate(rows[0] if rows else []) if not TIMING.search(name)]
     metrics = [[row[i] for i in keep] for row in rows]
+    notices = [x for x in lines if "falls back" in x]
+    if executor == "eager" and dispatch.calls == 0 or executor == "graph" and not (graphs.captures or notices):
+        raise RuntimeError(f"{config}/{executor}: the fit did not run on that executor")
     tensors, values = _checkpoint_contents(ckpt)
     values["executor"] = {"eager": {"hooked_backwards": dispatch.calls},
                           "graph": {"captures": graphs.captures, "replays": graphs.replays}}.get(executor, {})
     return {**record, "refused": None, "tensors": tensors, "values": values, "metrics": metrics,
-            "notices": [x for x in lines if "falls back" in x]}
+            "notices": notices}
 
 
 def _checkpoint_contents(ckpt: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
