@@ -24,7 +24,7 @@ digits, a 2 000-point ring or 16×16 Fashion-MNIST pairs) and writes ``tests/gol
 
 tests/test_golden.py reruns every case and requires each of these to be equal, bit for bit.
 
-    python scripts/record_golden.py                 # every case (about 2 minutes on one core)
+    python scripts/record_golden.py                 # every case (85 s of CPU, one thread)
     python scripts/record_golden.py gan sngan_cpu   # the cases of these configs only
     python scripts/record_golden.py --check         # compare with the stored files, write nothing
     python scripts/record_golden.py --full --out /tmp/before   # whole tensors, elsewhere
