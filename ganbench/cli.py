@@ -124,6 +124,9 @@ class GanbenchCLI(LightningCLI):
         parser.add_argument("--run.image_metrics_n", type=int, default=10000, help="generated samples per evaluation")
         parser.add_argument("--run.diagnostics_every", type=int, default=50,
                             help="G iterations between gradient-norm / spectral-norm diagnostics; 0 turns them off")
+        parser.add_argument("--run.threads", type=int, default=0,
+                            help="torch threads of a CPU fit; 0 = one per core that other busy processes leave "
+                                 "free, checked every 30 s (the environment's OMP_NUM_THREADS, when set, wins)")
         parser.add_argument("--run.allow_changed_config", type=bool, default=False,
                             help="resume although model or data settings differ from the checkpoint's "
                                  "(docs/reliability.md lists the changes that are always allowed)")
@@ -156,9 +159,10 @@ class GanbenchCLI(LightningCLI):
             stamp = os.environ.setdefault("GANBENCH_RUN_STAMP", default_stamp)
             cfg.trainer.default_root_dir = str(Path("runs") / f"{family}-{stamp}")
         root = Path(cfg.trainer.default_root_dir)
-        for key in ("sample_every", "checkpoint_every", "metrics_every", "diagnostics_every"):
+        for key in ("sample_every", "checkpoint_every", "metrics_every", "diagnostics_every", "threads"):
             if cfg.run[key] < 0:
-                raise GanbenchError(f"run.{key} must be >= 0 (0: never), got {cfg.run[key]}")
+                meaning = "choose from the load" if key == "threads" else "never"
+                raise GanbenchError(f"run.{key} must be >= 0 (0: {meaning}), got {cfg.run[key]}")
         if cfg.run.image_metrics_n < 2:
             raise GanbenchError(f"run.image_metrics_n must be >= 2 (a covariance needs two samples), "
                                 f"got {cfg.run.image_metrics_n}")
@@ -170,6 +174,7 @@ class GanbenchCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any):
         from ganbench.callbacks import GANCheckpoint, GIterationBar, LogStep, ParameterSummary, RunSummary, SampleGrid
+        from ganbench.callbacks.threads import CpuThreads
 
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(cfg.trainer.default_root_dir)
@@ -177,7 +182,8 @@ class GanbenchCLI(LightningCLI):
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = self.make_loggers(root, run)
-        callbacks = [ResumeState(), RunSummary(), LogStep(), SampleGrid(every_n_steps=run.sample_every),
+        callbacks = [CpuThreads(run.threads), ResumeState(), RunSummary(), LogStep(),
+                     SampleGrid(every_n_steps=run.sample_every),
                      GANCheckpoint(dirpath=str(root / "checkpoints"), every_n_train_steps=run.checkpoint_every)]
         if trainer_cfg.get("enable_model_summary", True) is not False:
             callbacks.append(ParameterSummary())  # instead of Lightning's, which prints 0 FLOPs

@@ -1,7 +1,11 @@
 import os
 import tempfile
 
-import pytest
+# a fixed torch thread count (torch's own default, one per core): fits in a test compare results bit
+# for bit, so ganbench's load-dependent choice (ganbench/callbacks/threads.py) stays off here
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+
+import pytest  # noqa: E402
 
 os.environ.setdefault("WANDB_MODE", "offline")
 # feature nets and reference statistics: a cache of the test session's own, so what a user has

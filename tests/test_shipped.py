@@ -130,13 +130,12 @@ def test_make_run_picks_the_profile_by_the_machine():
 @needs_fmnist
 def test_make_run_default_command_runs_on_a_cpu(tmp_path, monkeypatch, capsys):
     """`make run`'s command on a machine without a GPU: says it chose the CPU profile and how to run
-    the full one, and ends with fd_fmnist and summary.json (2 G iterations here instead of 2000)."""
-    from ganbench.metrics.features import DomainCNN, save_domain_net
+    the full one, puts the shipped feature net into an empty cache, and ends with fd_fmnist measured
+    with it and summary.json (2 G iterations here instead of 2000)."""
+    from ganbench.metrics.features import SHIPPED_WEIGHTS
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "cache"))
-    torch.manual_seed(0)
-    save_domain_net(DomainCNN(resolution=28), "fmnist", accuracy=0.0)  # the run trains one when none exists
     root = tmp_path / "run"
     code = main([*make_run_command(), "--trainer.max_steps", "2", "--trainer.default_root_dir", str(root),
                  "--run.wandb", "false", "--run.metrics_every", "2"])
@@ -144,12 +143,14 @@ def test_make_run_default_command_runs_on_a_cpu(tmp_path, monkeypatch, capsys):
     out, err = captured.out, captured.err
     assert code == 0
     assert "ganbench: no GPU found: running the CPU profile" in out and "make run PROFILE=full" in out
+    assert "the Fashion-MNIST feature net behind fd_fmnist is the one shipped with ganbench" in out
     # the end-of-run evaluation shows progress in a redirected log: its keys, its count, each tenth
     lines = [line.split(" (")[0] for line in err.splitlines() if line.startswith("ganbench: step 2: fd_fmnist_2k")]
     assert [line.rsplit(": ", 1)[1] for line in lines] == [f"{n}/2000" for n in range(250, 2001, 250)], err[-3000:]
     summary = json.loads((root / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["g_steps"] == 2
     assert summary["metrics"]["val/fd_fmnist_2k"] > 0
+    assert SHIPPED_WEIGHTS["fmnist"] in json.dumps(summary["protocol"])
     assert (root / "samples" / "step_0000002.png").is_file()
     config = (root / "config.yaml").read_text()
     assert "width: 32" in config and "n_critic: 1" in config

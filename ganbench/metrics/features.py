@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -291,6 +292,45 @@ def find_domain_weights(name: str, path: str | Path | None = None) -> Path:
             f"`ganbench train-features --data {data}` or pass --feature-weights PATH"
         )
     return found[-1]
+
+
+SHIPPED_WEIGHTS: dict[str, str] = {
+    # name -> SHA-256 of the weights file shipped in ganbench/assets/<name>-<sha256[:12]>.pt: the standard
+    # net of `ganbench train-features --data <dataset>` (default epochs, seed 0), trained once and
+    # shipped so that a first run needs no training (docs/metrics.md, "Feature nets")
+    "fmnist": "fc82f8b7765c7afc106847cf2c3275ee60bc4eccb924596d9131611438a98984",
+}
+
+
+def shipped_weights(name: str) -> Path:
+    """The shipped weights file of domain net ``name``, its SHA-256 checked (``GanbenchError`` if it is
+    missing or altered)."""
+    digest = SHIPPED_WEIGHTS.get(name)
+    if digest is None:
+        raise GanbenchError(f"no shipped weights for feature net '{name}' (shipped: {', '.join(SHIPPED_WEIGHTS)})")
+    path = Path(__file__).resolve().parent.parent / "assets" / f"{name}-{digest[:12]}.pt"
+    if not path.is_file():
+        raise GanbenchError(f"shipped feature weights missing: {path} (reinstall ganbench, or run "
+                            f"`ganbench train-features --data {DOMAIN_NETS[name]['dataset']}`)")
+    found = sha256_file(path)
+    if found != digest:
+        raise GanbenchError(f"shipped feature weights {path} have SHA-256 {found}, not {digest}: the file is "
+                            "altered; reinstall ganbench")
+    return path
+
+
+def install_shipped_weights(name: str) -> Path:
+    """Copy the checked shipped weights of ``name`` into ``<cache>/features`` (atomically), where
+    :func:`find_domain_weights` finds them; returns the cached path."""
+    source = shipped_weights(name)
+    target = cache_root() / "features" / source.name
+    if target.is_file() and sha256_file(target) == SHIPPED_WEIGHTS[name]:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.partial")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target
 
 
 def load_feature_net(name: str, weights: str | Path | None = None, device: torch.device | str = "cpu") -> FeatureNet:
