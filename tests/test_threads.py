@@ -83,5 +83,6 @@ def test_negative_threads_is_one_line(tmp_path, capsys):
     code = main(["fit", "--config", "configs/sngan.yaml", "--data.dataset", "ring8", "--run.threads", "-1",
                  "--trainer.default_root_dir", str(tmp_path / "run")])
     assert code == EXIT_USAGE
-    assert capsys.readouterr().err.strip() == "ganbench: error: run.threads must be >= 0 (0: choose from the load), got -1"
+    assert capsys.readouterr().err.strip() == \
+        "ganbench: error: run.threads must be >= 0 (0: choose from the load), got -1"
     assert not (tmp_path / "run").exists()
