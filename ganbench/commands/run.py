@@ -4,9 +4,10 @@
 one, the SNGAN config gets the CPU profile ``configs/profiles/sngan_cpu.yaml`` on top: the same family
 and data (SNGAN, Fashion-MNIST at 32×32), narrower networks and Miyato et al.'s n_dis = 1 setting,
 2000 G iterations and a 2000-sample ``fd_fmnist`` at the end — about ten minutes on a laptop's CPU.
-When the Fashion-MNIST feature net behind ``fd_fmnist`` is missing, the CPU profile trains it first,
-once (``ganbench train-features --data fashion_mnist``: the standard net, so the number compares with
-every other fd_fmnist of that net; about 8 minutes on 2 cores, cached for later runs). ``--profile full``
+When the Fashion-MNIST feature net behind ``fd_fmnist`` is missing, the CPU profile copies the one
+shipped with ganbench into the cache (its SHA-256 checked: the standard net of ``ganbench
+train-features --data fashion_mnist``, so the number compares with every other fd_fmnist of that net),
+and trains one only when the shipped file cannot be used. ``--profile full``
 runs the config as it is on any machine; ``--profile cpu`` forces the CPU profile. Every other
 argument goes to ``ganbench fit`` unchanged.
 """
