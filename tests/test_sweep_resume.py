@@ -75,30 +75,49 @@ def _trials(tmp_path: Path, name: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def _interrupt(tmp_path: Path, argv: list[str], name: str, log: Path, delay: float, how: str) -> int:
-    """Start the sweep, wait until a fit is under way plus ``delay`` seconds, then: ``term`` (SIGTERM to its
-    process group, as `timeout`, Ctrl-C or SLURM do), ``kill`` (SIGKILL of the sweep process) or ``worker``
-    (SIGKILL of one worker process alone). Returns the sweep's exit code."""
+    """Start the sweep, wait until a fit is under way (for a kill: until both population fits wrote their first
+    checkpoint) plus ``delay`` seconds, then: ``term`` (SIGTERM to its process group, as `timeout`, Ctrl-C or
+    SLURM do), ``kill`` (SIGKILL of the sweep process) or ``worker`` (SIGKILL of one worker process alone).
+    Returns the sweep's exit code."""
     with open(log, "a") as err:
         proc = subprocess.Popen([sys.executable, "-m", "ganbench.cli", *argv], stdout=subprocess.DEVNULL, stderr=err,
                                 env=_env(), start_new_session=True)
     try:
         end = time.monotonic() + 300
         while not any(t.state == TrialState.RUNNING for t in _trials(tmp_path, name)):
-            assert proc.poll() is None and time.monotonic() < end, "no trial started"
+            if proc.poll() is not None:  # nothing left to run
+                return proc.returncode
+            assert time.monotonic() < end, "no trial started"
             time.sleep(0.2)
+        while how != "term" and len(list(tmp_path.glob("runs/*/batch_*/checkpoints/step_0000004.ckpt"))) < 2:
+            if proc.poll() is not None:  # a kill is to find both fits under way, past their first checkpoint
+                return proc.returncode
+            time.sleep(0.1)
         time.sleep(delay)
         if how == "term":
             os.killpg(proc.pid, signal.SIGTERM)
         elif how == "kill":
             os.kill(proc.pid, signal.SIGKILL)
         else:
-            children = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat")
-                        if p.read_text().rsplit(")", 1)[1].split()[1] == str(proc.pid)]
-            os.kill(min(children), signal.SIGKILL)
+            os.kill(min(_workers(proc.pid)), signal.SIGKILL)
         return proc.wait(timeout=300)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _workers(pid: int) -> list[int]:
+    """The sweep's spawned worker processes (not multiprocessing's resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = stat.read_text().rsplit(")", 1)[1].split()[1]
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if parent == str(pid) and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _outcome(trials: list[optuna.trial.FrozenTrial]) -> dict[int, tuple]:
@@ -133,27 +152,31 @@ def reference(tmp_path_factory) -> dict[int, tuple]:
 
 def _resumed_equals_reference(tmp_path: Path, reference: dict, how: str, stops: int) -> str:
     argv, log, rng = _argv(tmp_path, "ref", 4, 2, 2), tmp_path / "log", random.Random(28)
-    interrupted = 0
+    stopped_fits = 0
     for _ in range(stops):
-        code = _interrupt(tmp_path, argv, "ref", log, rng.uniform(0.0, 2.0), how)
+        code = _interrupt(tmp_path, argv, "ref", log, rng.uniform(0.0, 6.0 if how == "term" else 1.0), how)
         trials = _trials(tmp_path, "ref")
         _no_incomplete_fit_scored(trials)
         if code == 0:  # it finished before the signal: nothing to resume
             break
-        interrupted += 1
         expected = {"term": 143, "kill": -signal.SIGKILL, "worker": 2}[how]
         assert code == expected, log.read_text()[-3000:]
         if how == "term":
             assert not [t for t in trials if t.state == TrialState.RUNNING]
             assert {t.user_attrs.get("not_measured") for t in trials if t.state == TrialState.FAIL} <= {"interrupted"}
+            stopped_fits += sum(t.state == TrialState.FAIL for t in trials)
         else:
+            # (the other worker's heartbeat check may have failed a killed worker's trials already)
+            stopped_fits += sum(t.state in (TrialState.RUNNING, TrialState.FAIL) for t in trials)
             time.sleep(3.0)  # past the grace period: the killed trials' heartbeats are stale
-    assert interrupted >= 1
+    assert stopped_fits >= 1, "no fit was stopped: nothing was resumed"
     assert _run(argv, log) == 0, log.read_text()[-3000:]
     trials = _trials(tmp_path, "ref")
     _no_incomplete_fit_scored(trials)
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
     assert _outcome(trials) == reference
+    segments = [json.loads(p.read_text())["segments"] for p in tmp_path.glob("runs/ref/batch_*/summary.json")]
+    assert any(len(s) > 1 or s[0]["from_step"] > 0 for s in segments), "no fit resumed from a checkpoint"
     return log.read_text()
 
 
@@ -196,9 +219,10 @@ def test_interrupted_or_crashed_seeds_are_not_measured(tmp_path):
 
 
 def test_a_crashing_fit_fails_its_trial_once_and_the_rerun_retries_it(tmp_path, monkeypatch, capfd):
-    """trial 0's fit raises at G iteration 2: FAIL with that line (said once), not on the leaderboard, trial 1
-    runs; the rerun resumes trial 0 from its checkpoint at G iteration 0... and completes it."""
-    from ganbench.sweep.leaderboard import load_board
+    """trial 0's fit raises at G iteration 5: FAIL with that line (said once), not on the leaderboard or scored in
+    the W&B table; once the bug is gone the rerun retries it, resuming its fit from the checkpoint at G iteration
+    4, and completes it."""
+    from ganbench.sweep.leaderboard import load_board, trial_table
     from ganbench.sweep.study import run_sweep
 
     monkeypatch.setenv("GANBENCH_SWEEP_SEED", "3")
@@ -222,6 +246,9 @@ def test_a_crashing_fit_fails_its_trial_once_and_the_rerun_retries_it(tmp_path, 
     assert err.count("boom at G iteration 5") == 1
     assert "trial 0 FAIL, not measured (crashed: RuntimeError: boom at G iteration 5)" in err
     assert load_board(study).rows == []  # nothing scored
+    cols, rows = trial_table(study)  # the W&B table: listed, with no result
+    assert {k: dict(zip(cols, rows[0]))[k] for k in ("state", "quality", "diverged_frac", "not_measured")} == {
+        "state": "FAIL", "quality": None, "diverged_frac": None, "not_measured": "crashed"}
     fit = tmp_path / "runs" / "crash" / "trial_00000" / "seed_0"
     assert sorted(p.name for p in (fit / "checkpoints").glob("*.ckpt")) == ["last.ckpt", "step_0000004.ckpt"]
     flag.unlink()  # the bug is fixed

@@ -666,15 +666,17 @@ def write_html(board: Board, out: Path, images: list[Path]) -> Path:
 
 
 def trial_table(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
-    """One row per trial (number, state, cell, every parameter, the trial's results and W&B runs): the
-    table W&B's parallel-coordinates panel reads."""
+    """One row per trial (number, state, cell, every parameter, the trial's results — none for a trial that
+    measured nothing, whose ``not_measured`` says why — and W&B runs): the table W&B's parallel-coordinates
+    panel reads."""
     trials = study.get_trials(deepcopy=False)
     params = sorted({k for t in trials for k in t.params}, key=lambda k: (k.count("."), k))
     results = ("quality", "diverged_frac", "collapsed_frac", "instability", "spread", "oscillation")
-    cols = ["trial", "state", "cell", *(short(k) for k in params), *results, "invalid", "wandb_run_ids"]
+    cols = ["trial", "state", "cell", *(short(k) for k in params), *results, "invalid", "not_measured",
+            "wandb_run_ids"]
     rows = [[t.number, t.state.name, t.user_attrs.get("cell", ""), *(t.params.get(k) for k in params),
              *(t.user_attrs.get(k) for k in results), t.user_attrs.get("invalid", ""),
-             " ".join(t.user_attrs.get("wandb_run_ids", []))] for t in trials]
+             t.user_attrs.get("not_measured", ""), " ".join(t.user_attrs.get("wandb_run_ids", []))] for t in trials]
     return cols, rows
 
 

@@ -141,7 +141,11 @@ def optimize_batches(study: optuna.Study, objective: Any, budget: Budget, k: int
                 budget.value.value -= live - size  # a retried population fit takes what it holds
             carried = carried_next
             results, refused, failures = None, None, []
-            if len(batch) > 1:
+            if len(batch) > 1:  # before the fit: a retry of any of them is a retry of this fit
+                members = [root_number(t) for t, _, _ in batch]
+                for trial, _, _ in batch:
+                    if isinstance(trial, optuna.Trial):
+                        trial.set_user_attr("batch_trials", members)
                 try:
                     results = objective.run_batch(batch)
                 except GanbenchError as err:

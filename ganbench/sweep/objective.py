@@ -57,8 +57,9 @@ from ganbench.sweep.space import Quality, SweepSpace, short
 #: the trial whose fit is running in this process (read by :class:`TrialPruning`)
 _CURRENT: dict[str, Any] = {"trial": None}
 
-#: fit options every trial adds: no per-step console output inside a sweep
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+#: fit options every trial adds: no per-step console output inside a sweep; the sweep's stop request (SweepStop)
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+         '--trainer.callbacks+={"class_path": "ganbench.sweep.resume.SweepStop"}']
 
 
 class TrialPruning(PyTorchLightningPruningCallback):
@@ -231,10 +232,10 @@ def seed_result(space: SweepSpace, seed: int, code: int, run_dir: Path, replica:
     no metric) keeps its status and error line, and no quality."""
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"status": "missing"}
+    error = error or summary.get("error")  # the fit's own (a population's replicas share it)
     if replica is not None:
         entries = summary.get("replicas") or []
         summary = entries[replica] if replica < len(entries) else {"status": "missing"}
-    error = error or summary.get("error")
     status = {3: "diverged", EXIT_CRASHED: "crashed", EXIT_INTERRUPTED: "interrupted"}.get(code) or \
         summary.get("status", "missing")
     metrics = summary.get("metrics") or {}

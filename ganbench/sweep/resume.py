@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import optuna
 from optuna.samplers import RandomSampler
 from optuna.samplers._lazy_random_state import LazyRandomState
@@ -136,6 +137,15 @@ class StopSignals:
 STOP = StopSignals()
 
 
+class SweepStop(L.Callback):
+    """Given to every fit of a sweep: a stop requested before Lightning's SIGTERM handler was installed (while
+    the fit was being set up) still ends the fit at its next G iteration, with ``last.ckpt`` written."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if STOP.stopped:
+            trainer._signal_connector.received_sigterm = True
+
+
 # ------------------------------------------------------------------------------------ fits
 def measured_summary(run_dir: Path) -> dict[str, Any] | None:
     """The summary.json of a fit that already ended measured (completed or diverged), else None."""
@@ -201,11 +211,16 @@ def _chains(study: optuna.Study) -> dict[int, list[FrozenTrial]]:
 
 def enqueue_retries(study: optuna.Study, max_retry: int) -> list[int]:
     """A WAITING retry for every trial whose every attempt FAILed without an invalid cell (not measured,
-    or stale), up to ``max_retry`` retries; the trials of one population fit get one retry, of their first
-    such trial, which names the others (``ganbench_batch_retry``). Returns the retried trials' numbers."""
+    or stale), until ``max_retry`` attempts crashed or were killed (a stopped attempt does not count); the
+    trials of one population fit get one retry, of their first such trial, which names the others
+    (``ganbench_batch_retry``). Returns the retried trials' numbers."""
     chains = _chains(study)
+
+    def failures(ts: list[FrozenTrial]) -> int:  # a stop (SIGTERM/SIGINT) is no failure of the trial's
+        return sum(t.user_attrs.get("not_measured") != "interrupted" for t in ts)
+
     todo = {r: ts for r, ts in chains.items() if all(t.state == TrialState.FAIL for t in ts) and ts[-1].params
-            and "invalid" not in ts[-1].user_attrs and len(ts) <= max_retry}
+            and "invalid" not in ts[-1].user_attrs and failures(ts) <= max_retry}
     done: set[int] = set()
     for root in sorted(todo):
         if root in done:
