@@ -290,7 +290,8 @@ def aggregate(space: SweepSpace, seeds: list[SeedResult]) -> TrialResult:
 
 
 class Objective:
-    """The callable given to ``study.optimize``: runs the seeds of one trial through ``ganbench fit``.
+    """Runs the seeds of one trial through ``ganbench fit`` (callable as ``study.optimize``'s objective; the sweep's
+    worker loop, :func:`ganbench.sweep.loop.optimize_batches`, calls :meth:`run_trial`/:meth:`run_batch`).
 
     Returns the trial's objective values (:meth:`TrialResult.objective_values`, one float for a
     single-objective study). Per seed, :func:`seed_result` reads the fit's ``summary.json`` and

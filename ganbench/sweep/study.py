@@ -17,9 +17,9 @@ where it stopped (``load_if_exists``). Spawned workers die with the ``ganbench s
 started them (:func:`die_with_parent`), so a killed sweep leaves nothing running that would add trials
 beyond ``N`` once it is rerun; SIGTERM/SIGINT stop it in order (:class:`ganbench.sweep.resume.StopSignals`).
 
-``--population-trials K`` (:func:`optimize_batches`): each worker asks Optuna for K trials at a time that
-share the cell and the structural nuisance (:func:`ask_batch`), trains them as one population fit and tells
-each trial its own result.
+``--population-trials K`` (:func:`ganbench.sweep.loop.optimize_batches`): each worker asks Optuna for K trials
+at a time that share the cell and the structural nuisance (:func:`ganbench.sweep.loop.ask_batch`), trains them
+as one population fit and tells each trial its own result.
 """
 
 from __future__ import annotations
