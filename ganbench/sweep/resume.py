@@ -171,7 +171,9 @@ def run_fit(argv: list[str], run_dir: Path) -> tuple[int, str | None]:
     if any((run_dir / "checkpoints").glob("*.ckpt")):
         argv = [*argv, "--ckpt_path", "last"]
     try:
-        return run(argv), None
+        code = run(argv)
+        return code, (f"stopped by {signal.Signals(STOP.signum).name}" if code == EXIT_INTERRUPTED and STOP.signum
+                      else None)
     except GanbenchError:
         raise
     except Exception as err:  # a bug in ganbench or a callback, out of memory, ...: this fit measured nothing
