@@ -53,6 +53,9 @@ COMMANDS: dict[str, str] = {
     "leaderboard": "ganbench.commands.leaderboard",
 }
 
+#: commands that stop at once on SIGTERM/SIGINT (:mod:`ganbench.signals`); fit and sweep checkpoint first
+STOPS_ON_SIGNALS = ("evaluate", "sample", "train-features", "bench", "leaderboard")
+
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 
@@ -368,7 +371,16 @@ def run(argv: list[str]) -> int:
     """Run one ganbench command; bad input raises :class:`GanbenchError` (what :func:`main` prints)."""
     if argv and argv[0] in COMMANDS:
         module = importlib.import_module(COMMANDS[argv[0]])
-        return int(module.main(argv[1:]) or 0)
+        if argv[0] not in STOPS_ON_SIGNALS:
+            return int(module.main(argv[1:]) or 0)
+        from ganbench.signals import Interrupted, stop_on_signals
+
+        try:
+            with stop_on_signals():
+                return int(module.main(argv[1:]) or 0)
+        except Interrupted as stop:
+            print(f"ganbench {argv[0]}: stopped by {stop}; every file it wrote is complete", file=sys.stderr)
+            return stop.exit_code
     return _run_lightning(argv)
 
 

@@ -36,10 +36,10 @@ STUDY: dict = {
 
 
 def test_study_reads_back_through_optuna_and_wandb(tmp_path, monkeypatch, capsys):
-    """3 trials (GANBENCH_SWEEP_SEED=2 samples batch+none twice, then the invalid batch+gp), 2 seeds each, W&B
+    """3 trials (GANBENCH_SWEEP_SEED=25 samples batch+none twice, then the invalid batch+gp), 2 seeds each, W&B
     offline: metric names, space attributes, run dirs, W&B ids, picture artifacts and intermediate values in
     Optuna; run names, top-level config and verdicts in W&B; one info line per trial on a non-terminal."""
-    monkeypatch.setenv("GANBENCH_SWEEP_SEED", "2")
+    monkeypatch.setenv("GANBENCH_SWEEP_SEED", "25")
     monkeypatch.setenv("WANDB_MODE", "offline")
     config = tmp_path / "readable.yaml"
     config.write_text(yaml.safe_dump(STUDY))

@@ -20,9 +20,13 @@ def write_json_atomic(path: Path, data: dict[str, Any], allow_nan: bool = True) 
     """Write JSON through a temporary file and a rename, so readers never see half a file
     (``allow_nan=False``: strict JSON, a NaN/inf is an error, not a bare ``NaN``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    from ganbench.signals import deferred
+
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str, allow_nan=allow_nan) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, sort_keys=True, default=str, allow_nan=allow_nan) + "\n"
+    with deferred():  # a signal (ganbench.signals) waits for the file to be in place
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
 def _scalar(v: Any) -> Any:

@@ -75,8 +75,6 @@ def check_args(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from torchvision.utils import save_image
-
     from ganbench.models import load_module
 
     args = build_parser().parse_args(argv)
@@ -119,8 +117,19 @@ def main(argv: list[str] | None = None) -> int:
                 for i, zb in zip(range(0, len(z), 256), z.split(256), strict=True)
             ]
         )
+    from ganbench.signals import deferred
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    with deferred():  # a signal waits for the picture to be whole
+        _save(x, out, nrow)
+    print(json.dumps({"out": str(out), "images": len(x), "nrow": nrow, "ema": args.ema}))
+    return 0
+
+
+def _save(x, out: Path, nrow: int) -> None:
+    from torchvision.utils import save_image
+
     if x.dim() == 2:
         toy_scatter(None, x.float().cpu(), out, title=f"{len(x)} samples")
     else:
@@ -133,5 +142,3 @@ def main(argv: list[str] | None = None) -> int:
             padding=2,
             pad_value=1.0,
         )
-    print(json.dumps({"out": str(out), "images": len(x), "nrow": nrow, "ema": args.ema}))
-    return 0

@@ -7,6 +7,7 @@ space is validated before any trial starts; storage defaults to ``sqlite:///swee
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ganbench import GanbenchError
 from ganbench.commands.evaluate import CommandParser
@@ -59,6 +60,7 @@ def batching(space, k: int) -> str:
 
 def main(argv: list[str]) -> int:
     args: argparse.Namespace = build_parser().parse_args(argv)
+    from ganbench.sweep.resume import SweepStopped
     from ganbench.sweep.space import load_space
     from ganbench.sweep.study import finished_count, run_sweep
 
@@ -75,9 +77,13 @@ def main(argv: list[str]) -> int:
         if args.population_trials > 1:
             print(batching(space, args.population_trials))
         return 0
-    study = run_sweep(args.config, args.storage, args.study_name, args.n_trials, args.workers,
-                      runs_root=args.runs_root, threads=args.threads, progress=not args.no_progress,
-                      population_trials=args.population_trials,
-                      extra_args=["--run.wandb", "false"] if args.no_wandb else None)
+    try:
+        study = run_sweep(args.config, args.storage, args.study_name, args.n_trials, args.workers,
+                          runs_root=args.runs_root, threads=args.threads, progress=not args.no_progress,
+                          population_trials=args.population_trials,
+                          extra_args=["--run.wandb", "false"] if args.no_wandb else None)
+    except SweepStopped as stopped:
+        print(f"ganbench: {stopped}", file=sys.stderr)
+        return stopped.code
     print(f"study {study.study_name}: {finished_count(study)} finished trials")
     return 0

@@ -473,8 +473,11 @@ def save_domain_net(
     target_dir = cache_root() / "features" if out is None else Path(out).parent
     target_dir.mkdir(parents=True, exist_ok=True)
     tmp = target_dir / f".{name}-partial.pt"
-    torch.save(payload, tmp)
-    digest = sha256_file(tmp)
-    path = target_dir / f"{name}-{digest[:12]}.pt" if out is None else Path(out)
-    os.replace(tmp, path)
+    from ganbench.signals import deferred
+
+    with deferred():  # a signal waits for the file to be whole and in place
+        torch.save(payload, tmp)
+        digest = sha256_file(tmp)
+        path = target_dir / f"{name}-{digest[:12]}.pt" if out is None else Path(out)
+        os.replace(tmp, path)
     return path, digest

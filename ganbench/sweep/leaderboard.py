@@ -2,7 +2,8 @@
 normalization × penalty), describing the *distribution* of its trials (Lucic et al. 2018 §5,
 Kurach et al. 2019 §4), never only its best run.
 
-Per cell, over its COMPLETE trials (pruned and invalid trials are counted, not scored):
+Per cell, over its COMPLETE trials (pruned, invalid and failed trials are counted, not scored; a failed trial
+that was retried counts as its retry; a trial that measured nothing is never COMPLETE, :mod:`ganbench.sweep.resume`):
 
 * ``median``: median trial quality; ``top5``: the 5 % quantile of trial quality on the good side
   (5th percentile when minimizing, 95th when maximizing; numpy's linear interpolation);
@@ -131,8 +132,10 @@ def load_board(study: optuna.Study) -> Board:
     q = space["quality"]
     rows: list[TrialRow] = []
     other: dict[tuple[Any, ...], dict[str, int]] = {}
-    for t in study.get_trials(deepcopy=False):
-        if any(k not in t.params for k in factors):
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}  # counted as their retry
+    for t in trials:
+        if any(k not in t.params for k in factors) or t.number in retried:
             continue
         cell = tuple(t.params[k] for k in factors)
         counts = other.setdefault(cell, {"pruned": 0, "invalid": 0, "failed": 0})
@@ -663,15 +666,17 @@ def write_html(board: Board, out: Path, images: list[Path]) -> Path:
 
 
 def trial_table(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
-    """One row per trial (number, state, cell, every parameter, the trial's results and W&B runs): the
-    table W&B's parallel-coordinates panel reads."""
+    """One row per trial (number, state, cell, every parameter, the trial's results — none for a trial that
+    measured nothing, whose ``not_measured`` says why — and W&B runs): the table W&B's parallel-coordinates
+    panel reads."""
     trials = study.get_trials(deepcopy=False)
     params = sorted({k for t in trials for k in t.params}, key=lambda k: (k.count("."), k))
     results = ("quality", "diverged_frac", "collapsed_frac", "instability", "spread", "oscillation")
-    cols = ["trial", "state", "cell", *(short(k) for k in params), *results, "invalid", "wandb_run_ids"]
+    cols = ["trial", "state", "cell", *(short(k) for k in params), *results, "invalid", "not_measured",
+            "wandb_run_ids"]
     rows = [[t.number, t.state.name, t.user_attrs.get("cell", ""), *(t.params.get(k) for k in params),
              *(t.user_attrs.get(k) for k in results), t.user_attrs.get("invalid", ""),
-             " ".join(t.user_attrs.get("wandb_run_ids", []))] for t in trials]
+             t.user_attrs.get("not_measured", ""), " ".join(t.user_attrs.get("wandb_run_ids", []))] for t in trials]
     return cols, rows
 
 
@@ -703,10 +708,13 @@ def log_wandb(board: Board, images: list[Path], out: Path, project: str = "ganbe
 def build_leaderboard(study: optuna.Study, out: Path, wandb_log: bool = True, show: bool = True) -> Board:
     """Every output: terminal table, CSV, Markdown, PNGs, report.html and the W&B summary run."""
     out = Path(out)
+    from ganbench.signals import deferred
+
     board = load_board(study)
-    write_tables(board, out)
-    images = write_plots(board, out)
-    write_html(board, out, images)
+    with deferred():  # a signal waits for the tables, plots and page to be written whole
+        write_tables(board, out)
+        images = write_plots(board, out)
+        write_html(board, out, images)
     if show:
         print_table(board)
     if wandb_log:

@@ -50,13 +50,16 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from ganbench import GanbenchError
 from ganbench.callbacks.log import add_to_wandb_summary, wandb_run_folder
+from ganbench.reliability import EXIT_INTERRUPTED
+from ganbench.sweep.resume import EXIT_CRASHED, MEASURED, NotMeasured, root_number, run_fit
 from ganbench.sweep.space import Quality, SweepSpace, short
 
 #: the trial whose fit is running in this process (read by :class:`TrialPruning`)
 _CURRENT: dict[str, Any] = {"trial": None}
 
-#: fit options every trial adds: no per-step console output inside a sweep
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+#: fit options every trial adds: no per-step console output inside a sweep; the sweep's stop request (SweepStop)
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+         '--trainer.callbacks+={"class_path": "ganbench.sweep.resume.SweepStop"}']
 
 
 class TrialPruning(PyTorchLightningPruningCallback):
@@ -142,6 +145,7 @@ class SeedResult:
     reason: str | None = None  # why the seed counts as diverged
     initial: float | None = None  # quality of G at initialization (G iteration 0)
     replica: int | None = None  # its replica in the population fit at run_dir; None: a fit of its own
+    error: str | None = None  # a seed that was not measured: why (the fit's error line)
 
 
 @dataclass
@@ -220,16 +224,20 @@ def divergence_reason(q: Quality, status: str, final: float | None, initial: flo
     return None
 
 
-def seed_result(space: SweepSpace, seed: int, code: int, run_dir: Path, replica: int | None = None) -> SeedResult:
-    """Read one finished fit — or, with ``replica``, one replica of a population fit (its entry in
-    summary.json's ``replicas``, its ``…/r<k>`` metrics.csv columns): a diverged or unreadable run
-    gets the worst quality, never an error."""
+def seed_result(space: SweepSpace, seed: int, code: int, run_dir: Path, replica: int | None = None,
+                error: str | None = None) -> SeedResult:
+    """Read one fit that ended — or, with ``replica``, one replica of a population fit (its entry in
+    summary.json's ``replicas``, its ``…/r<k>`` metrics.csv columns): a diverged run gets the worst quality;
+    a fit that measured nothing (:data:`ganbench.sweep.resume.MEASURED`: interrupted, crashed, missing,
+    no metric) keeps its status and error line, and no quality."""
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"status": "missing"}
+    error = error or summary.get("error")  # the fit's own (a population's replicas share it)
     if replica is not None:
         entries = summary.get("replicas") or []
         summary = entries[replica] if replica < len(entries) else {"status": "missing"}
-    status = "diverged" if code == 3 else summary.get("status", "missing")
+    status = {3: "diverged", EXIT_CRASHED: "crashed", EXIT_INTERRUPTED: "interrupted"}.get(code) or \
+        summary.get("status", "missing")
     metrics = summary.get("metrics") or {}
     suffix = "" if replica is None else f"/r{replica}"
     value = metrics.get(space.quality.metric)
@@ -246,9 +254,11 @@ def seed_result(space: SweepSpace, seed: int, code: int, run_dir: Path, replica:
     if space.collapse is not None:
         c = metrics.get(space.collapse["metric"])
         collapse_value = float(c) if isinstance(c, (int, float)) and status != "diverged" else None
-    return SeedResult(seed=seed, status=status, exit_code=code, quality=final if ok else space.quality.worst,
+    quality = final if ok else space.quality.worst if status == "diverged" else math.nan
+    return SeedResult(seed=seed, status=status, exit_code=code, quality=quality,
                       collapse_value=collapse_value, history=[v for s, v in steps if s > 0] if ok else [],
-                      run_dir=str(run_dir), reason=reason, initial=initial, replica=replica)
+                      run_dir=str(run_dir), reason=reason, initial=initial, replica=replica,
+                      error=None if status in MEASURED else error or status)
 
 
 def collapsed(space: SweepSpace, seed: SeedResult) -> bool:
@@ -258,9 +268,12 @@ def collapsed(space: SweepSpace, seed: SeedResult) -> bool:
 
 
 def aggregate(space: SweepSpace, seeds: list[SeedResult]) -> TrialResult:
-    """Quality and stability of one trial from its seeds (definitions in the module docstring)."""
+    """Quality and stability of one trial from its measured seeds (definitions in the module docstring); a seed
+    that measured nothing is refused: it is no evidence of instability."""
     n = len(seeds)
-    diverged = [s.status != "completed" for s in seeds]
+    if any(s.status not in MEASURED for s in seeds):
+        raise ValueError(f"seeds {[s.seed for s in seeds if s.status not in MEASURED]} measured nothing")
+    diverged = [s.status == "diverged" for s in seeds]
     collapsed_ = [collapsed(space, s) for s in seeds]
     alive = [s for s, d in zip(seeds, diverged) if not d]
     window = space.oscillation_window
@@ -277,7 +290,8 @@ def aggregate(space: SweepSpace, seeds: list[SeedResult]) -> TrialResult:
 
 
 class Objective:
-    """The callable given to ``study.optimize``: runs the seeds of one trial through ``ganbench fit``.
+    """Runs the seeds of one trial through ``ganbench fit`` (callable as ``study.optimize``'s objective; the sweep's
+    worker loop, :func:`ganbench.sweep.loop.optimize_batches`, calls :meth:`run_trial`/:meth:`run_batch`).
 
     Returns the trial's objective values (:meth:`TrialResult.objective_values`, one float for a
     single-objective study). Per seed, :func:`seed_result` reads the fit's ``summary.json`` and
@@ -310,12 +324,12 @@ class Objective:
         """Run name ``<study>-t<trial>-s<seed>``; trial, cell, factors and nuisance at the top of its config;
         the seed's verdict (:class:`SeedVerdict`) in its summary."""
         s = self.space
-        config = self.sweep_keys(trial.number, params, cell)  # seed: seed_everything
+        config = self.sweep_keys(root_number(trial), params, cell)  # seed: seed_everything
         spec = {"class_path": f"{__name__}.SeedVerdict",
                    "init_args": {"metric": s.quality.metric, "direction": s.quality.direction, "worst": s.quality.worst,
                                  **({"collapse_metric": s.collapse["metric"], "at_most": s.collapse["at_most"]}
                                     if s.collapse else {})}}
-        args = ["--run.wandb_name", f"{self.study_name}-t{trial.number}-s{seed}",
+        args = ["--run.wandb_name", f"{self.study_name}-t{root_number(trial)}-s{seed}",
                 "--run.wandb_config", json.dumps(config)]
         # (a population's run has no one-seed verdict: each seed gets a run of its own after the fit, replica_run)
         return args + ([f"--trainer.callbacks+={json.dumps(spec)}"] if verdict else [])
@@ -341,12 +355,11 @@ class Objective:
         return [f"{short(k)}={params[k]}" for k in self.space.factors]
 
     def run_trial(self, trial: optuna.Trial, params: dict[str, Any], cell: str) -> tuple[float, ...] | float:
-        """One trial on its own: its seeds as one population fit, else one fit per seed."""
-        from ganbench.cli import run
-
+        """One trial on its own: its seeds as one population fit, else one fit per seed (a retry: in the
+        folder of the trial it retries, each fit read back or resumed, :func:`run_fit`)."""
         space = self.space
         tags = self.tags(params)
-        out = self.trial_dir(trial.number)
+        out = self.trial_dir(root_number(trial))
         seeds = self.run_population(trial, params, cell, out)
         if seeds is None:  # one fit per seed
             seeds = []
@@ -358,9 +371,9 @@ class Objective:
                                        *self.extra_args])
                 _CURRENT["trial"] = trial
                 try:
-                    code, rejected = run(argv), None
+                    (code, error), rejected = run_fit(argv, run_dir), None
                 except GanbenchError as err:
-                    code, rejected = 2, err
+                    code, error, rejected = 2, None, err
                 finally:
                     _CURRENT["trial"] = None
                 if code == 2:  # the model or data refused this combination: a recorded, skipped trial
@@ -368,7 +381,7 @@ class Objective:
                     trial.set_user_attr("invalid", reason)
                     _write_trial_summary(out, {"state": "PRUNED", "params": params, "invalid": reason})
                     raise optuna.TrialPruned(reason)
-                seeds.append(seed_result(space, seed, code, run_dir))
+                seeds.append(seed_result(space, seed, code, run_dir, error=error))
                 self.record_runs(trial, seeds)
                 if i == 0 and pruning:
                     step = _pruned_step(trial)
@@ -383,20 +396,31 @@ class Objective:
         """Score a trial from its seeds' results, whichever fit they came from: user attributes, intermediate
         values, W&B, ``trial_NNNNN/summary.json`` (with ``record`` added); returns its objective values."""
         space = self.space
+        trial.set_user_attr("seed_status", [s.status for s in seeds])
+        missing = [s for s in seeds if s.status not in MEASURED]
+        if missing:  # never scored: the trial FAILs and a rerun of the sweep retries it
+            raise NotMeasured(missing[0].status, missing[0].error or "")
         result = aggregate(space, seeds)
         attrs = {k: v for k, v in asdict(result).items() if k != "seeds"}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        trial.set_user_attr("seed_status", [s.status for s in seeds])
         trial.set_user_attr("seed_quality", [s.quality for s in seeds])
         trial.set_user_attr("seed_diverged_reason", [s.reason or "" for s in seeds])
         trial.set_user_attr("diverged", result.diverged_frac > 0)
         self.report_history(trial, seeds[0])
         self.publish(trial, seeds, attrs)
-        _write_trial_summary(self.trial_dir(trial.number),
+        _write_trial_summary(self.trial_dir(root_number(trial)),
                              {"state": "COMPLETE", "params": params, **(record or {}), **asdict(result)})
         values = result.objective_values(space.objectives)
         return values[0] if len(values) == 1 else values
+
+    def record_failure(self, trial: optuna.Trial, err: NotMeasured) -> None:
+        """A trial that measured nothing: why (``not_measured``: the first such seed's status) and its error line
+        (``error``) in its user attributes and in ``trial_NNNNN/summary.json``; Optuna records it as FAIL."""
+        trial.set_user_attr("not_measured", err.status)
+        trial.set_user_attr("error", err.error)
+        _write_trial_summary(self.trial_dir(root_number(trial)), {"state": "FAIL", "params": trial.params,
+                                                                 "not_measured": err.status, "error": err.error})
 
     def run_population(self, trial: optuna.Trial, params: dict[str, Any], cell: str,
                        out: Path) -> list[SeedResult] | None:
@@ -404,8 +428,6 @@ class Objective:
         fit with seed ``seeds[0] + r``), when the study allows it and its seeds are consecutive.
         None when they run one fit each: the family (or an option) cannot be batched, the study
         prunes (the pruner follows one fit), or ``population: false`` in the sweep file."""
-        from ganbench.cli import run
-
         space = self.space
         seeds = list(space.seeds)
         if (not space.population or len(seeds) < 2 or seeds != list(range(seeds[0], seeds[0] + len(seeds)))
@@ -417,12 +439,12 @@ class Objective:
                               [*QUIET, "--model.init_args.population", str(len(seeds)),
                                *self.wandb_args(trial, params, cell, name, verdict=False), *self.extra_args])
         try:
-            code = run(argv)
+            code, error = run_fit(argv, run_dir)
         except GanbenchError:
-            code = 2
+            code, error = 2, None
         if code == 2:  # not batchable, or an invalid cell: the seeds run one by one and the first says which
             return None
-        results = [seed_result(space, seed, code, run_dir, replica=r) for r, seed in enumerate(seeds)]
+        results = [seed_result(space, seed, code, run_dir, replica=r, error=error) for r, seed in enumerate(seeds)]
         self.record_runs(trial, results)
         return results
 
@@ -434,9 +456,10 @@ class Objective:
         (:attr:`SweepSpace.shared`), which the fit takes from the first trial. The fit runs in
         ``batch_<first trial>/`` with ``batch.json`` mapping each trial to its replicas; each trial's seeds
         are read as :meth:`run_population` reads them. A fit the model refuses (an invalid cell, a family or
-        option that cannot be batched) raises its :class:`GanbenchError`, and nothing is recorded."""
+        option that cannot be batched) raises its :class:`GanbenchError`, and nothing is recorded. Trials are
+        named by :func:`root_number`, so a retried batch is the same fit, resumed; a member given as a
+        FrozenTrial (finished before the retry) trains again and is not recorded."""
         from ganbench.callbacks import write_json_atomic
-        from ganbench.cli import run
 
         space = self.space
         seeds = list(space.seeds)
@@ -446,7 +469,7 @@ class Objective:
             if any(other[k] != v for k, v in shared.items()):
                 raise ValueError(f"trial {trial.number} differs from trial {first.number} in a parameter the "
                                  f"trials of a population fit share ({', '.join(space.shared)})")
-        numbers = [t.number for t, _, _ in batch]
+        numbers = [root_number(t) for t, _, _ in batch]
         label, seed_label = "+".join(map(str, numbers)), _span(seeds)
         run_dir = self.batch_dir(numbers[0])
         overrides = [space.replica_overrides(p) for _, p, _ in batch]
@@ -460,7 +483,7 @@ class Objective:
                                json.dumps([o for o in overrides for _ in seeds]),
                                "--run.wandb_name", f"{self.study_name}-t{label}-s{seed_label}",
                                "--run.wandb_config", json.dumps(config), *self.extra_args])
-        code = run(argv)  # a refusal raises GanbenchError
+        code, error = run_fit(argv, run_dir)  # a refusal raises GanbenchError
         if code == 2:
             raise GanbenchError("rejected by ganbench fit")
         replicas = [list(range(k * len(seeds), (k + 1) * len(seeds))) for k in range(len(batch))]
@@ -470,8 +493,10 @@ class Objective:
             "population_overrides": {str(n): o for n, o in zip(numbers, overrides)}})
         results = []
         for (trial, _, _), mine in zip(batch, replicas):
-            seeds_of_trial = [seed_result(space, seed, code, run_dir, replica=r) for seed, r in zip(seeds, mine)]
-            self.record_runs(trial, seeds_of_trial)
+            seeds_of_trial = [seed_result(space, seed, code, run_dir, replica=r, error=error)
+                              for seed, r in zip(seeds, mine)]
+            if isinstance(trial, optuna.Trial):
+                self.record_runs(trial, seeds_of_trial)
             results.append(seeds_of_trial)
         return results
 
@@ -532,13 +557,14 @@ class Objective:
         entry = entries[seed.replica] if seed.replica < len(entries) else {}
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         opts = dict(config.get("run") or {})
-        name = f"{self.study_name}-t{trial.number}-s{seed.seed}"
+        name = f"{self.study_name}-t{root_number(trial)}-s{seed.seed}"
         tags = [t for t in opts.get("wandb_tags") or [] if not t.startswith(("seeds=", "trials="))] + \
             [f"seed={seed.seed}"]
         config["seed_everything"], config["run"] = seed.seed, {**opts, "wandb_name": name, "wandb_tags": tags}
         config.update(opts.get("wandb_config") or {})  # as ConfigToLoggers does for a fit
         config.pop("trials", None)  # a batch's fit: this seed's own trial, its own nuisance values
-        config.update(self.sweep_keys(trial.number, trial.params, trial.user_attrs.get("cell", config.get("cell"))))
+        cell = trial.user_attrs.get("cell", config.get("cell"))
+        config.update(self.sweep_keys(root_number(trial), trial.params, cell))
         for path, nuisance, _ in self.space.replica_bind:
             _set_existing(config, path, trial.params[nuisance])
         config["replica"] = seed.replica
@@ -546,7 +572,7 @@ class Objective:
                    "quality": seed.quality, "initial_quality": seed.initial, "diverged": seed.reason is not None,
                    "diverged_reason": seed.reason or "", "collapsed": collapsed(self.space, seed), **result}
         several = len(entries) > len(self.space.seeds)  # a batch of trials: seeds repeat across its trials
-        out = run_dir / (f"t{trial.number}-s{seed.seed}" if several else f"seed_{seed.seed}")
+        out = run_dir / (f"t{root_number(trial)}-s{seed.seed}" if several else f"seed_{seed.seed}")
         out.mkdir(parents=True, exist_ok=True)
         with wandb.init(project=opts.get("wandb_project"), group=opts.get("wandb_group"), name=name, tags=tags,
                         config=config, dir=str(out), mode="offline" if fit_run.name.startswith("offline-") else None,

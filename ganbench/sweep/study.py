@@ -4,22 +4,22 @@ Storage URLs:
 
 * ``sqlite:///sweeps/NAME.db`` (default) and any SQLAlchemy URL (``postgresql://user@host/db``):
   :class:`optuna.storages.RDBStorage` with a heartbeat — a trial whose process stops beating for
-  ``grace_period`` seconds (default 2 × ``heartbeat_interval``) is marked FAIL and
-  :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` enqueues a copy of its parameters, which the
-  next worker runs first;
+  ``grace_period`` seconds (default 2 × ``heartbeat_interval``) is marked FAIL;
 * ``journal:///path/to/study.log``: :class:`optuna.storages.JournalStorage` over a shared file
   (NFS), for many machines without a database server. Optuna's journal storage has no heartbeat,
   so a killed trial stays RUNNING there.
 
 ``--n-trials N`` is the number of finished (COMPLETE or PRUNED) trials the study should hold: a
-call runs ``N - finished`` more, split over its ``--workers`` processes, so a killed study resumes
+call first re-enqueues the FAIL trials that measured nothing (:func:`ganbench.sweep.resume.enqueue_retries`:
+interrupted, crashed, or failed by the heartbeat), whose fits resume from their checkpoints, and runs
+``N - finished`` trials in all, shared by its ``--workers`` processes, so a stopped or killed study resumes
 where it stopped (``load_if_exists``). Spawned workers die with the ``ganbench sweep`` process that
 started them (:func:`die_with_parent`), so a killed sweep leaves nothing running that would add trials
-beyond ``N`` once it is rerun.
+beyond ``N`` once it is rerun; SIGTERM/SIGINT stop it in order (:class:`ganbench.sweep.resume.StopSignals`).
 
-``--population-trials K`` (:func:`optimize_batches`): each worker asks Optuna for K trials at a time that
-share the cell and the structural nuisance (:func:`ask_batch`), trains them as one population fit and tells
-each trial its own result.
+``--population-trials K`` (:func:`ganbench.sweep.loop.optimize_batches`): each worker asks Optuna for K trials
+at a time that share the cell and the structural nuisance (:func:`ganbench.sweep.loop.ask_batch`), trains them
+as one population fit and tells each trial its own result.
 """
 
 from __future__ import annotations
@@ -37,13 +37,14 @@ import optuna
 from optuna.trial import TrialState
 
 from ganbench import GanbenchError
+from ganbench.sweep.resume import STOP, OrdinalRandomSampler, enqueue_retries
 from ganbench.sweep.space import SweepSpace, load_space
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 #: sampler name → factory(seed, n_objectives); random sampling keeps the per-cell distributions unbiased
 SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler() if seed is None else OrdinalRandomSampler(seed),
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
     "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
 }
@@ -72,9 +73,8 @@ def make_storage(url: str, space: SweepSpace | None = None) -> optuna.storages.B
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             kwargs: dict[str, Any] = {}
             if space is not None and space.heartbeat_interval > 0:
-                kwargs = {"heartbeat_interval": space.heartbeat_interval, "grace_period": space.grace_period,
-                          "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                              max_retry=space.max_retry)}
+                # a stale trial is failed; the next `ganbench sweep` retries it (enqueue_retries)
+                kwargs = {"heartbeat_interval": space.heartbeat_interval, "grace_period": space.grace_period}
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
     except Exception as err:  # sqlalchemy's OperationalError / ArgumentError / missing driver
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -153,18 +153,15 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def split(n: int, k: int) -> list[int]:
-    """``n`` trials over ``k`` workers, as evenly as possible (the first ones get one more)."""
-    return [n // k + (1 if i < n % k else 0) for i in range(k)]
-
-
-def worker(config: str, storage_url: str, study_name: str, n_trials: int, runs_root: str, index: int,
+def worker(config: str, storage_url: str, study_name: str, budget: Any, runs_root: str, index: int,
            threads: int, extra_args: list[str] | None = None, population_trials: int = 1) -> int:
-    """One sweep worker: load the study and run ``n_trials`` trials (a spawned process or the caller), in
-    batches of ``population_trials`` when that is above 1."""
+    """One sweep worker: load the study and run trials while ``budget`` (an object with a ``value``: the trials
+    this sweep call still starts, :class:`ganbench.sweep.loop.Budget`) lasts, in batches of ``population_trials``
+    when that is above 1 (a spawned process or the caller). Returns 0, or 128 + the signal that stopped it."""
     import torch
 
     from ganbench.callbacks.log import quiet_library_noise
+    from ganbench.sweep.loop import Budget, optimize_batches
     from ganbench.sweep.objective import Objective
 
     torch.set_num_threads(max(1, threads))
@@ -176,129 +173,14 @@ def worker(config: str, storage_url: str, study_name: str, n_trials: int, runs_r
     warnings.filterwarnings("ignore", module="lightning")
     space = load_space(config)
     storage = make_storage(storage_url, space)
-    seed = None if os.environ.get("GANBENCH_SWEEP_SEED") is None else int(os.environ["GANBENCH_SWEEP_SEED"]) + index
+    seed = None if os.environ.get("GANBENCH_SWEEP_SEED") is None else int(os.environ["GANBENCH_SWEEP_SEED"])
+    if seed is not None and space.sampler != "random":  # random draws depend on the trial, not on the worker
+        seed += index
     study = open_study(space, storage, study_name, seed)
     objective = Objective(space, study_name, Path(runs_root), extra_args,
                           artifact_dir=artifact_dir(storage_url, study_name, runs_root))
-    if population_trials > 1:
-        optimize_batches(study, objective, n_trials, population_trials)
-    else:
-        study.optimize(objective, n_trials=n_trials, catch=(), gc_after_trial=True)
-    return 0
-
-
-def ask_batch(study: optuna.Study, objective: Any, size: int, first: optuna.Trial | None = None,
-              asked: Callable[[optuna.Trial], None] = lambda trial: None
-              ) -> tuple[list[tuple[optuna.Trial, dict[str, Any], str]], optuna.Trial | None]:
-    """Up to ``size`` new trials that can train as one population fit: ``first`` (else a new trial) is sampled
-    as usual; the others are asked with the study's sampler wrapped in :class:`optuna.samplers.PartialFixedSampler`,
-    which returns the first trial's values for the parameters the trials of a fit share (the factors and the
-    structural nuisance, :attr:`SweepSpace.shared`) and lets the sampler draw every other parameter afresh.
-
-    Why not ``study.enqueue_trial(shared)`` and ``study.ask()``: an enqueued trial is a WAITING trial in the
-    shared storage, and any worker's next ``ask`` pops it, so with several workers one worker's partial trial
-    would become another's. The wrapped sampler lives in this process only. Waiting trials exist all the same
-    (the heartbeat's retry of a failed trial): one whose fixed parameters disagree with the batch's shared
-    values ends the batch early and is returned, to lead the next batch. ``asked`` is called with every trial
-    as soon as it exists."""
-    def ask() -> optuna.Trial:
-        with warnings.catch_warnings():  # (its heartbeat is started by the caller: ``asked``)
-            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
-            trial = study.ask()
-        asked(trial)
-        return trial
-
-    first = first if first is not None else ask()
-    params, cell = objective.suggest(first)
-    fixed = {key: params[key] for key in objective.space.shared}
-    batch = [(first, params, cell)]
-    base = study.sampler
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.sampler = optuna.samplers.PartialFixedSampler(fixed, base)
-    try:
-        while len(batch) < size:
-            trial = ask()
-            own = trial.storage.get_trial(trial._trial_id).system_attrs.get("fixed_params") or {}
-            if any(key in own and own[key] != value for key, value in fixed.items()):
-                return batch, trial
-            batch.append((trial, *objective.suggest(trial)))
-    finally:
-        study.sampler = base
-    return batch, None
-
-
-def optimize_batches(study: optuna.Study, objective: Any, n_trials: int, k: int) -> None:
-    """``n_trials`` trials in batches of ``k``, through Optuna's ask-and-tell interface.
-
-    The trials of a batch (:func:`ask_batch`) train as one population fit (:meth:`Objective.run_batch`); each
-    is then scored and told its own result exactly as if it had run alone (:meth:`Objective.finish`, the code
-    every trial is scored with). A batch of one trial, and each trial of a batch whose fit the model refuses (an
-    invalid cell, an option that cannot be batched), runs as without batching (:meth:`Objective.run_trial`,
-    which records an invalid cell as PRUNED with the model's reason). Nothing is pruned inside a batch: its
-    trials train as one fit, which no trial can stop alone; each trial's quality curve is reported as its
-    intermediate values after the fit. As ``study.optimize`` does: stale trials are failed before each batch,
-    every asked trial beats until it is told (storages with a heartbeat), and an exception fails every trial
-    not yet told and ends the worker."""
-    import gc
-    import sys
-
-    from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
-
-    storage = study._storage
-    beating: dict[int, tuple[optuna.Trial, Any]] = {}  # asked, not yet told
-
-    def asked(trial: optuna.Trial) -> None:
-        beat = get_heartbeat_thread(trial._trial_id, storage)
-        beat.start()
-        beating[trial._trial_id] = (trial, beat)
-
-    def tell(trial: optuna.Trial, run: Callable[..., Any], *args: Any) -> None:
-        try:
-            values, state = run(trial, *args), None
-        except optuna.TrialPruned:
-            values, state = None, TrialState.PRUNED
-        beating.pop(trial._trial_id)[1].join()
-        study.tell(trial, values, state=state)
-
-    done, carried = 0, None
-    try:
-        while done < n_trials:
-            if is_heartbeat_enabled(storage):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
-            batch, carried = ask_batch(study, objective, min(k, n_trials - done), carried, asked)
-            results, refused = None, None
-            if len(batch) > 1:
-                try:
-                    results = objective.run_batch(batch)
-                except GanbenchError as err:
-                    refused = err
-            for i, (trial, params, cell) in enumerate(batch):
-                if results is None:
-                    tell(trial, objective.run_trial, params, cell)
-                else:
-                    record = {"batch": str(objective.batch_dir(batch[0][0].number).resolve()),
-                              "replicas": [s.replica for s in results[i]]}
-                    tell(trial, objective.finish, params, results[i], record)
-            done += len(batch)
-            gc.collect()
-            if refused is not None and "invalid" not in storage.get_trial(batch[0][0]._trial_id).user_attrs:
-                # a valid cell whose fit cannot be batched (convolutional networks, image metrics, ...); an
-                # invalid cell's trials are recorded as such, and batching goes on with the next cell
-                numbers = ", ".join(str(t.number) for t, _, _ in batch)
-                print(f"ganbench: trials {numbers} cannot train as one population fit ({refused}); they ran on their "
-                      f"own, and so do this worker's {n_trials - done} other trials", file=sys.stderr)
-                if carried is not None:  # asked for the next batch: it runs on its own too
-                    tell(carried, objective)
-                    done += 1
-                study.optimize(objective, n_trials=max(n_trials - done, 0), catch=(), gc_after_trial=True)
-                return
-    finally:  # an exception (or Ctrl-C): the trials not told fail, as study.optimize fails its trial
-        for trial, beat in list(beating.values()):
-            beat.join()
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    optimize_batches(study, objective, Budget(budget), population_trials)
+    return STOP.exit_code if STOP.stopped else 0
 
 
 def die_with_parent(parent: int, poll_s: float = 1.0) -> None:
@@ -331,11 +213,13 @@ def _spawned(parent: int, *args: Any) -> None:
     import sys
 
     die_with_parent(parent)
+    STOP.install()
     try:
-        worker(*args)
+        code = worker(*args)
     except GanbenchError as err:
         print(f"ganbench: error: {err}", file=sys.stderr)
         sys.exit(2)
+    sys.exit(code)
 
 
 def batch_size(space: SweepSpace, k: int) -> tuple[int, str | None]:
@@ -356,9 +240,14 @@ def batch_size(space: SweepSpace, k: int) -> tuple[int, str | None]:
 def run_sweep(config: str, storage_url: str | None, study_name: str | None, n_trials: int, workers: int,
               runs_root: str | None = None, threads: int | None = None, extra_args: list[str] | None = None,
               progress: bool = True, population_trials: int = 1) -> optuna.Study:
-    """Validate, open the study, fail stale trials, and run the missing trials on ``workers`` processes
-    (in population fits of ``population_trials`` trials each, :func:`optimize_batches`)."""
+    """Validate, open the study, fail stale trials, enqueue the retries of trials that measured nothing, and run
+    the missing trials on ``workers`` processes (in population fits of ``population_trials`` trials each,
+    :func:`ganbench.sweep.loop.optimize_batches`). A SIGTERM/SIGINT stops it (:data:`ganbench.sweep.resume.STOP`):
+    :class:`ganbench.sweep.resume.SweepStopped` is raised once every worker has recorded its trials."""
     import sys
+    from types import SimpleNamespace
+
+    from ganbench.sweep.resume import SweepStopped
 
     space = load_space(config)
     url = storage_url or default_storage(space)
@@ -376,35 +265,48 @@ def run_sweep(config: str, storage_url: str | None, study_name: str | None, n_tr
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+    retried = enqueue_retries(study, space.max_retry)
+    if retried:
+        print(f"ganbench: resuming trial{'s' if len(retried) > 1 else ''} {', '.join(map(str, retried))} (they "
+              "measured nothing: interrupted, killed or crashed); their fits continue from their checkpoints",
+              file=sys.stderr)
     todo = max(0, n_trials - finished_count(study))
     runs_root = runs_root or str(Path("runs") / "sweeps")
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    shares = [s for s in split(todo, workers) if s > 0]
+    n_procs = min(workers, todo)
     stop = threading.Event()
     bar = threading.Thread(target=_progress, args=(study, n_trials, stop), daemon=True) if progress else None
     if bar is not None:
         bar.start()
+    procs: list[Any] = []
+    STOP.forward_to = lambda: [p.pid for p in procs if p.pid is not None and p.exitcode is None]
+    STOP.install(announce=True)
     try:
-        if len(shares) == 1:
-            worker(config, url, name, shares[0], runs_root, 0, threads, extra_args, population_trials)
-        elif shares:
+        if n_procs == 1:
+            worker(config, url, name, SimpleNamespace(value=todo), runs_root, 0, threads, extra_args,
+                   population_trials)
+        elif n_procs:
             ctx = mp.get_context("spawn")
-            procs = [ctx.Process(target=_spawned,
-                                 args=(os.getpid(), config, url, name, share, runs_root, i, threads, extra_args,
-                                       population_trials))
-                     for i, share in enumerate(shares)]
+            budget = ctx.Value("i", todo)
+            procs += [ctx.Process(target=_spawned, args=(os.getpid(), config, url, name, budget, runs_root, i,
+                                                         threads, extra_args, population_trials))
+                      for i in range(n_procs)]
             for p in procs:
                 p.start()
             for p in procs:
                 p.join()
             bad = [p.exitcode for p in procs if p.exitcode]
-            if bad:
+            if bad and not STOP.stopped:
                 raise GanbenchError(f"{len(bad)} of {len(procs)} sweep workers failed (exit codes {bad}); "
                                     f"rerun the same command to resume study {name}")
     finally:
+        STOP.restore()
+        STOP.forward_to = lambda: []
         stop.set()
         if bar is not None:
             bar.join()
+    if STOP.stopped:
+        raise SweepStopped(STOP.exit_code, name)
     return study
 
 
