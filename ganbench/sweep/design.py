@@ -142,7 +142,9 @@ def alias_lines(cells: np.ndarray, sizes: Sequence[int], names: Sequence[str],
     extra = {k: v for k, v in model_blocks(cells, sizes, names, others).items() if ":" in k}
     if not extra:
         return lines + ["no aliasing: every effect up to two-factor interactions is estimable"]
-    alias = np.linalg.lstsq(x1, np.column_stack(list(extra.values())), rcond=None)[0]
+    x2 = np.column_stack(list(extra.values()))
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=0), 1e-300)  # noqa: E731 (1: a column fully aliased)
+    alias = np.linalg.lstsq(unit(x1), unit(x2), rcond=None)[0]
     starts = np.cumsum([1] + [b.shape[1] for b in kept.values()])
     cols = np.cumsum([0] + [b.shape[1] for b in extra.values()])
     for (name, block), s in zip(kept.items(), starts):
