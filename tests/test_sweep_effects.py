@@ -128,3 +128,56 @@ def test_effects_table_and_forest_plot(tmp_path):
     assert len([r for r in rows if r["outcome"] == "quality"]) == (5 + 4) + (4 + 3)  # levels + differences
     path = plot_forest(result, tmp_path / "effects.png")
     assert path.stat().st_size > 10_000
+
+
+def test_leaderboard_effects_section_of_a_designed_study(tmp_path):
+    """A 2 x 2 factorial with 3 trials per cell written through Optuna: effects.csv holds each level's main
+    effect = its marginal mean of trial medians minus the mean of the two marginal means (balanced)."""
+    import csv
+    from pathlib import Path
+
+    import optuna
+    import yaml
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState
+
+    from ganbench.sweep.leaderboard import build_leaderboard
+    from ganbench.sweep.space import parse_space
+    from ganbench.sweep.study import open_study
+
+    raw = yaml.safe_load(Path("sweeps/toy_stability_3k.yaml").read_text())
+    raw.update(sampler="random", design="factorial", replicates=3,
+               factors={"model.init_args.loss": ["ns", "hinge"], "model.init_args.d_norm": ["layer", "spectral"]})
+    space = parse_space(raw, "designed.yaml")
+    study = open_study(space, optuna.storages.InMemoryStorage(), "designed")
+    dists = {k: CategoricalDistribution(v) for k, v in space.factors.items()}
+    dists.update({n: FloatDistribution(v.low, v.high, log=v.log) for n, v in space.nuisance.items()
+                  if not v.integer})
+    rng = np.random.default_rng(0)
+    medians: dict[tuple[str, str], list[float]] = {}
+    for loss in ("ns", "hinge"):
+        for norm in ("layer", "spectral"):
+            for _ in range(3):
+                seeds = (1.0 + 0.4 * (loss == "hinge") - 0.2 * (norm == "spectral") + rng.normal(0, 0.1, 5)).tolist()
+                medians.setdefault((loss, norm), []).append(float(np.median(seeds)))
+                params = {"model.init_args.loss": loss, "model.init_args.d_norm": norm, "lr": 1e-3, "beta1": 0.5,
+                          "beta2": 0.95}
+                study.add_trial(optuna.trial.create_trial(
+                    params=params, distributions={k: dists[k] for k in params}, state=TrialState.COMPLETE,
+                    values=[float(np.median(seeds)), 0.0], user_attrs={
+                        "cell": f"loss={loss} d_norm={norm}", "quality": float(np.median(seeds)), "diverged_frac": 0.0,
+                        "collapsed_frac": 0.0, "spread": 0.0, "oscillation": 0.0, "seed_quality": seeds,
+                        "seed_status": ["completed"] * 5}))
+    build_leaderboard(study, tmp_path, wandb_log=False, show=False)
+    with open(tmp_path / "effects.csv") as f:
+        rows = {(r["outcome"], r["term"], r["level"]): r for r in csv.DictReader(f)}
+    hinge = np.mean(medians["hinge", "layer"] + medians["hinge", "spectral"])
+    ns = np.mean(medians["ns", "layer"] + medians["ns", "spectral"])
+    assert float(rows["quality", "loss", "hinge"]["estimate"]) == pytest.approx(hinge - (hinge + ns) / 2, abs=1e-12)
+    assert float(rows["quality", "loss", "hinge vs ns"]["estimate"]) == pytest.approx(hinge - ns, abs=1e-12)
+    lo, hi = float(rows["quality", "loss", "hinge vs ns"]["lo"]), float(rows["quality", "loss", "hinge vs ns"]["hi"])
+    assert lo < 0.4 < hi and hi - lo < 0.3
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "## Effects" in md and "quality: loss=hinge raises median val/w1_exact_1k by" in md
+    assert "| d_norm | spectral | 6 | 100% | lr 0.001–0.001, beta1 0.5–0.5, beta2 0.95–0.95 |" in md
+    assert (tmp_path / "effects_all.png").is_file() and "effects_all" in (tmp_path / "report.html").read_text()

@@ -76,7 +76,8 @@ def main(argv: list[str]) -> int:
             print(batching(space, args.population_trials))
         from ganbench.sweep.design import describe
 
-        print(describe(space))
+        if space.design.kind != "random":
+            print(describe(space))
         return 0
     study = run_sweep(args.config, args.storage, args.study_name, args.n_trials, args.workers,
                       runs_root=args.runs_root, threads=args.threads, progress=not args.no_progress,
