@@ -157,3 +157,60 @@ def test_check_prints_the_design_and_its_aliasing(tmp_path, capsys):
     assert out[out.index("alias structure (largest alias coefficient per effect):") + 1].startswith("  dataset: ")
     assert any(line.startswith("  loss:penalty: ") for line in out)
     assert any(line.startswith("refused cells: d_norm=batch with penalty=dragan") for line in out)
+    mde = out[out.index(next(x for x in out if x.startswith("smallest detectable difference"))) + 1]
+    # 160 runs: (t_0.975 + t_0.8) x 2 / sqrt(160) = 0.45 sigma unconstrained; the 15 replaced cells and the
+    # 12 loss:penalty columns make it 0.46
+    assert mde.startswith("  dataset 0.46 sigma, loss ")
+    assert any(line.startswith("estimated wall time with --workers 1: ") for line in out)
+
+
+def test_detectable_difference_of_a_two_level_factor_is_the_noncentral_t_solution():
+    """Orthonormal two-level contrast over N balanced runs: the level difference has SE 2 sigma / sqrt(N)."""
+    from scipy.stats import nct, t
+
+    from ganbench.sweep.plan import detectable
+
+    design = build_design(DesignSpec("fractional", 2), toy_factors())
+    mde = detectable(design)
+    n, params = len(design.runs), 1 + 1 + 4 + 3 + 3 + 1 + 1
+    se, df = 2 / np.sqrt(n), n - params
+    crit = t.ppf(0.975, df)
+    power = nct.sf(crit, df, mde["dataset"] / se) + nct.cdf(-crit, df, mde["dataset"] / se)
+    assert power == pytest.approx(0.8, abs=1e-9)
+    assert mde["dataset"] == pytest.approx(mde["lecam_weight"], rel=1e-12) == pytest.approx(mde["top_k"], rel=1e-12)
+    assert mde["dataset"] < mde["penalty"] < mde["loss"]
+
+
+def test_design_points_are_fixed_trials_and_a_rerun_finishes_exactly_the_design():
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState
+
+    from ganbench.sweep.plan import design_status, enqueue_design
+
+    factors = {"model.init_args.loss": ("ns", "hinge"), "model.init_args.d_norm": ("layer", "spectral")}
+    design = build_design(DesignSpec("factorial", 2), factors, {"lr": Nuisance("lr", 1e-4, 1e-2, log=True)})
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    dists = {**{k: CategoricalDistribution(v) for k, v in factors.items()}, "lr": FloatDistribution(1e-4, 1e-2, log=True)}
+
+    def ask():
+        trial = study.ask(dists)
+        assert trial.params == design.runs[trial.user_attrs["design_point"]]  # the point, nuisance draw included
+        return trial
+
+    assert enqueue_design(study, design)["waiting"] == list(range(8))
+    for _ in range(3):
+        study.tell(ask(), 1.0)
+    study.tell(ask(), state=TrialState.FAIL)
+    running = ask()  # a worker killed in the middle of this trial
+    status = enqueue_design(study, design)  # the rerun: only the failed point is enqueued again
+    assert (status["done"], status["running"], status["waiting"]) == ([0, 1, 2], [4], [3, 5, 6, 7])
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 4
+    study.tell(running, state=TrialState.FAIL)  # its heartbeat expires: failed
+    assert enqueue_design(study, design)["waiting"] == [3, 4, 5, 6, 7]
+    while study.get_trials(states=(TrialState.WAITING,)):
+        study.tell(ask(), 1.0)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(t.user_attrs["design_point"] for t in complete) == list(range(8))
+    assert design_status(study, design)["done"] == list(range(8))
+    assert enqueue_design(study, design)["waiting"] == []

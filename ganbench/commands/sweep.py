@@ -74,10 +74,10 @@ def main(argv: list[str]) -> int:
               f"{plural(space.budget, 'G iteration')} per fit")
         if args.population_trials > 1:
             print(batching(space, args.population_trials))
-        from ganbench.sweep.design import describe
+        if space.design.kind != "random":  # the design, its aliasing, what it detects and how long it takes
+            from ganbench.sweep.plan import plan_lines
 
-        if space.design.kind != "random":
-            print(describe(space))
+            print(plan_lines(space, args.workers))
         return 0
     study = run_sweep(args.config, args.storage, args.study_name, args.n_trials, args.workers,
                       runs_root=args.runs_root, threads=args.threads, progress=not args.no_progress,

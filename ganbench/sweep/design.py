@@ -449,10 +449,7 @@ def design_dict(spec: DesignSpec | None) -> dict[str, Any]:
             "seed": spec.seed}
 
 
-def describe(space: Any) -> str:
+def describe(space: Any, design: Design) -> str:
     """The ``--check`` lines of a space's design: runs, cells, replicates, seeds, refused-cell cost, aliasing."""
-    design = space_design(space)
-    if design is None:  # design: random has no fixed runs and no alias structure
-        return ""
     lines = [design.summary(len(space.seeds)), *design.cost, "alias structure (largest alias coefficient per effect):"]
     return "\n".join([*lines, *(f"  {a}" for a in design.aliases)])
