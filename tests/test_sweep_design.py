@@ -214,3 +214,52 @@ def test_design_points_are_fixed_trials_and_a_rerun_finishes_exactly_the_design(
     assert sorted(t.user_attrs["design_point"] for t in complete) == list(range(8))
     assert design_status(study, design)["done"] == list(range(8))
     assert enqueue_design(study, design)["waiting"] == []
+
+
+@pytest.mark.slow  # 4 short fits, a kill and two reruns: 85 s on two busy cores
+def test_killed_designed_study_reruns_to_exactly_its_design(tmp_path):
+    """`ganbench sweep` on a 2-cell factorial with 2 replicates, SIGKILLed once its first trial is complete;
+    the rerun fails the stale trial (heartbeat), retries its design point and stops with each of the 4
+    points complete exactly once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from tests.test_sweep import TINY
+
+    data = {**TINY, "factors": {"model.init_args.loss": ["ns", "hinge"]}, "design": "factorial", "replicates": 2,
+            "heartbeat_interval": 1, "grace_period": 2, "budget": 30, "metrics_every": 10}
+    path = tmp_path / "designed.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    url = f"sqlite:///{tmp_path / 'designed.db'}"
+    argv = ["sweep", "--config", str(path), "--storage", url, "--runs-root", str(tmp_path / "runs"), "--no-progress",
+            "--no-wandb"]
+    proc = subprocess.Popen([sys.executable, "-m", "ganbench.cli", *argv], env={**os.environ, "WANDB_MODE": "offline"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            time.sleep(0.5)
+            try:
+                trials = optuna.load_study(study_name="tiny", storage=url).get_trials(deepcopy=False)
+            except KeyError:
+                continue
+            if any(t.state == TrialState.COMPLETE for t in trials) and \
+                    any(t.state == TrialState.RUNNING for t in trials):
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    time.sleep(3)  # past the grace period: the running trial's heartbeat is stale
+    assert main(argv) == 0
+    trials = optuna.load_study(study_name="tiny", storage=url).get_trials(deepcopy=False)
+    complete = sorted(t.user_attrs["design_point"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == [0, 1, 2, 3]
+    assert [t.state for t in trials].count(TrialState.FAIL) == 1  # the killed one, retried as a new trial
+    assert main(argv) == 0  # a finished design runs nothing more
+    assert len(optuna.load_study(study_name="tiny", storage=url).get_trials(deepcopy=False)) == len(trials)

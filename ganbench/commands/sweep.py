@@ -17,7 +17,7 @@ def build_parser() -> CommandParser:
     p.add_argument("--config", required=True, help="sweep description, sweeps/NAME.yaml")
     p.add_argument("--storage", default=None,
                    help="sqlite:///PATH.db (default sqlite:///sweeps/NAME.db), postgresql://…, or journal:///PATH.log")
-    p.add_argument("--n-trials", type=int, default=100, help="finished trials the study should hold")
+    p.add_argument("--n-trials", type=int, default=100, help="finished trials the study should hold (a designed study: its design points instead)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes on the same study")
     p.add_argument("--population-trials", type=int, default=1, metavar="K",
                    help="train K trials of one cell (K x seeds replicas) as one population fit; their learning "
@@ -79,7 +79,12 @@ def main(argv: list[str]) -> int:
 
             print(plan_lines(space, args.workers))
         return 0
-    study = run_sweep(args.config, args.storage, args.study_name, args.n_trials, args.workers,
+    n_trials = args.n_trials
+    if space.design.kind != "random":  # the design's points are the trials (--n-trials does not apply)
+        from ganbench.sweep.plan import start_design
+
+        n_trials = start_design(space, args.storage, args.study_name)
+    study = run_sweep(args.config, args.storage, args.study_name, n_trials, args.workers,
                       runs_root=args.runs_root, threads=args.threads, progress=not args.no_progress,
                       population_trials=args.population_trials,
                       extra_args=["--run.wandb", "false"] if args.no_wandb else None)

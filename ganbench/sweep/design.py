@@ -387,7 +387,7 @@ def nuisance_draws(nuisance: dict[str, Any], n: int, seed: int) -> list[dict[str
         else:
             vals = [float(lo + v * (hi - lo)) for v in u[:, j]]
         for row, v in zip(out, vals):
-            row[name] = v
+            row[name] = min(max(v, type(v)(lo)), type(v)(hi))  # rounding of exp(log) never leaves the range
     return out
 
 

@@ -144,3 +144,28 @@ def plan_lines(space: Any, workers: int = 1, power: float = POWER) -> str:
         "(from a pilot study); divergence and collapse rates: at most 50 x that many points",
         "  " + ", ".join(f"{k} {v:.2f} sigma" for k, v in mde.items()),
         f"estimated wall time with --workers {workers}: {seconds / 60:.0f} min ({how})"])
+
+
+def start_design(space: Any, storage_url: str | None, study_name: str | None) -> int:
+    """Before a designed study runs: fail its stale trials (their heartbeat retry keeps the design point),
+    enqueue the design points that are not done, running or waiting, and return the finished-trial count
+    at which the design is complete (``run_sweep``'s ``n_trials``)."""
+    import sys
+    import warnings
+
+    import optuna
+
+    from ganbench.sweep.design import space_design
+    from ganbench.sweep.study import default_storage, finished_count, make_storage, open_study
+
+    design = space_design(space)
+    storage = make_storage(storage_url or default_storage(space), space)
+    study = open_study(space, storage, study_name or space.name)
+    if isinstance(storage, optuna.storages.RDBStorage) and space.heartbeat_interval > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    status = enqueue_design(study, design)
+    print(f"ganbench: {design.summary(len(space.seeds))}; {len(status['done'])} done, {len(status['running'])} "
+          f"running elsewhere, {len(status['waiting'])} to run", file=sys.stderr)
+    return finished_count(study) + len(status["waiting"])
