@@ -44,9 +44,25 @@ def test_named_interaction_doubles_the_fraction_and_is_clear():
     factors = toy_factors()
     spec = DesignSpec("fractional", 1, (("model.init_args.d_norm", "model.init_args.penalty"),))
     design = build_design(spec, factors)
-    assert len(design.runs) == 160 and design.distinct_cells == 160
+    # d_norm:penalty's 9 columns need 32 runs of the 2^6 pseudo-factors; x 5 losses x 2 data sets
+    assert len(design.runs) == 320 and design.distinct_cells == 320
     assert "d_norm:penalty: clear of every two-factor interaction" in design.aliases
     assert "loss: clear of every two-factor interaction" in design.aliases
+    assert "top_k: aliased with d_norm:lecam_weight (0.71)" in design.aliases
+
+
+def test_each_data_set_gets_the_whole_balanced_fraction():
+    """The data set is crossed (its qualities are analysed apart): within each, strength 2 holds."""
+    factors = toy_factors()
+    design = build_design(DesignSpec("fractional"), factors)
+    assert len(design.runs) == 160
+    sizes = [len(v) for v in factors.values()][1:]
+    for d in (0, 1):
+        cells = design.cells[design.cells[:, 0] == d][:, 1:]
+        assert len(cells) == 80
+        for a, b in itertools.combinations(range(len(sizes)), 2):
+            pairs = np.bincount(cells[:, a] * sizes[b] + cells[:, b], minlength=sizes[a] * sizes[b])
+            assert pairs.tolist() == [80 // (sizes[a] * sizes[b])] * (sizes[a] * sizes[b])
 
 
 def test_alias_lines_of_the_half_fraction_of_three_two_level_factors():
@@ -91,10 +107,10 @@ def test_constrained_fraction_has_no_refused_cell_and_reports_the_cost():
     family, fixed = family_of(space.base_config)
     refuse = refusal(space.factors, {**fixed, **space.overrides}, family)
     design = build_design(DesignSpec("fractional", 2), space.factors, space.nuisance, refuse)
-    assert len(design.runs) == 160
+    assert len(design.runs) == 320
     assert all(refuse(run) is None for run in design.runs)
-    # strength 2: (batch, p) appears 80 / 16 = 5 times for each of gp, dragan, r1
-    assert design.cost[0] == "15 of 80 design cells are refused by the model and replaced by D-optimal valid cells"
+    # strength 2: (batch, p) appears 160 / 16 = 10 times for each of gp, dragan, r1
+    assert design.cost[0] == "30 of 160 design cells are refused by the model and replaced by D-optimal valid cells"
     assert design.cost[2].startswith("D-efficiency 0.")
     factorial = build_design(DesignSpec("factorial"), space.factors, None, refuse)
     assert len(factorial.runs) == 640 - 2 * 5 * 3 * 2 * 2
@@ -148,19 +164,19 @@ def test_bad_design_key_is_one_line_before_any_trial(case, tmp_path, capsys):
 
 def test_check_prints_the_design_and_its_aliasing(tmp_path, capsys):
     path = tmp_path / "designed.yaml"
-    path.write_text(yaml.safe_dump({**TOY_RAW, "design": "fractional", "replicates": 2,
+    path.write_text(yaml.safe_dump({**TOY_RAW, "design": "fractional", "replicates": 1,
                                     "interactions": [["loss", "penalty"]]}, sort_keys=False))
     assert main(["sweep", "--config", str(path), "--check"]) == 0
     out = capsys.readouterr().out.splitlines()
-    # loss (5 levels) is crossed with the fraction, so loss:penalty costs no runs
-    assert "design fractional: 160 runs = 80 cells x 2 replicate(s), 5 seed(s) each = 800 fits" in out
+    # loss (5 levels) and the data set are crossed with the fraction, so loss:penalty costs no runs
+    assert "design fractional: 160 runs = 160 cells x 1 replicate(s), 5 seed(s) each = 800 fits" in out
     assert out[out.index("alias structure (largest alias coefficient per effect):") + 1].startswith("  dataset: ")
     assert any(line.startswith("  loss:penalty: ") for line in out)
     assert any(line.startswith("refused cells: d_norm=batch with penalty=dragan") for line in out)
     mde = out[out.index(next(x for x in out if x.startswith("smallest detectable difference"))) + 1]
-    # 160 runs: (t_0.975 + t_0.8) x 2 / sqrt(160) = 0.45 sigma unconstrained; the 15 replaced cells and the
-    # 12 loss:penalty columns make it 0.46
-    assert mde.startswith("  dataset 0.46 sigma, loss ")
+    # 160 runs: (t_0.975 + t_0.8) x 2 / sqrt(160) = 0.45 sigma for a two-level factor; the 30 replaced cells
+    # cost d_norm most (0.96 sigma against 0.63 without refused cells)
+    assert mde.startswith("  dataset 0.45 sigma, loss 0.72 sigma, d_norm 0.96 sigma, ")
     assert any(line.startswith("estimated wall time with --workers 1: ") for line in out)
 
 
@@ -170,7 +186,7 @@ def test_detectable_difference_of_a_two_level_factor_is_the_noncentral_t_solutio
 
     from ganbench.sweep.plan import detectable
 
-    design = build_design(DesignSpec("fractional", 2), toy_factors())
+    design = build_design(DesignSpec("fractional", 1), toy_factors())
     mde = detectable(design)
     n, params = len(design.runs), 1 + 1 + 4 + 3 + 3 + 1 + 1
     se, df = 2 / np.sqrt(n), n - params

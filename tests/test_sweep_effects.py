@@ -28,10 +28,10 @@ SIZES = [len(v) for v in FACTORS.values()]
 
 
 def simulate(study: int, rng: np.random.Generator, seeds: int = 5, tau: float = 0.15, sigma: float = 0.2):
-    """One designed study (toy fraction, 2 replicates, its own Sobol draws): per seed, quality = 1 + the
+    """One designed study (toy fraction: 160 cells, one trial each, its own Sobol draws): per seed, quality = 1 + the
     levels' effects + 0.5 (log10 lr + 3)^2 (a nuisance effect, shared by the trial's seeds) + N(0, tau) per
     trial (the rest of the hyper-parameter luck) + N(0, sigma) per seed."""
-    design = build_design(DesignSpec("fractional", 2, (), study), FACTORS, NUISANCE)
+    design = build_design(DesignSpec("fractional", 1, (), study), FACTORS, NUISANCE)
     trials = []
     for run in design.runs:
         mean = 1.0 + sum(TRUE[k][FACTORS[k].index(run[k])] for k in FACTORS)

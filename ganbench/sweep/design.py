@@ -7,7 +7,8 @@
   effect and every two-factor interaction named under ``interactions`` is clear of every other
   one of them (strength 2 for the main effects: every level of every factor equally often,
   every pair of main-effect columns orthogonal). A factor whose level count is not a power of
-  two (5 losses) is crossed with that fraction in full, which keeps both properties.
+  two (5 losses), and the data set (whose qualities are analysed apart), are crossed with that
+  fraction in full, which keeps both properties within every data set.
 * ``random``: Optuna's sampler chooses cells (the behaviour without ``design``).
 
 Cells the model refuses (a batch-dependent D normalization with a per-sample penalty,
@@ -172,12 +173,13 @@ def not_estimable(blocks: dict[str, np.ndarray], n: int) -> str:
 
 
 # ------------------------------------------------------------------------------ fractions
-def _pseudo(sizes: Sequence[int]) -> tuple[list[list[int]], list[int]]:
-    """Pseudo-factor bit positions of every 2^m-level factor (empty for others), and the crossed factors."""
+def _pseudo(sizes: Sequence[int], cross: Sequence[int] = ()) -> tuple[list[list[int]], list[int]]:
+    """Pseudo-factor bit positions of every 2^m-level factor (empty for others), and the crossed factors:
+    those whose level count is not 2^m, and ``cross``."""
     bits, crossed, k = [], [], 0
     for j, s in enumerate(sizes):
         m = s.bit_length() - 1
-        if s > 1 and s == 1 << m:
+        if s > 1 and s == 1 << m and j not in cross:
             bits.append(list(range(k, k + m)))
             k += m
         else:
@@ -220,12 +222,14 @@ def _generators(k: int, p: int, forbidden: set[int]) -> list[int] | None:
     return dfs([], [0])
 
 
-def regular_fraction(sizes: Sequence[int], pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+def regular_fraction(sizes: Sequence[int], pairs: Sequence[tuple[int, int]], cross: Sequence[int] = ()
+                     ) -> np.ndarray:
     """Level indices ``(runs, factors)`` of the smallest regular fraction that keeps the main effects and
-    ``pairs`` estimable and strength 2, crossed with every factor whose level count is not 2^m."""
+    ``pairs`` estimable and strength 2, crossed with every factor whose level count is not 2^m and with
+    the factors ``cross`` (the data set: each data set gets the whole fraction, analysed on its own)."""
     import pyDOE3
 
-    bits, crossed = _pseudo(sizes)
+    bits, crossed = _pseudo(sizes, cross)
     k = sum(map(len, bits))
     forbidden, need = _forbidden(bits, pairs), 1 + sum(s - 1 for s in sizes if s > 1)
     gens: list[int] = []
@@ -399,7 +403,8 @@ def build_design(spec: DesignSpec, factors: dict[str, tuple[Any, ...]], nuisance
     names, levels = list(factors), [tuple(v) for v in factors.values()]
     sizes, pairs = [len(v) for v in levels], _pairs(spec, list(factors))
     grid = full_factorial(sizes)
-    base = grid if spec.kind == "factorial" else regular_fraction(sizes, pairs)
+    data = [j for j, n in enumerate(names) if n.startswith("data.") and n.rsplit(".", 1)[-1] == "dataset"]
+    base = grid if spec.kind == "factorial" else regular_fraction(sizes, pairs, data)
     short = [n.rsplit(".", 1)[-1] for n in names]
 
     def values(row: np.ndarray) -> dict[str, Any]:
