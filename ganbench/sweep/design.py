@@ -328,7 +328,9 @@ class Design:
         return len({tuple(r) for r in self.cells})
 
     def summary(self, seeds: int) -> str:
-        return (f"design {self.spec.kind}: {len(self.runs)} runs = {self.distinct_cells} cells x "
+        points = len(self.runs) // self.spec.replicates
+        again = f" ({points - self.distinct_cells} replacement cell(s) drawn twice)" if points > self.distinct_cells else ""
+        return (f"design {self.spec.kind}: {len(self.runs)} runs = {points} cells{again} x "
                 f"{self.spec.replicates} replicate(s), {seeds} seed(s) each = {len(self.runs) * seeds} fits")
 
 
