@@ -11,8 +11,17 @@ import yaml
 
 from ganbench import GanbenchError
 from ganbench.cli import EXIT_USAGE, main
-from ganbench.sweep.design import (DesignSpec, alias_lines, build_design, coding, family_of, model_blocks,
-                                   nuisance_draws, refusal, regular_fraction)
+from ganbench.sweep.design import (
+    DesignSpec,
+    alias_lines,
+    build_design,
+    coding,
+    family_of,
+    model_blocks,
+    nuisance_draws,
+    refusal,
+    regular_fraction,
+)
 from ganbench.sweep.space import Nuisance, load_space, parse_space
 
 TOY = "sweeps/toy_stability_3k.yaml"
@@ -207,7 +216,8 @@ def test_design_points_are_fixed_trials_and_a_rerun_finishes_exactly_the_design(
     factors = {"model.init_args.loss": ("ns", "hinge"), "model.init_args.d_norm": ("layer", "spectral")}
     design = build_design(DesignSpec("factorial", 2), factors, {"lr": Nuisance("lr", 1e-4, 1e-2, log=True)})
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
-    dists = {**{k: CategoricalDistribution(v) for k, v in factors.items()}, "lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    dists = {k: CategoricalDistribution(v) for k, v in factors.items()}
+    dists["lr"] = FloatDistribution(1e-4, 1e-2, log=True)
 
     def ask():
         trial = study.ask(dists)

@@ -17,7 +17,8 @@ def build_parser() -> CommandParser:
     p.add_argument("--config", required=True, help="sweep description, sweeps/NAME.yaml")
     p.add_argument("--storage", default=None,
                    help="sqlite:///PATH.db (default sqlite:///sweeps/NAME.db), postgresql://…, or journal:///PATH.log")
-    p.add_argument("--n-trials", type=int, default=100, help="finished trials the study should hold (a designed study: its design points instead)")
+    p.add_argument("--n-trials", type=int, default=100,
+                   help="finished trials the study should hold (a designed study: its design points instead)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes on the same study")
     p.add_argument("--population-trials", type=int, default=1, metavar="K",
                    help="train K trials of one cell (K x seeds replicas) as one population fit; their learning "

@@ -329,7 +329,8 @@ class Design:
 
     def summary(self, seeds: int) -> str:
         points = len(self.runs) // self.spec.replicates
-        again = f" ({points - self.distinct_cells} replacement cell(s) drawn twice)" if points > self.distinct_cells else ""
+        twice = points - self.distinct_cells
+        again = f" ({twice} replacement cell(s) drawn twice)" if twice else ""
         return (f"design {self.spec.kind}: {len(self.runs)} runs = {points} cells{again} x "
                 f"{self.spec.replicates} replicate(s), {seeds} seed(s) each = {len(self.runs) * seeds} fits")
 
@@ -426,13 +427,11 @@ def build_design(spec: DesignSpec, factors: dict[str, tuple[Any, ...]], nuisance
     aliases = alias_lines(cells, sizes, short, pairs)
     order = np.random.default_rng(spec.seed).permutation(len(cells) * spec.replicates)
     rows = np.repeat(cells, spec.replicates, axis=0)
-    runs: list[dict[str, Any]] = []
-    for i, row in enumerate(rows):
-        runs.append(values(row))
+    runs = [values(row) for row in rows]
     by_cell: dict[tuple[int, ...], list[int]] = {}
     for i, row in enumerate(rows):
         by_cell.setdefault(tuple(row), []).append(i)
-    for c, (cell, idx) in enumerate(sorted(by_cell.items())):
+    for c, (_, idx) in enumerate(sorted(by_cell.items())):
         for i, draw in zip(idx, nuisance_draws(nuisance or {}, len(idx), spec.seed * 100_003 + c)):
             runs[i].update(draw)
     return Design(spec, tuple(names), tuple(levels), rows[order], tuple(runs[i] for i in order),

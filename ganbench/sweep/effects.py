@@ -182,7 +182,8 @@ def analyse(trials: Sequence[tuple[dict[str, Any], np.ndarray]], factors: dict[s
             ca, cb = coding(sizes[a]), coding(sizes[b])
             for i, va in enumerate(levels[keys[a]]):
                 for jb, vb in enumerate(levels[keys[b]]):
-                    out.effects.append(Effect(outcome, term, f"{va}, {vb}", *fit.contrast(term, np.kron(ca[i], cb[jb]))))
+                    weights = np.kron(ca[i], cb[jb])
+                    out.effects.append(Effect(outcome, term, f"{va}, {vb}", *fit.contrast(term, weights)))
     ok = (y[:, 1] == 0) & (y[:, 2] == 0)
     for k, name in zip(keys, names):
         for v in levels[k]:

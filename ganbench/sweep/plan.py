@@ -66,7 +66,7 @@ def detectable(design: Design, power: float = POWER) -> dict[str, float]:
                 row[start:start + block.shape[1]] = code[i] - code[j]
                 se = max(se, float(np.sqrt(row @ cov @ row)))
         top = 10 * se
-        out[name] = (float(brentq(lambda d: _power(d, se, df) - power, 1e-9 * se, top))
+        out[name] = (float(brentq(lambda d, s=se: _power(d, s, df) - power, 1e-9 * se, top))
                      if _power(top, se, df) > power else math.nan)
     return out
 

@@ -529,7 +529,8 @@ def parse_space(raw: dict[str, Any], where: str, root: Path | None = None) -> Sw
     design = parse_design(raw, factors, where)
     check_design(design, factors, {**init_args_of(base), **overrides}, checker.family, where)
     return SweepSpace(
-        design=design, name=str(raw.get("name") or Path(where).stem), base_config=base_config, budget=budget, seeds=tuple(seeds),
+        design=design, name=str(raw.get("name") or Path(where).stem), base_config=base_config, budget=budget,
+        seeds=tuple(seeds),
         factors=factors, nuisance=nuisance, quality=quality, objectives=tuple(objectives), overrides=dict(overrides),
         bind=dict(bind), collapse=collapse, sampler=sampler, prune=bool(raw.get("prune", True)),
         population=_flag(raw.get("population", True), "population", where),
