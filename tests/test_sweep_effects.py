@@ -146,7 +146,7 @@ def test_leaderboard_effects_section_of_a_designed_study(tmp_path):
     from ganbench.sweep.study import open_study
 
     raw = yaml.safe_load(Path("sweeps/toy_stability_3k.yaml").read_text())
-    raw.update(sampler="random", design="factorial", replicates=3,
+    raw.update(sampler="random", design="factorial", replicates=3, interactions=[["loss", "d_norm"]],
                factors={"model.init_args.loss": ["ns", "hinge"], "model.init_args.d_norm": ["layer", "spectral"]})
     space = parse_space(raw, "designed.yaml")
     study = open_study(space, optuna.storages.InMemoryStorage(), "designed")
@@ -179,5 +179,9 @@ def test_leaderboard_effects_section_of_a_designed_study(tmp_path):
     assert lo < 0.4 < hi and hi - lo < 0.3
     md = (tmp_path / "leaderboard.md").read_text()
     assert "## Effects" in md and "quality: loss=hinge raises median val/w1_exact_1k by" in md
+    # the data are additive: the named interaction is estimated and not significant
+    line = next(x for x in md.splitlines() if x.startswith("- quality: interaction loss:d_norm, F-test Holm p = "))
+    assert not line.endswith("(significant)")
+    assert ("quality", "loss:d_norm", "hinge, spectral") in rows
     assert "| d_norm | spectral | 6 | 100% | lr 0.001–0.001, beta1 0.5–0.5, beta2 0.95–0.95 |" in md
     assert (tmp_path / "effects_all.png").is_file() and "effects_all" in (tmp_path / "report.html").read_text()

@@ -271,6 +271,8 @@ def write_effects(study: Any, board: Any, out: Any) -> list[Any]:
         rows += [{"dataset": tag, **r} for r in table_rows(result)]
         lines += [f"### {'data set ' + tag if value is not None else 'all trials'} ({len(group)} trials)", ""]
         lines += [f"- {s}" for s in result.sentences + result.notes]
+        lines += [f"- {t.outcome}: interaction {t.term}, F-test Holm p = {t.p_holm:.3g}"
+                  + (" (significant)" if t.significant else "") for t in result.tests if ":" in t.term]
         lines += ["", "| factor | level | trials | trained without diverging or collapsing | nuisance range there |",
                   "|---|---|---|---|---|"]
         lines += [f"| {f} | {v} | {n} | {frac:.0%} | "
