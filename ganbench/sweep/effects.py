@@ -30,6 +30,7 @@ squares fit (statsmodels) with an intercept, every factor as orthonormal Helmert
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +90,9 @@ class Fit:
         blocks = model_blocks(cells, sizes, names, pairs)
         x = np.column_stack([np.ones(len(y)), *blocks.values()])
         ends = np.cumsum([1] + [b.shape[1] for b in blocks.values()])
-        fit = sm.OLS(np.asarray(y, float), x).fit(**({"cov_type": "HC3"} if robust else {}))
+        with warnings.catch_warnings():  # a rank-deficient fit is named by analyse; its contrasts are checked
+            warnings.simplefilter("ignore")
+            fit = sm.OLS(np.asarray(y, float), x).fit(**({"cov_type": "HC3"} if robust else {}))
         return cls(fit, {k: (int(a), int(b)) for k, a, b in zip(blocks, ends[:-1], ends[1:])})
 
     def contrast(self, term: str, weights: np.ndarray) -> tuple[float, float, float]:
@@ -117,7 +120,9 @@ class Fit:
         r = np.zeros((b - a, self.result.params.shape[0]))
         r[:, a:b] = np.eye(b - a)
         try:
-            return float(self.result.f_test(r).pvalue)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return float(self.result.f_test(r).pvalue)
         except ValueError:  # a term the runs cannot estimate
             return math.nan
 
@@ -155,6 +160,10 @@ def analyse(trials: Sequence[tuple[dict[str, Any], np.ndarray]], factors: dict[s
             out.notes.append(f"{outcome}: every trial has the same value ({y[0, col]:g}); no effects")
             continue
         fit = Fit.of(y[:, col], cells, sizes, names, pairs, robust=outcome != "quality")
+        x = fit.result.model.exog
+        if np.linalg.matrix_rank(x) < x.shape[1]:
+            out.notes.append(f"{outcome}: the trials cannot separate every effect (rank {np.linalg.matrix_rank(x)} "
+                             f"of {x.shape[1]} columns); effects they cannot estimate are left empty")
         terms = list(fit.blocks)
         raw = [fit.p_value(t) for t in terms]
         adjusted = holm(raw)
