@@ -187,7 +187,9 @@ def test_tiny_study_end_to_end_then_leaderboard(tmp_path, monkeypatch):
     for name in ("leaderboard.csv", "leaderboard.md", "report.html", *PLOTS):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == len(PLOTS) and "src=\"http" not in html
+    effects = sorted(p.name for p in out.glob("effects_*.png"))  # the forest plot of factor effects
+    assert effects == ["effects_all.png"] and (out / "effects.csv").is_file()
+    assert html.count("data:image/png;base64,") == len(PLOTS) + 1 and "src=\"http" not in html
     assert len(list(out.glob("wandb/*run-*/run-*.wandb"))) == 1
     with open(out / "leaderboard.csv") as f:
         table = list(csv.DictReader(f))

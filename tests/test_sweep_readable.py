@@ -278,7 +278,9 @@ def test_leaderboard_shows_every_cell_and_a_panel_per_data_set(tmp_path):
     assert table["dataset=grid25 loss=ns d_norm=batch"]["note"] == "pruned only"
     assert float(table["dataset=ring8 loss=hinge d_norm=spectral"]["median"]) == 2.0
     page = (tmp_path / "report.html").read_text()
-    assert page.count("<figcaption>") == 5 and "one panel per dataset" in page and "invalid: rejected" in page
+    # five leaderboard pictures and the ring8 forest plot of effects (grid25 has one scored trial: no effects)
+    assert page.count("<figcaption>") == 6 and "one panel per dataset" in page and "invalid: rejected" in page
+    assert (tmp_path / "effects_ring8.png").is_file() and not (tmp_path / "effects_grid25.png").exists()
     assert "a colour scale per dataset" in page
 
 

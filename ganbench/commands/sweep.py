@@ -18,7 +18,8 @@ def build_parser() -> CommandParser:
     p.add_argument("--config", required=True, help="sweep description, sweeps/NAME.yaml")
     p.add_argument("--storage", default=None,
                    help="sqlite:///PATH.db (default sqlite:///sweeps/NAME.db), postgresql://…, or journal:///PATH.log")
-    p.add_argument("--n-trials", type=int, default=100, help="finished trials the study should hold")
+    p.add_argument("--n-trials", type=int, default=100,
+                   help="finished trials the study should hold (a designed study: its design points instead)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes on the same study")
     p.add_argument("--population-trials", type=int, default=1, metavar="K",
                    help="train K trials of one cell (K x seeds replicas) as one population fit; their learning "
@@ -76,9 +77,18 @@ def main(argv: list[str]) -> int:
               f"{plural(space.budget, 'G iteration')} per fit")
         if args.population_trials > 1:
             print(batching(space, args.population_trials))
+        if space.design.kind != "random":  # the design, its aliasing, what it detects and how long it takes
+            from ganbench.sweep.plan import plan_lines
+
+            print(plan_lines(space, args.workers))
         return 0
+    n_trials = args.n_trials
+    if space.design.kind != "random":  # the design's points are the trials (--n-trials does not apply)
+        from ganbench.sweep.plan import start_design
+
+        n_trials = start_design(space, args.storage, args.study_name)
     try:
-        study = run_sweep(args.config, args.storage, args.study_name, args.n_trials, args.workers,
+        study = run_sweep(args.config, args.storage, args.study_name, n_trials, args.workers,
                           runs_root=args.runs_root, threads=args.threads, progress=not args.no_progress,
                           population_trials=args.population_trials,
                           extra_args=["--run.wandb", "false"] if args.no_wandb else None)

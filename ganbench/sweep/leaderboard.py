@@ -41,6 +41,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ganbench import GanbenchError
+from ganbench.sweep.effects import EFFECTS_CAPTION, write_effects
 from ganbench.sweep.space import short
 from ganbench.sweep.stats import ALPHA, LEVEL, RESAMPLES, cell_intervals, holm, mann_whitney
 
@@ -634,7 +635,7 @@ def caption(board: Board, name: str) -> str:
                              "(two-sided Mann–Whitney U over seeds, Holm-adjusted p ≥ 0.05), grey ones are. Not "
                              "distinguishable is not equal: with few seeds the intervals are wide and the test "
                              "weak.",
-    }.get(name, "")
+    }.get(name, EFFECTS_CAPTION if name.startswith("effects_") else "")
 
 
 TABLE_CAPTION = ("One row per cell, best median first. [lo, hi]: 95 % bootstrap interval over the cell's trials and "
@@ -714,6 +715,7 @@ def build_leaderboard(study: optuna.Study, out: Path, wandb_log: bool = True, sh
     with deferred():  # a signal waits for the tables, plots and page to be written whole
         write_tables(board, out)
         images = write_plots(board, out)
+        images += write_effects(study, board, out)  # effects.csv, "Effects" in leaderboard.md, forest plots
         write_html(board, out, images)
     if show:
         print_table(board)

@@ -191,7 +191,7 @@ def root_number(trial: Any) -> int:
 
 
 #: user attributes a retry keeps from the trial it retries (the rest is that attempt's outcome)
-KEPT = ("cell", "batch_trials")
+KEPT = ("cell", "batch_trials", "design_point")
 
 
 def _copy(t: FrozenTrial, state: TrialState, chain: list[FrozenTrial], extra: dict[str, Any]) -> FrozenTrial:
@@ -233,6 +233,16 @@ def enqueue_retries(study: optuna.Study, max_retry: int) -> list[int]:
             if len(todo[root][-1].user_attrs.get("batch_trials") or []) > 1 else {}
         study.add_trial(_copy(todo[members[0]][-1], TrialState.WAITING, todo[members[0]], extra))
     return sorted(done)
+
+
+def resume_failed(study: optuna.Study, max_retry: int) -> list[int]:
+    """:func:`enqueue_retries`, said on stderr in one line when it retried anything."""
+    retried = enqueue_retries(study, max_retry)
+    if retried:
+        print(f"ganbench: resuming trial{'s' if len(retried) > 1 else ''} {', '.join(map(str, retried))} (they "
+              "measured nothing: interrupted, killed or crashed); their fits continue from their checkpoints",
+              file=sys.stderr)
+    return retried
 
 
 def retry_batch(study: optuna.Study, trial: optuna.Trial) -> list[Any] | None:

@@ -35,6 +35,7 @@ from typing import Any, Literal, get_args
 
 from ganbench import GanbenchError
 from ganbench.reliability import read_yaml
+from ganbench.sweep.design import DESIGN_KEYS, check_design, design_dict, init_args_of, parse_design
 
 Direction = Literal["minimize", "maximize"]
 SamplerName = Literal["random", "tpe", "nsga2"]
@@ -114,6 +115,8 @@ class SweepSpace:
     structural: tuple[str, ...] = ()
     #: why the base config's family cannot run as a population (None: it can)
     unbatchable: str | None = None
+    #: how cells are chosen (``design``, ``replicates``, ``interactions``, ``design_seed``; ganbench.sweep.design)
+    design: Any = None
 
     # ------------------------------------------------------------------------------ optuna side
     @property
@@ -177,7 +180,8 @@ class SweepSpace:
                 "quality": {"metric": self.quality.metric, "direction": self.quality.direction,
                             "worst": self.quality.worst},
                 "collapse": self.collapse, "objectives": list(self.objectives), "budget": self.budget,
-                "seeds": list(self.seeds), "base_config": self.base_config, "sampler": self.sampler}
+                "seeds": list(self.seeds), "base_config": self.base_config, "sampler": self.sampler,
+                "design": design_dict(self.design)}
 
     @property
     def metric_names(self) -> list[str]:
@@ -405,7 +409,7 @@ def _number(value: Any, key: str, where: str) -> float:
 
 _KNOWN = {"name", "base_config", "budget", "seeds", "factors", "nuisance", "bind", "overrides", "quality", "collapse",
           "objectives", "metrics_every", "oscillation_window", "sampler", "prune", "heartbeat_interval",
-          "grace_period", "max_retry", "population"}
+          "grace_period", "max_retry", "population"} | DESIGN_KEYS
 
 
 def parse_space(raw: dict[str, Any], where: str, root: Path | None = None) -> SweepSpace:
@@ -522,8 +526,11 @@ def parse_space(raw: dict[str, Any], where: str, root: Path | None = None) -> Sw
     for k, v in ints.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise GanbenchError(f"{where}: {k}={v!r} must be an integer >= 0")
+    design = parse_design(raw, factors, where)
+    check_design(design, factors, {**init_args_of(base), **overrides}, checker.family, where)
     return SweepSpace(
-        name=str(raw.get("name") or Path(where).stem), base_config=base_config, budget=budget, seeds=tuple(seeds),
+        design=design, name=str(raw.get("name") or Path(where).stem), base_config=base_config, budget=budget,
+        seeds=tuple(seeds),
         factors=factors, nuisance=nuisance, quality=quality, objectives=tuple(objectives), overrides=dict(overrides),
         bind=dict(bind), collapse=collapse, sampler=sampler, prune=bool(raw.get("prune", True)),
         population=_flag(raw.get("population", True), "population", where),

@@ -37,7 +37,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ganbench import GanbenchError
-from ganbench.sweep.resume import STOP, OrdinalRandomSampler, enqueue_retries
+from ganbench.sweep.resume import STOP, OrdinalRandomSampler, resume_failed
 from ganbench.sweep.space import SweepSpace, load_space
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -265,11 +265,7 @@ def run_sweep(config: str, storage_url: str | None, study_name: str | None, n_tr
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-    retried = enqueue_retries(study, space.max_retry)
-    if retried:
-        print(f"ganbench: resuming trial{'s' if len(retried) > 1 else ''} {', '.join(map(str, retried))} (they "
-              "measured nothing: interrupted, killed or crashed); their fits continue from their checkpoints",
-              file=sys.stderr)
+    resume_failed(study, space.max_retry)
     todo = max(0, n_trials - finished_count(study))
     runs_root = runs_root or str(Path("runs") / "sweeps")
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
