@@ -66,6 +66,7 @@ from ganbench.tricks import pack, packed_shape, top_k_count, top_k_rows
 
 AugmentName = Literal["none", "diffaugment", "ada"]
 DArch = Literal["same", "cnn", "resnet", "dcgan", "mlp", "maxout", "patch"]
+UpdateOrder = Literal["alternating", "simultaneous"]
 
 
 class GANModule(L.LightningModule):
@@ -83,6 +84,8 @@ class GANModule(L.LightningModule):
         d_width: D's width when it differs from G's (``None``: ``width``).
         g_depth, d_depth: hidden layers of an MLP G / an ``mlp`` or ``maxout`` D (0: the network's default).
         maxout_pieces: linear pieces per unit of the ``maxout`` D.
+        dirac_start: ``[θ0, ψ0]``, the start of ``arch: dirac`` (the Dirac-GAN's constant G and linear D,
+            :mod:`ganbench.nn.dirac`); ``null``: ``[1, 1]``, the paper's.
         init_std: initialize every linear/conv weight of G and D from N(0, init_std²) and every bias to 0
             (0: PyTorch's default initialization).
         pack: PacGAN packing (Lin et al. 2018): D scores packs of ``pack`` samples concatenated along
@@ -115,6 +118,9 @@ class GANModule(L.LightningModule):
             :data:`ganbench.regularizers.PENALTIES`, its weight, and the lazy interval (the weight is
             multiplied by the interval, as in StyleGAN2's lazy regularization).
         n_critic: D updates per G update.
+        update_order: ``alternating`` (each D update, then G's gradient at the updated D) or
+            ``simultaneous`` (the last D update's gradient and G's are taken at the same parameters,
+            then both players step; with ``n_critic`` = 1 simultaneous gradient descent).
         g_batch_size: samples per G update (default: the D batch size).
         g_optimizer, d_optimizer: optimizer factories; ``None`` = the family's paper optimizer.
         g_scheduler, d_scheduler: optional LR scheduler factories, stepped once per G iteration.
@@ -180,6 +186,7 @@ class GANModule(L.LightningModule):
         penalty_weight: float = 10.0,
         penalty_every: int = 1,
         n_critic: int = 1,
+        update_order: UpdateOrder = "alternating",
         g_batch_size: int | None = None,
         g_optimizer: OptimizerCallable | None = None,
         d_optimizer: OptimizerCallable | None = None,
@@ -198,6 +205,7 @@ class GANModule(L.LightningModule):
         d_depth: int = 0,
         maxout_pieces: int = 5,
         init_std: float = 0.0,
+        dirac_start: tuple[float, float] | None = None,
         pack: int = 1,
         augment: AugmentName = "none",
         augment_policy: str = "color,translation,cutout",
@@ -236,6 +244,7 @@ class GANModule(L.LightningModule):
         self.automatic_optimization = False
         _check_choice("model.loss", loss, LOSSES)
         _check_choice("model.penalty", penalty, PENALTIES)
+        _check_choice("model.update_order", update_order, dict.fromkeys(UpdateOrder.__args__))
         if n_critic < 1:
             raise GanbenchError(f"model.n_critic must be >= 1, got {n_critic}")
         _check_ranges(args)
@@ -327,9 +336,9 @@ class GANModule(L.LightningModule):
         arch = self.cfg.arch
         if arch == "auto":
             return "mlp" if len(self.data_shape) == 1 else self.image_arch
-        if len(self.data_shape) == 1 and arch != "mlp":
+        if len(self.data_shape) == 1 and arch not in ("mlp", "dirac"):
             raise GanbenchError(f"model.arch={arch!r} needs images but the data are {self.data_shape[0]}-D "
-                                "vectors; use model.arch auto or mlp")
+                                "vectors; use model.arch auto, mlp or dirac")
         return arch
 
     def network_kwargs(self) -> dict[str, Any]:
@@ -338,6 +347,11 @@ class GANModule(L.LightningModule):
         kw: dict[str, Any] = {"shape": self.data_shape, "num_classes": self.num_classes}
         if h.width:
             kw["width"] = h.width
+        if self.resolved_arch == "dirac":
+            kw["start"] = h.dirac_start or (1.0, 1.0)
+        elif h.dirac_start is not None:
+            raise GanbenchError(f"model.dirac_start={h.dirac_start} is the start of model.arch dirac, not of "
+                                f"{self.resolved_arch!r}; leave it unset")
         return kw
 
     def build_generator(self) -> nn.Module:
@@ -353,9 +367,9 @@ class GANModule(L.LightningModule):
     def build_discriminator(self) -> nn.Module:
         h = self.cfg
         d_arch = self.resolved_arch if h.d_arch == "same" else h.d_arch
-        if d_arch not in ("mlp", "maxout") and len(self.data_shape) == 1:
-            raise GanbenchError(f"model.d_arch={d_arch!r} needs images but the data are 2-D vectors; "
-                                "use same, mlp or maxout")
+        if d_arch not in ("mlp", "maxout", "dirac") and len(self.data_shape) == 1:
+            raise GanbenchError(f"model.d_arch={d_arch!r} needs images but the data are "
+                                f"{self.data_shape[0]}-D vectors; use same, mlp or maxout")
         kw = self.network_kwargs()
         kw["shape"] = packed_shape(self.data_shape, h.pack)  # D sees packs of m samples
         if h.d_width:
@@ -836,21 +850,21 @@ class GANModule(L.LightningModule):
         return [g_opt, d_opt]
 
     def _step(self, opt, loss: torch.Tensor, module: nn.Module, hist, counted: bool, lightning: bool = True) -> None:
-        """zero_grad → backward → (historical averaging) → clip → step.
+        """zero_grad → backward → (historical averaging) → clip → step: :meth:`_backward`, then :meth:`_update`.
 
         ``lightning=False`` is the same update with plain torch calls and nothing of the Trainer (the
         CUDA-graph capture and the benchmark's reference loop); ``opt`` may then be a bare optimizer."""
+        self._backward(opt, loss, module, hist, lightning)
+        self._update(opt, module, hist, counted, lightning)
+
+    def _backward(self, opt, loss: torch.Tensor, module: nn.Module, hist, lightning: bool = True) -> None:
+        """zero_grad → backward of ``loss`` (plus historical averaging) → clip: the gradient of one update."""
         h = self.cfg
         if hist is not None:
             loss = loss + h.historical_averaging * hist.penalty(module)
-        frozen = self._frozen
-        if frozen is not None:  # diverged replicas: their slices are put back after the step
-            params = [p for group in getattr(opt, "optimizer", opt).param_groups for p in group["params"]]
-            before = [p.detach().clone() for p in params]
         optimizer = getattr(opt, "optimizer", opt)  # the torch optimizer inside Lightning's wrapper
-        direct = self._direct_steps or not lightning
         optimizer.zero_grad(set_to_none=True)
-        if direct:  # nothing listens to the per-step hooks: skip their dispatch
+        if self._direct_steps or not lightning:  # nothing listens to the per-step hooks: skip their dispatch
             loss.backward()
         else:
             self.manual_backward(loss)
@@ -859,6 +873,15 @@ class GANModule(L.LightningModule):
                 self.clip_gradients(opt, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
             else:
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], h.grad_clip)
+
+    def _update(self, opt, module: nn.Module, hist, counted: bool, lightning: bool = True) -> None:
+        """The optimizer step from the gradients :meth:`_backward` left; ``counted``: a G iteration."""
+        optimizer = getattr(opt, "optimizer", opt)
+        frozen = self._frozen
+        if frozen is not None:  # diverged replicas: their slices are put back after the step
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            before = [p.detach().clone() for p in params]
+        direct = self._direct_steps or not lightning
         if direct:
             if counted and lightning:  # Lightning's step progress (global_step) counts it, as opt.step() would
                 opt._on_before_step()
@@ -919,7 +942,8 @@ class GANModule(L.LightningModule):
         autocast = autocast if autocast is not None else contextlib.nullcontext()
         d_logs: dict[str, torch.Tensor] = {}
         d_loss = None
-        for real, labels in chunks:
+        together = len(chunks) if self.cfg.update_order == "simultaneous" else 0  # D step taken with G's
+        for i, (real, labels) in enumerate(chunks, 1):
             if self.uses_vbn:
                 self.refresh_reference_statistics(real, labels)
             # no toggle for D: G's forward in d_loss runs without grad, and _step's zero_grad clears
@@ -927,6 +951,9 @@ class GANModule(L.LightningModule):
             # a few percent of a small model's step
             with autocast:
                 d_loss, d_logs = self.d_loss(real, labels)
+            if i == together:  # simultaneous: D's gradient at the parameters G's is taken at; stepped below
+                self._backward(d_opt, d_loss, self.discriminator, self.hist_d, lightning=lightning)
+                break
             self._step(d_opt, d_loss, self.discriminator, self.hist_d, counted=False, lightning=lightning)
             self.after_d_step()
             self._d_steps += 1
@@ -935,7 +962,15 @@ class GANModule(L.LightningModule):
         with _frozen(self.discriminator):  # G's update leaves D's parameters (and their grads) alone
             with autocast:
                 g_loss, g_logs = self.g_loss(real, labels)
-            self._step(g_opt, g_loss, self.generator, self.hist_g, counted=True, lightning=lightning)
+            if together:
+                self._backward(g_opt, g_loss, self.generator, self.hist_g, lightning=lightning)
+            else:
+                self._step(g_opt, g_loss, self.generator, self.hist_g, counted=True, lightning=lightning)
+        if together:  # both players step from the gradients taken at the same parameters
+            self._update(d_opt, self.discriminator, self.hist_d, counted=False, lightning=lightning)
+            self.after_d_step()
+            self._d_steps += 1
+            self._update(g_opt, self.generator, self.hist_g, counted=True, lightning=lightning)
         if finish:
             self.after_g_step()
         return (d_loss, d_logs), (g_loss, g_logs)
