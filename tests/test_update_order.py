@@ -2,7 +2,6 @@
 both steps) in every executor — a population equals its single fits, a killed fit resumes bit for
 bit, the graph executor replays the eager step — and the order is a factor a sweep can vary."""
 
-import json
 import signal
 import sys
 from pathlib import Path

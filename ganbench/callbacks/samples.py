@@ -72,8 +72,8 @@ def save_grid(path: Path | str, images: torch.Tensor, nrow: int = 8) -> None:
 
 def save_scatter(path: Path | str, fake: torch.Tensor | list[torch.Tensor], real: torch.Tensor | None = None,
                  title: str | list[str] = "") -> None:
-    """Scatter plot of generated (and real) 2-D points (1-D points on the line y = 0); a list of generated sets (a population's
-    replicas) gives one panel each, on a grid."""
+    """Scatter plot of generated (and real) 2-D points (1-D points on the line y = 0); a list of generated
+    sets (a population's replicas) gives one panel each, on a grid."""
     import math
 
     import matplotlib

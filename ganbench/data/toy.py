@@ -13,7 +13,7 @@
   ``[-2, 2]^2``, as in the toy experiments of Gulrajani et al. 2017 ("Improved Training of Wasserstein
   GANs", released code). Its default noise std is scikit-learn's 0.25 scaled the same way (0.25 / 7.5).
 * ``dirac``: a point mass at a location on the line (1-D; 0 by default), the data of the Dirac-GAN of
-  Mescheder et al. 2018 ("Which Training Methods for GANs do actually Converge?", §2.1); with a std it
+  Mescheder et al. 2018 ("Which Training Methods for GANs do actually Converge?", §2); with a std it
   is a Gaussian there.
 
 Every sample is drawn with an explicit ``torch.Generator`` so a seed fixes it exactly.

@@ -50,6 +50,7 @@ from ganbench import GanbenchError
 from ganbench.augment import AdaptiveAugment, check_policy, cr_transform, diff_augment
 from ganbench.losses import LOSSES, LossName
 from ganbench.models.graph import CudaGraphs
+from ganbench.models.steps import backward, update
 from ganbench.nn import DISCRIMINATORS, GENERATORS, Arch
 from ganbench.nn.common import Minibatch
 from ganbench.nn.norms import BATCH_DEPENDENT, Norm
@@ -850,53 +851,12 @@ class GANModule(L.LightningModule):
         return [g_opt, d_opt]
 
     def _step(self, opt, loss: torch.Tensor, module: nn.Module, hist, counted: bool, lightning: bool = True) -> None:
-        """zero_grad → backward → (historical averaging) → clip → step: :meth:`_backward`, then :meth:`_update`.
+        """zero_grad → backward → (historical averaging) → clip → step (:mod:`ganbench.models.steps`).
 
         ``lightning=False`` is the same update with plain torch calls and nothing of the Trainer (the
         CUDA-graph capture and the benchmark's reference loop); ``opt`` may then be a bare optimizer."""
-        self._backward(opt, loss, module, hist, lightning)
-        self._update(opt, module, hist, counted, lightning)
-
-    def _backward(self, opt, loss: torch.Tensor, module: nn.Module, hist, lightning: bool = True) -> None:
-        """zero_grad → backward of ``loss`` (plus historical averaging) → clip: the gradient of one update."""
-        h = self.cfg
-        if hist is not None:
-            loss = loss + h.historical_averaging * hist.penalty(module)
-        optimizer = getattr(opt, "optimizer", opt)  # the torch optimizer inside Lightning's wrapper
-        optimizer.zero_grad(set_to_none=True)
-        if self._direct_steps or not lightning:  # nothing listens to the per-step hooks: skip their dispatch
-            loss.backward()
-        else:
-            self.manual_backward(loss)
-        if h.grad_clip > 0:
-            if lightning:
-                self.clip_gradients(opt, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
-            else:
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], h.grad_clip)
-
-    def _update(self, opt, module: nn.Module, hist, counted: bool, lightning: bool = True) -> None:
-        """The optimizer step from the gradients :meth:`_backward` left; ``counted``: a G iteration."""
-        optimizer = getattr(opt, "optimizer", opt)
-        frozen = self._frozen
-        if frozen is not None:  # diverged replicas: their slices are put back after the step
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            before = [p.detach().clone() for p in params]
-        direct = self._direct_steps or not lightning
-        if direct:
-            if counted and lightning:  # Lightning's step progress (global_step) counts it, as opt.step() would
-                opt._on_before_step()
-                optimizer.step()
-                opt._on_after_step()
-            else:
-                optimizer.step()
-        elif counted:
-            opt.step()
-        else:  # same precision plugin and hooks, but global_step keeps counting G iterations only
-            self.trainer.strategy.optimizer_step(opt.optimizer, closure=lambda: None, model=self)
-        if frozen is not None:
-            _restore_frozen(params, before, frozen)
-        if hist is not None:
-            hist.update(module)
+        backward(self, opt, loss, module, hist, lightning)
+        update(self, opt, module, hist, counted, lightning)
 
     def split_batch(self, batch) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """The loader yields ``n_critic`` D batches at once; one slice per D step."""
@@ -932,7 +892,8 @@ class GANModule(L.LightningModule):
                   finish: bool = True) -> tuple[tuple[torch.Tensor, dict], tuple[torch.Tensor, dict]]:
         """One generator iteration — the only place the update sequence is written:
         ``n_critic × [D loss → D update → after_d_step]``, then ``G loss → G update``, then
-        ``after_g_step`` (EMA, schedulers) when ``finish``.
+        ``after_g_step`` (EMA, schedulers) when ``finish``. With ``update_order: simultaneous`` the last
+        D update's gradient is taken, then G's loss and gradient at the same D, then both players step.
 
         The executors are ways of running it: the eager ``training_step`` (``lightning=True``: updates
         through Lightning's manual optimization), the CUDA-graph capture and the benchmark's plain
@@ -952,7 +913,7 @@ class GANModule(L.LightningModule):
             with autocast:
                 d_loss, d_logs = self.d_loss(real, labels)
             if i == together:  # simultaneous: D's gradient at the parameters G's is taken at; stepped below
-                self._backward(d_opt, d_loss, self.discriminator, self.hist_d, lightning=lightning)
+                backward(self, d_opt, d_loss, self.discriminator, self.hist_d, lightning=lightning)
                 break
             self._step(d_opt, d_loss, self.discriminator, self.hist_d, counted=False, lightning=lightning)
             self.after_d_step()
@@ -963,14 +924,14 @@ class GANModule(L.LightningModule):
             with autocast:
                 g_loss, g_logs = self.g_loss(real, labels)
             if together:
-                self._backward(g_opt, g_loss, self.generator, self.hist_g, lightning=lightning)
+                backward(self, g_opt, g_loss, self.generator, self.hist_g, lightning=lightning)
             else:
                 self._step(g_opt, g_loss, self.generator, self.hist_g, counted=True, lightning=lightning)
         if together:  # both players step from the gradients taken at the same parameters
-            self._update(d_opt, self.discriminator, self.hist_d, counted=False, lightning=lightning)
+            update(self, d_opt, self.discriminator, self.hist_d, counted=False, lightning=lightning)
             self.after_d_step()
             self._d_steps += 1
-            self._update(g_opt, self.generator, self.hist_g, counted=True, lightning=lightning)
+            update(self, g_opt, self.generator, self.hist_g, counted=True, lightning=lightning)
         if finish:
             self.after_g_step()
         return (d_loss, d_logs), (g_loss, g_logs)
@@ -1432,14 +1393,6 @@ def _check_ranges(args: dict[str, Any], prefix: str = "model.") -> None:
             continue
         if value is None or isinstance(value, bool) or not (value == value and ok(value)):  # NaN != NaN
             raise GanbenchError(f"{prefix}{key} must be {what}, got {value}")
-
-
-@torch.no_grad()
-def _restore_frozen(params: list[torch.Tensor], before: list[torch.Tensor], frozen: torch.Tensor) -> None:
-    """Put back the slices of the frozen replicas, so a diverged replica keeps the values it had
-    when its divergence was seen and nothing of it reaches a shared kernel as a new NaN."""
-    for p, b in zip(params, before):
-        p.copy_(torch.where(frozen.reshape(-1, *([1] * (p.dim() - 1))), b, p))
 
 
 def _check_choice(key: str, value: str, table: dict) -> None:

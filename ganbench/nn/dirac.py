@@ -1,5 +1,5 @@
 """The Dirac-GAN's networks (Mescheder, Geiger & Nowozin 2018, "Which Training Methods for GANs do
-actually Converge?", §2.1): a generator that is one learnable constant, ``G(z) = θ`` for every ``z``,
+actually Converge?", §2): a generator that is one learnable constant, ``G(z) = θ`` for every ``z``,
 and a linear discriminator without bias.
 
 The paper's discriminator ``D_ψ(x) = ψ·x`` scores generated samples high and real ones low (its
