@@ -272,7 +272,7 @@ def figure(results: dict, path: Path) -> None:
     rows = math.ceil(len(METHODS) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), dpi=90, squeeze=False)
     for ax, method in zip(axes.flat, METHODS):
-        lim = 2.0
+        lim = max(2.0, 1.05 * max(np.abs(results[method.key][o]["fit"]).max() for o in ORDERS))
         for order, color in zip(ORDERS, ("tab:red", "tab:blue")):
             r = results[method.key][order]
             ax.plot(r["fit"][:, 0], r["fit"][:, 1], "-", color=color, lw=1.0, label=f"{order} (fit)")
