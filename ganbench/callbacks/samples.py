@@ -72,8 +72,8 @@ def save_grid(path: Path | str, images: torch.Tensor, nrow: int = 8) -> None:
 
 def save_scatter(path: Path | str, fake: torch.Tensor | list[torch.Tensor], real: torch.Tensor | None = None,
                  title: str | list[str] = "") -> None:
-    """Scatter plot of generated (and real) 2-D points; a list of generated sets (a population's
-    replicas) gives one panel each, on a grid."""
+    """Scatter plot of generated (and real) 2-D points (1-D points on the line y = 0); a list of generated
+    sets (a population's replicas) gives one panel each, on a grid."""
     import math
 
     import matplotlib
@@ -91,11 +91,16 @@ def save_scatter(path: Path | str, fake: torch.Tensor | list[torch.Tensor], real
             ax.axis("off")
             continue
         if real is not None:
-            ax.scatter(real[:, 0], real[:, 1], s=2, c="tab:blue", alpha=0.4, label="real")
-        ax.scatter(fakes[i][:, 0], fakes[i][:, 1], s=2, c="tab:red", alpha=0.4, label="generated")
+            ax.scatter(*_plane(real), s=2, c="tab:blue", alpha=0.4, label="real")
+        ax.scatter(*_plane(fakes[i]), s=2, c="tab:red", alpha=0.4, label="generated")
         ax.set_aspect("equal")
         ax.legend(loc="upper right", markerscale=4, fontsize=7)
         ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _plane(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The x and y coordinates of 2-D points; 1-D points lie on y = 0."""
+    return points[:, 0], (points[:, 1] if points.shape[1] > 1 else torch.zeros(len(points)))

@@ -16,7 +16,7 @@ from torchvision.datasets import ImageFolder
 from ganbench import GanbenchError
 from ganbench.data import paired, sources
 from ganbench.data.loader import TensorLoader, mix_seed
-from ganbench.data.toy import SwissRoll, ToyMixture, make_toy
+from ganbench.data.toy import DiracMass, SwissRoll, ToyMixture, make_toy
 
 DatasetName = Literal[
     "fashion_mnist",
@@ -30,6 +30,7 @@ DatasetName = Literal[
     "ring8_pacgan",
     "grid25",
     "swissroll",
+    "dirac",
     "fashion_edges2image",
     "fashion_a2b",
     "imagefolder_pairs",
@@ -73,6 +74,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "ring8_pacgan": DatasetInfo("toy", 0, 8),
     "grid25": DatasetInfo("toy", 0, 25),
     "swissroll": DatasetInfo("toy", 0, 0),
+    "dirac": DatasetInfo("toy", 0, 1),
     "fashion_edges2image": DatasetInfo("tensor", 1, 0, 28, source="fashion_mnist", layout="paired"),
     "fashion_a2b": DatasetInfo("tensor", 1, 0, 28, source="fashion_mnist", layout="unpaired"),
     "imagefolder_pairs": DatasetInfo("folder", 3, 0, layout="paired"),
@@ -181,7 +183,9 @@ class GANDataModule(L.LightningDataModule):
         batch_size: samples per discriminator minibatch.
         num_workers: ``DataLoader`` workers for the folder data sets.
         n_toy_samples: points in a toy training set (and in its validation set).
-        toy_std: overrides the toy mode std (ring8 0.02, ring8_pacgan 0.01, grid25 0.05, swissroll 0.25/7.5).
+        toy_std: overrides the toy mode std (ring8 0.02, ring8_pacgan 0.01, grid25 0.05, swissroll 0.25/7.5,
+            dirac 0: a point mass).
+        dirac_location: where the ``dirac`` data set's point mass sits on the line.
         lsun_classes: LSUN databases to use, e.g. ``["bedroom_train"]`` (the default).
         download: fetch a missing data set into ``~/.cache/ganbench`` where torchvision can.
         seed: seed of the shuffling and of the toy samples.
@@ -200,6 +204,7 @@ class GANDataModule(L.LightningDataModule):
         num_workers: int = 0,
         n_toy_samples: int = 50_000,
         toy_std: float | None = None,
+        dirac_location: float = 0.0,
         lsun_classes: list[str] | None = None,
         download: bool = True,
         seed: int = 0,
@@ -228,6 +233,9 @@ class GANDataModule(L.LightningDataModule):
                                 "size is data.n_toy_samples")
         if toy_std is not None and toy_std < 0:
             raise GanbenchError(f"data.toy_std={toy_std!r} is invalid; it must be >= 0")
+        if dirac_location and dataset != "dirac":
+            raise GanbenchError(f"data.dirac_location={dirac_location} places the dirac data set's point mass; "
+                                f"data.dataset={dataset} does not use it")
         self.save_hyperparameters()
         self.dataset = dataset
         self.root = root
@@ -245,11 +253,13 @@ class GANDataModule(L.LightningDataModule):
 
         self.info = info
         self.is_toy = info.kind == "toy"
-        self.toy: ToyMixture | SwissRoll | None = make_toy(dataset, toy_std) if self.is_toy else None  # type: ignore[arg-type]
+        self.toy: ToyMixture | SwissRoll | DiracMass | None = (
+            make_toy(dataset, toy_std, dirac_location) if self.is_toy else None)  # type: ignore[arg-type]
         #: the Gaussian mixture of ring8/grid25 (``.centers`` (K, 2), ``.std``, ``.sample``); None otherwise.
         self.mixture: ToyMixture | None = self.toy if isinstance(self.toy, ToyMixture) else None
         self.channels = info.channels
-        self.shape: tuple[int, ...] = (2,) if self.is_toy else (info.channels, resolution, resolution)
+        self.shape: tuple[int, ...] = (self.toy.dim,) if self.toy is not None else (
+            info.channels, resolution, resolution)
 
         self._location: Any = self._locate()
         self.num_classes = len(self._location[1]) if dataset == "imagefolder" else info.num_classes

@@ -12,6 +12,9 @@
   ``t = 1.5 pi (1 + 2u)``, ``(x, z) = (t cos t, t sin t)``) divided by 7.5 so that it lies in about
   ``[-2, 2]^2``, as in the toy experiments of Gulrajani et al. 2017 ("Improved Training of Wasserstein
   GANs", released code). Its default noise std is scikit-learn's 0.25 scaled the same way (0.25 / 7.5).
+* ``dirac``: a point mass at a location on the line (1-D; 0 by default), the data of the Dirac-GAN of
+  Mescheder et al. 2018 ("Which Training Methods for GANs do actually Converge?", §2); with a std it
+  is a Gaussian there.
 
 Every sample is drawn with an explicit ``torch.Generator`` so a seed fixes it exactly.
 """
@@ -23,7 +26,7 @@ from typing import Literal
 
 import torch
 
-ToyName = Literal["ring8", "ring8_pacgan", "grid25", "swissroll"]
+ToyName = Literal["ring8", "ring8_pacgan", "grid25", "swissroll", "dirac"]
 
 #: The divisor that maps scikit-learn's swiss roll (radius up to 4.5 pi) to about [-2, 2].
 SWISSROLL_SCALE = 7.5
@@ -36,6 +39,8 @@ class ToyMixture:
         centers: (K, 2) mode means.
         std: the standard deviation of every mode along each axis.
     """
+
+    dim = 2
 
     def __init__(self, centers: torch.Tensor, std: float) -> None:
         if centers.ndim != 2 or centers.shape[1] != 2:
@@ -75,6 +80,7 @@ class SwissRoll:
         self.std = float(std)
 
     num_modes = 0
+    dim = 2
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` points; returns ``(x (n, 2) float32, zeros (n,) long)``."""
@@ -85,6 +91,28 @@ class SwissRoll:
 
     def __repr__(self) -> str:
         return f"SwissRoll(std={self.std})"
+
+
+class DiracMass:
+    """A point mass at ``location`` on the line (plus Gaussian noise of ``std``, 0 by default): samples of
+    shape ``(n, 1)``, every one labelled mode 0."""
+
+    num_modes = 1
+    dim = 1
+
+    def __init__(self, location: float = 0.0, std: float = 0.0) -> None:
+        self.location = float(location)
+        self.std = float(std)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` points ``(n, 1)`` float32 and zeros ``(n,)`` long."""
+        x = torch.full((n, 1), self.location)
+        if self.std:
+            x = x + self.std * torch.randn(n, 1, generator=generator)
+        return x, torch.zeros(n, dtype=torch.long)
+
+    def __repr__(self) -> str:
+        return f"DiracMass(location={self.location}, std={self.std})"
 
 
 def ring8(std: float = 0.02, radius: float = 2.0) -> ToyMixture:
@@ -104,8 +132,9 @@ def grid25(std: float = 0.05, spacing: float = 2.0) -> ToyMixture:
     return ToyMixture(torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1), std)
 
 
-def make_toy(name: ToyName, std: float | None = None) -> ToyMixture | SwissRoll:
-    """Build a toy distribution by name; ``std`` overrides its default noise std."""
+def make_toy(name: ToyName, std: float | None = None, location: float = 0.0) -> ToyMixture | SwissRoll | DiracMass:
+    """Build a toy distribution by name; ``std`` overrides its default noise std; ``location``: the
+    point mass's place (``dirac``)."""
     if name == "ring8":
         return ring8() if std is None else ring8(std)
     if name == "ring8_pacgan":
@@ -114,4 +143,6 @@ def make_toy(name: ToyName, std: float | None = None) -> ToyMixture | SwissRoll:
         return grid25() if std is None else grid25(std)
     if name == "swissroll":
         return SwissRoll() if std is None else SwissRoll(std)
-    raise ValueError(f"unknown toy distribution {name!r}; valid: ring8, ring8_pacgan, grid25, swissroll")
+    if name == "dirac":
+        return DiracMass(location, std or 0.0)
+    raise ValueError(f"unknown toy distribution {name!r}; valid: ring8, ring8_pacgan, grid25, swissroll, dirac")

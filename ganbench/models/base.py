@@ -50,6 +50,7 @@ from ganbench import GanbenchError
 from ganbench.augment import AdaptiveAugment, check_policy, cr_transform, diff_augment
 from ganbench.losses import LOSSES, LossName
 from ganbench.models.graph import CudaGraphs
+from ganbench.models.steps import backward, update
 from ganbench.nn import DISCRIMINATORS, GENERATORS, Arch
 from ganbench.nn.common import Minibatch
 from ganbench.nn.norms import BATCH_DEPENDENT, Norm
@@ -66,6 +67,7 @@ from ganbench.tricks import pack, packed_shape, top_k_count, top_k_rows
 
 AugmentName = Literal["none", "diffaugment", "ada"]
 DArch = Literal["same", "cnn", "resnet", "dcgan", "mlp", "maxout", "patch"]
+UpdateOrder = Literal["alternating", "simultaneous"]
 
 
 class GANModule(L.LightningModule):
@@ -83,6 +85,8 @@ class GANModule(L.LightningModule):
         d_width: D's width when it differs from G's (``None``: ``width``).
         g_depth, d_depth: hidden layers of an MLP G / an ``mlp`` or ``maxout`` D (0: the network's default).
         maxout_pieces: linear pieces per unit of the ``maxout`` D.
+        dirac_start: ``[θ0, ψ0]``, the start of ``arch: dirac`` (the Dirac-GAN's constant G and linear D,
+            :mod:`ganbench.nn.dirac`); ``null``: ``[1, 1]``, the paper's.
         init_std: initialize every linear/conv weight of G and D from N(0, init_std²) and every bias to 0
             (0: PyTorch's default initialization).
         pack: PacGAN packing (Lin et al. 2018): D scores packs of ``pack`` samples concatenated along
@@ -115,6 +119,9 @@ class GANModule(L.LightningModule):
             :data:`ganbench.regularizers.PENALTIES`, its weight, and the lazy interval (the weight is
             multiplied by the interval, as in StyleGAN2's lazy regularization).
         n_critic: D updates per G update.
+        update_order: ``alternating`` (each D update, then G's gradient at the updated D) or
+            ``simultaneous`` (the last D update's gradient and G's are taken at the same parameters,
+            then both players step; with ``n_critic`` = 1 simultaneous gradient descent).
         g_batch_size: samples per G update (default: the D batch size).
         g_optimizer, d_optimizer: optimizer factories; ``None`` = the family's paper optimizer.
         g_scheduler, d_scheduler: optional LR scheduler factories, stepped once per G iteration.
@@ -180,6 +187,7 @@ class GANModule(L.LightningModule):
         penalty_weight: float = 10.0,
         penalty_every: int = 1,
         n_critic: int = 1,
+        update_order: UpdateOrder = "alternating",
         g_batch_size: int | None = None,
         g_optimizer: OptimizerCallable | None = None,
         d_optimizer: OptimizerCallable | None = None,
@@ -198,6 +206,7 @@ class GANModule(L.LightningModule):
         d_depth: int = 0,
         maxout_pieces: int = 5,
         init_std: float = 0.0,
+        dirac_start: tuple[float, float] | None = None,
         pack: int = 1,
         augment: AugmentName = "none",
         augment_policy: str = "color,translation,cutout",
@@ -236,6 +245,7 @@ class GANModule(L.LightningModule):
         self.automatic_optimization = False
         _check_choice("model.loss", loss, LOSSES)
         _check_choice("model.penalty", penalty, PENALTIES)
+        _check_choice("model.update_order", update_order, dict.fromkeys(UpdateOrder.__args__))
         if n_critic < 1:
             raise GanbenchError(f"model.n_critic must be >= 1, got {n_critic}")
         _check_ranges(args)
@@ -327,9 +337,9 @@ class GANModule(L.LightningModule):
         arch = self.cfg.arch
         if arch == "auto":
             return "mlp" if len(self.data_shape) == 1 else self.image_arch
-        if len(self.data_shape) == 1 and arch != "mlp":
+        if len(self.data_shape) == 1 and arch not in ("mlp", "dirac"):
             raise GanbenchError(f"model.arch={arch!r} needs images but the data are {self.data_shape[0]}-D "
-                                "vectors; use model.arch auto or mlp")
+                                "vectors; use model.arch auto, mlp or dirac")
         return arch
 
     def network_kwargs(self) -> dict[str, Any]:
@@ -338,6 +348,11 @@ class GANModule(L.LightningModule):
         kw: dict[str, Any] = {"shape": self.data_shape, "num_classes": self.num_classes}
         if h.width:
             kw["width"] = h.width
+        if self.resolved_arch == "dirac":
+            kw["start"] = h.dirac_start or (1.0, 1.0)
+        elif h.dirac_start is not None:
+            raise GanbenchError(f"model.dirac_start={h.dirac_start} is the start of model.arch dirac, not of "
+                                f"{self.resolved_arch!r}; leave it unset")
         return kw
 
     def build_generator(self) -> nn.Module:
@@ -353,9 +368,9 @@ class GANModule(L.LightningModule):
     def build_discriminator(self) -> nn.Module:
         h = self.cfg
         d_arch = self.resolved_arch if h.d_arch == "same" else h.d_arch
-        if d_arch not in ("mlp", "maxout") and len(self.data_shape) == 1:
-            raise GanbenchError(f"model.d_arch={d_arch!r} needs images but the data are 2-D vectors; "
-                                "use same, mlp or maxout")
+        if d_arch not in ("mlp", "maxout", "dirac") and len(self.data_shape) == 1:
+            raise GanbenchError(f"model.d_arch={d_arch!r} needs images but the data are "
+                                f"{self.data_shape[0]}-D vectors; use same, mlp or maxout")
         kw = self.network_kwargs()
         kw["shape"] = packed_shape(self.data_shape, h.pack)  # D sees packs of m samples
         if h.d_width:
@@ -836,44 +851,12 @@ class GANModule(L.LightningModule):
         return [g_opt, d_opt]
 
     def _step(self, opt, loss: torch.Tensor, module: nn.Module, hist, counted: bool, lightning: bool = True) -> None:
-        """zero_grad → backward → (historical averaging) → clip → step.
+        """zero_grad → backward → (historical averaging) → clip → step (:mod:`ganbench.models.steps`).
 
         ``lightning=False`` is the same update with plain torch calls and nothing of the Trainer (the
         CUDA-graph capture and the benchmark's reference loop); ``opt`` may then be a bare optimizer."""
-        h = self.cfg
-        if hist is not None:
-            loss = loss + h.historical_averaging * hist.penalty(module)
-        frozen = self._frozen
-        if frozen is not None:  # diverged replicas: their slices are put back after the step
-            params = [p for group in getattr(opt, "optimizer", opt).param_groups for p in group["params"]]
-            before = [p.detach().clone() for p in params]
-        optimizer = getattr(opt, "optimizer", opt)  # the torch optimizer inside Lightning's wrapper
-        direct = self._direct_steps or not lightning
-        optimizer.zero_grad(set_to_none=True)
-        if direct:  # nothing listens to the per-step hooks: skip their dispatch
-            loss.backward()
-        else:
-            self.manual_backward(loss)
-        if h.grad_clip > 0:
-            if lightning:
-                self.clip_gradients(opt, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
-            else:
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], h.grad_clip)
-        if direct:
-            if counted and lightning:  # Lightning's step progress (global_step) counts it, as opt.step() would
-                opt._on_before_step()
-                optimizer.step()
-                opt._on_after_step()
-            else:
-                optimizer.step()
-        elif counted:
-            opt.step()
-        else:  # same precision plugin and hooks, but global_step keeps counting G iterations only
-            self.trainer.strategy.optimizer_step(opt.optimizer, closure=lambda: None, model=self)
-        if frozen is not None:
-            _restore_frozen(params, before, frozen)
-        if hist is not None:
-            hist.update(module)
+        backward(self, opt, loss, module, hist, lightning)
+        update(self, opt, module, hist, counted, lightning)
 
     def split_batch(self, batch) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """The loader yields ``n_critic`` D batches at once; one slice per D step."""
@@ -909,7 +892,8 @@ class GANModule(L.LightningModule):
                   finish: bool = True) -> tuple[tuple[torch.Tensor, dict], tuple[torch.Tensor, dict]]:
         """One generator iteration — the only place the update sequence is written:
         ``n_critic × [D loss → D update → after_d_step]``, then ``G loss → G update``, then
-        ``after_g_step`` (EMA, schedulers) when ``finish``.
+        ``after_g_step`` (EMA, schedulers) when ``finish``. With ``update_order: simultaneous`` the last
+        D update's gradient is taken, then G's loss and gradient at the same D, then both players step.
 
         The executors are ways of running it: the eager ``training_step`` (``lightning=True``: updates
         through Lightning's manual optimization), the CUDA-graph capture and the benchmark's plain
@@ -919,7 +903,8 @@ class GANModule(L.LightningModule):
         autocast = autocast if autocast is not None else contextlib.nullcontext()
         d_logs: dict[str, torch.Tensor] = {}
         d_loss = None
-        for real, labels in chunks:
+        together = len(chunks) if self.cfg.update_order == "simultaneous" else 0  # D step taken with G's
+        for i, (real, labels) in enumerate(chunks, 1):
             if self.uses_vbn:
                 self.refresh_reference_statistics(real, labels)
             # no toggle for D: G's forward in d_loss runs without grad, and _step's zero_grad clears
@@ -927,6 +912,9 @@ class GANModule(L.LightningModule):
             # a few percent of a small model's step
             with autocast:
                 d_loss, d_logs = self.d_loss(real, labels)
+            if i == together:  # simultaneous: D's gradient at the parameters G's is taken at; stepped below
+                backward(self, d_opt, d_loss, self.discriminator, self.hist_d, lightning=lightning)
+                break
             self._step(d_opt, d_loss, self.discriminator, self.hist_d, counted=False, lightning=lightning)
             self.after_d_step()
             self._d_steps += 1
@@ -935,7 +923,15 @@ class GANModule(L.LightningModule):
         with _frozen(self.discriminator):  # G's update leaves D's parameters (and their grads) alone
             with autocast:
                 g_loss, g_logs = self.g_loss(real, labels)
-            self._step(g_opt, g_loss, self.generator, self.hist_g, counted=True, lightning=lightning)
+            if together:
+                backward(self, g_opt, g_loss, self.generator, self.hist_g, lightning=lightning)
+            else:
+                self._step(g_opt, g_loss, self.generator, self.hist_g, counted=True, lightning=lightning)
+        if together:  # both players step from the gradients taken at the same parameters
+            update(self, d_opt, self.discriminator, self.hist_d, counted=False, lightning=lightning)
+            self.after_d_step()
+            self._d_steps += 1
+            update(self, g_opt, self.generator, self.hist_g, counted=True, lightning=lightning)
         if finish:
             self.after_g_step()
         return (d_loss, d_logs), (g_loss, g_logs)
@@ -1397,14 +1393,6 @@ def _check_ranges(args: dict[str, Any], prefix: str = "model.") -> None:
             continue
         if value is None or isinstance(value, bool) or not (value == value and ok(value)):  # NaN != NaN
             raise GanbenchError(f"{prefix}{key} must be {what}, got {value}")
-
-
-@torch.no_grad()
-def _restore_frozen(params: list[torch.Tensor], before: list[torch.Tensor], frozen: torch.Tensor) -> None:
-    """Put back the slices of the frozen replicas, so a diverged replica keeps the values it had
-    when its divergence was seen and nothing of it reaches a shared kernel as a new NaN."""
-    for p, b in zip(params, before):
-        p.copy_(torch.where(frozen.reshape(-1, *([1] * (p.dim() - 1))), b, p))
 
 
 def _check_choice(key: str, value: str, table: dict) -> None:

@@ -8,14 +8,16 @@ from typing import Literal
 
 from ganbench.nn.cnn import CNNDiscriminator, CNNGenerator, DCGANDiscriminator, DCGANGenerator
 from ganbench.nn.common import Discriminator, DiscriminatorHead
+from ganbench.nn.dirac import ConstantGenerator, DiracDiscriminator
 from ganbench.nn.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
 from ganbench.nn.norms import NORMS, Norm
 from ganbench.nn.patch import PatchDiscriminator
 from ganbench.nn.resnet import ResNetDiscriminator, ResNetGenerator
 
-Arch = Literal["auto", "cnn", "resnet", "dcgan", "mlp"]
+Arch = Literal["auto", "cnn", "resnet", "dcgan", "mlp", "dirac"]
 
-GENERATORS = {"cnn": CNNGenerator, "resnet": ResNetGenerator, "dcgan": DCGANGenerator, "mlp": MLPGenerator}
+GENERATORS = {"cnn": CNNGenerator, "resnet": ResNetGenerator, "dcgan": DCGANGenerator, "mlp": MLPGenerator,
+              "dirac": ConstantGenerator}
 DISCRIMINATORS = {
     "cnn": CNNDiscriminator,
     "resnet": ResNetDiscriminator,
@@ -23,10 +25,12 @@ DISCRIMINATORS = {
     "mlp": MLPDiscriminator,
     "maxout": MaxoutDiscriminator,
     "patch": PatchDiscriminator,
+    "dirac": DiracDiscriminator,
 }
 
 __all__ = [
     "Arch", "GENERATORS", "DISCRIMINATORS", "Discriminator", "DiscriminatorHead", "NORMS", "Norm",
     "CNNGenerator", "CNNDiscriminator", "DCGANGenerator", "DCGANDiscriminator", "ResNetGenerator",
     "ResNetDiscriminator", "MLPGenerator", "MLPDiscriminator", "MaxoutDiscriminator", "PatchDiscriminator",
+    "ConstantGenerator", "DiracDiscriminator",
 ]
