@@ -2,8 +2,9 @@
 
 Torch starts one intra-op thread per core. On an idle machine that is right; as soon as another busy
 process shares the cores, the threads of a small model spin-wait on each other and a fit slows several
-times (measured on 2 cores, docs/benchmarks.md: SNGAN's CPU profile 0.16 s per G iteration with 2
-threads alone, 1.7 s with 2 threads beside other work, 0.5 s with 1 thread beside the same work).
+times (docs/benchmarks.md, "make run on a CPU": SNGAN's CPU profile alone runs 0.16 s per G iteration
+with 2 threads and 0.30 s with 1; beside other busy processes 2 threads took 192 s for 60 iterations
+that 1 thread ran in 44 s).
 
 ``--run.threads 0`` (the default) lets :class:`CpuThreads` choose: at the start and then every
 ``interval_s`` seconds it reads the 1-minute load average, subtracts the fit's own threads, and uses
