@@ -86,12 +86,18 @@ BAD = {
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_space_is_one_line_before_any_trial(case, tmp_path, capsys):
     change, message = BAD[case]
-    data = {**TINY, **change}
+    assert_one_line_before_any_trial({**TINY, **change}, message, tmp_path, capsys)
+
+
+def assert_one_line_before_any_trial(data: dict, message: str, tmp_path: Path, capsys) -> None:
+    """Parsing the sweep file raises one line holding ``message``; ``ganbench sweep`` on it prints that
+    line alone, exits 2 and creates no storage."""
     with pytest.raises(GanbenchError) as err:
         parse_space(data, "bad.yaml")
     assert message in str(err.value) and "\n" not in str(err.value)
     db = tmp_path / "bad.db"
-    code = main(["sweep", "--config", str(write(tmp_path, data)), "--storage", f"sqlite:///{db}", "--n-trials", "1"])
+    code = main(["sweep", "--config", str(write(tmp_path, data, "bad.yaml")), "--storage", f"sqlite:///{db}",
+                 "--n-trials", "1"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == EXIT_USAGE and len(lines) == 1 and message in lines[0]
     assert not db.exists()

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ganbench import GanbenchError
-from ganbench.cli import EXIT_USAGE, main
+from ganbench.cli import main
 from ganbench.sweep.design import (
     DesignSpec,
     alias_lines,
@@ -22,7 +22,8 @@ from ganbench.sweep.design import (
     refusal,
     regular_fraction,
 )
-from ganbench.sweep.space import Nuisance, load_space, parse_space
+from ganbench.sweep.space import Nuisance, load_space
+from tests.test_sweep import assert_one_line_before_any_trial
 
 TOY = "sweeps/toy_stability_3k.yaml"
 
@@ -158,17 +159,7 @@ BAD = {
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_design_key_is_one_line_before_any_trial(case, tmp_path, capsys):
     change, message = BAD[case]
-    data = {**TOY_RAW, **change}
-    with pytest.raises(GanbenchError) as err:
-        parse_space(data, "bad.yaml")
-    assert message in str(err.value) and "\n" not in str(err.value)
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    db = tmp_path / "bad.db"
-    code = main(["sweep", "--config", str(path), "--storage", f"sqlite:///{db}", "--n-trials", "1"])
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert code == EXIT_USAGE and len(lines) == 1 and message in lines[0]
-    assert not db.exists()
+    assert_one_line_before_any_trial({**TOY_RAW, **change}, message, tmp_path, capsys)
 
 
 def test_check_prints_the_design_and_its_aliasing(tmp_path, capsys):

@@ -24,6 +24,7 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 
 LOWER_AT = 0.75
 """Other busy threads (load average minus the fit's own) from which a core counts as taken."""
@@ -71,8 +72,7 @@ class CpuThreads(L.Callback):
         self._restore: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        on_cpu = type(trainer.accelerator).__name__ == "CPUAccelerator"
-        if not on_cpu or trainer.world_size > 1:
+        if not isinstance(trainer.accelerator, CPUAccelerator) or trainer.world_size > 1:
             return
         self._restore = torch.get_num_threads()  # a process may run several fits (tests, sweeps)
         if self.threads > 0:
