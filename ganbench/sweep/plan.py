@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -87,13 +88,22 @@ def measured_rate(space: Any, params: dict[str, Any], steps: int = 20, warmup: i
     return loop.run(steps) / steps
 
 
-def wall_time(space: Any, design: Design, workers: int = 1, sample: int = 3, steps: int = 20) -> tuple[float, str]:
+def wall_time(space: Any, design: Design, workers: int = 1, sample: int = 6, steps: int = 20) -> tuple[float, str]:
     """Estimated seconds of training steps for the whole design: the mean measured rate of the first
-    ``sample`` runs times the design's runs and budget, divided over ``workers`` (one population fit per run)."""
-    rates = [measured_rate(space, run, steps) for run in design.runs[:sample]]
+    ``sample`` runs times the design's runs and budget, divided over ``workers`` (one population fit per run),
+    each timed with the threads one worker gets (``cores // workers``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))  # a worker's share, as run_sweep gives
+    try:
+        rates = [measured_rate(space, run, steps) for run in design.runs[:sample]]
+    finally:
+        torch.set_num_threads(before)
     seconds = float(np.mean(rates)) * space.budget * len(design.runs) / max(1, workers)
     return seconds, (f"{np.mean(rates) * 1e3:.1f} ms per G iteration of a {len(space.seeds)}-replica population fit, "
-                     f"mean of {len(rates)} runs timed for {steps} steps each on this machine (training steps "
+                     f"mean of {len(rates)} runs timed for {steps} steps each with {max(1, (os.cpu_count() or 1) // max(1, workers))} "
+                     f"thread(s) on this machine (training steps "
                      "only: metric evaluations and start-up are not included)")
 
 
