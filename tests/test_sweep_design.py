@@ -166,7 +166,9 @@ def test_check_prints_the_design_and_its_aliasing(tmp_path, capsys):
     path = tmp_path / "designed.yaml"
     path.write_text(yaml.safe_dump({**TOY_RAW, "design": "fractional", "replicates": 1,
                                     "interactions": [["loss", "penalty"]]}, sort_keys=False))
+    runs = set(Path("runs").glob("*"))
     assert main(["sweep", "--config", str(path), "--check"]) == 0
+    assert set(Path("runs").glob("*")) == runs  # the timed steps fit nothing and leave no run folder
     out = capsys.readouterr().out.splitlines()
     # loss (5 levels) and the data set are crossed with the fraction, so loss:penalty costs no runs
     assert "design fractional: 160 runs = 160 cells x 1 replicate(s), 5 seed(s) each = 800 fits" in out

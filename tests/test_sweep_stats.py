@@ -4,6 +4,7 @@ written through Optuna's API with synthetic per-seed attributes (no fits)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from math import comb
@@ -208,3 +209,9 @@ def test_the_verdict_is_in_the_markdown_the_report_and_the_wandb_table(tmp_path,
     rows = {r[cols.index("cell")]: dict(zip(cols, r)) for r in table["data"]}
     assert rows["loss=ls"]["distinguishable"] == "yes" and rows["loss=ns"]["distinguishable"] == "no"
     assert rows["loss=ls"]["p_holm"] == pytest.approx(4 * 2 / comb(20, 10), rel=1e-12)
+    # the factor effects: the same rows as effects.csv, read back from the W&B run
+    effects = json.loads(next(run.glob("files/media/table/effects_*.table.json")).read_text())
+    with open(tmp_path / "effects.csv", newline="") as f:
+        written = list(csv.DictReader(f))
+    assert written and effects["columns"] == list(written[0])
+    assert [[str(v) for v in r] for r in effects["data"]] == [list(r.values()) for r in written]

@@ -42,6 +42,9 @@ def build(config: str, overrides: list[str]):
     from ganbench.cli import GanbenchCLI
 
     cli = GanbenchCLI(args=["--config", config, "--run.wandb", "false", *overrides], run=False)
+    for root in cli.created_dirs:  # nothing is fitted: leave no empty run folder behind
+        if root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
     cli.model.fit_max_steps = cli.trainer.max_steps  # the fit length the config asks for (fits/hour)
     return cli.model, cli.datamodule
 

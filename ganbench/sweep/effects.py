@@ -252,9 +252,13 @@ def study_trials(study: Any, board: Any) -> list[tuple[dict[str, Any], np.ndarra
     return [(params[r.number], np.array(r.seed_rows(), dtype=float)) for r in board.rows]
 
 
-def write_effects(study: Any, board: Any, out: Any) -> list[Any]:
+EFFECT_COLUMNS = ["dataset", "outcome", "term", "level", "estimate", "lo", "hi", "term_p_holm"]
+
+
+def write_effects(study: Any, board: Any, out: Any) -> tuple[list[Any], list[dict[str, Any]]]:
     """The leaderboard's effects section, per data set: ``effects.csv``, an "Effects" section appended to
-    ``leaderboard.md`` and ``effects_<data>.png`` forest plots (returned, for report.html and W&B)."""
+    ``leaderboard.md`` and ``effects_<data>.png`` forest plots. Returns the plots (for report.html and W&B)
+    and the rows of ``effects.csv`` (the W&B ``effects`` table)."""
     import csv
     from pathlib import Path
 
@@ -291,9 +295,9 @@ def write_effects(study: Any, board: Any, out: Any) -> list[Any]:
         if result.effects:
             images.append(plot_forest(result, out / f"effects_{tag}.png", f"{board.study}: main effects, {tag}"))
     with open(out / "effects.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, ["dataset", "outcome", "term", "level", "estimate", "lo", "hi", "term_p_holm"])
+        w = csv.DictWriter(f, EFFECT_COLUMNS)
         w.writeheader()
         w.writerows(rows)
     with open(out / "leaderboard.md", "a") as f:
         f.write("\n".join(lines) + "\n")
-    return images
+    return images, rows

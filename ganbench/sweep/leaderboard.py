@@ -41,7 +41,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ganbench import GanbenchError
-from ganbench.sweep.effects import EFFECTS_CAPTION, write_effects
+from ganbench.sweep.effects import EFFECT_COLUMNS, EFFECTS_CAPTION, write_effects
 from ganbench.sweep.space import short
 from ganbench.sweep.stats import ALPHA, LEVEL, RESAMPLES, cell_intervals, holm, mann_whitney
 
@@ -682,9 +682,11 @@ def trial_table(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
 
 
 def log_wandb(board: Board, images: list[Path], out: Path, project: str = "ganbench",
-              trials: tuple[list[str], list[list[Any]]] | None = None) -> str:
+              trials: tuple[list[str], list[list[Any]]] | None = None,
+              effects: list[dict[str, Any]] | None = None) -> str:
     """One W&B summary run (job type ``leaderboard``, group = study, config = the study's space): the
-    leaderboard, one row per trial (``trials``) and the pictures. Offline unless WANDB_API_KEY or
+    leaderboard, one row per trial (``trials``), the factor effects (``effects``, as in effects.csv) and
+    the pictures. Offline unless WANDB_API_KEY or
     WANDB_MODE say otherwise; returns the run's local directory."""
     import os
 
@@ -700,6 +702,8 @@ def log_wandb(board: Board, images: list[Path], out: Path, project: str = "ganbe
         trial_cols, trial_rows = trials or ([], [])
         run.log({"leaderboard": wandb.Table(columns=cols, data=rows),
                  **({"trials": wandb.Table(columns=trial_cols, data=trial_rows)} if trial_cols else {}),
+                 **({"effects": wandb.Table(columns=EFFECT_COLUMNS, data=[[r.get(k) for k in EFFECT_COLUMNS]
+                                                                          for r in effects])} if effects else {}),
                  **{f"leaderboard/{p.stem}": wandb.Image(str(p)) for p in images}})
         return str(run.dir)
     finally:
@@ -715,12 +719,13 @@ def build_leaderboard(study: optuna.Study, out: Path, wandb_log: bool = True, sh
     with deferred():  # a signal waits for the tables, plots and page to be written whole
         write_tables(board, out)
         images = write_plots(board, out)
-        images += write_effects(study, board, out)  # effects.csv, "Effects" in leaderboard.md, forest plots
+        effect_images, effects = write_effects(study, board, out)  # effects.csv, leaderboard.md, forest plots
+        images += effect_images
         write_html(board, out, images)
     if show:
         print_table(board)
     if wandb_log:
-        run_dir = Path(log_wandb(board, images, out, trials=trial_table(study))).parent
+        run_dir = Path(log_wandb(board, images, out, trials=trial_table(study), effects=effects)).parent
         offline = run_dir.name.startswith("offline-")
         print(f"W&B summary run: {run_dir}" + (f" (offline; upload with: wandb sync {run_dir})" if offline else ""))
     return board
