@@ -199,7 +199,25 @@ def test_detectable_difference_of_a_two_level_factor_is_the_noncentral_t_solutio
     assert mde["dataset"] < mde["penalty"] < mde["loss"]
 
 
-def test_design_points_are_fixed_trials_and_a_rerun_finishes_exactly_the_design():
+@pytest.fixture(params=["sqlite", "journal", "postgresql"])
+def storage(request, tmp_path):
+    """Each storage a study can live in (docs/sweeps.md): SQLite, a journal file, PostgreSQL (tests/pg.py)."""
+    import optuna
+
+    if request.param == "sqlite":
+        yield optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'design.db'}")
+    elif request.param == "journal":
+        from optuna.storages.journal import JournalFileBackend
+
+        yield optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "design.log")))
+    else:
+        from tests.pg import postgres_url
+
+        with postgres_url() as url:
+            yield optuna.storages.RDBStorage(url)
+
+
+def test_design_points_are_fixed_trials_and_a_rerun_finishes_exactly_the_design(storage):
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
     from optuna.trial import TrialState
@@ -208,7 +226,7 @@ def test_design_points_are_fixed_trials_and_a_rerun_finishes_exactly_the_design(
 
     factors = {"model.init_args.loss": ("ns", "hinge"), "model.init_args.d_norm": ("layer", "spectral")}
     design = build_design(DesignSpec("factorial", 2), factors, {"lr": Nuisance("lr", 1e-4, 1e-2, log=True)})
-    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    study = optuna.create_study(storage=storage, study_name="design")
     dists = {k: CategoricalDistribution(v) for k, v in factors.items()}
     dists["lr"] = FloatDistribution(1e-4, 1e-2, log=True)
 
