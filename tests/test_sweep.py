@@ -14,8 +14,9 @@ import yaml
 
 from ganbench import GanbenchError
 from ganbench.cli import EXIT_USAGE, main
-from ganbench.sweep.leaderboard import PLOTS, expected_best, top_quantile
-from ganbench.sweep.objective import SeedResult, aggregate
+from ganbench.sweep.leaderboard import top_quantile
+from ganbench.sweep.outcome import SeedResult, aggregate
+from ganbench.sweep.plots import PLOTS, expected_best
 from ganbench.sweep.space import load_space, parse_space
 
 TINY: dict = {

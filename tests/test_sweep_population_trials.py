@@ -10,7 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from ganbench.cli import main
-from ganbench.sweep.objective import QUIET, metric_steps, seed_result
+from ganbench.sweep.objective import QUIET
+from ganbench.sweep.outcome import metric_steps, seed_result
 from ganbench.sweep.space import load_space, parse_space
 from tests.test_sweep import TINY, write
 

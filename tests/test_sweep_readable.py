@@ -14,7 +14,7 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
 from ganbench.cli import main
-from ganbench.sweep.objective import SeedResult, aggregate, divergence_reason, metric_steps
+from ganbench.sweep.outcome import SeedResult, aggregate, divergence_reason, metric_steps
 from ganbench.sweep.space import parse_space
 from tests.wandb_log import inspect
 
@@ -145,7 +145,7 @@ def test_population_seeds_read_back_as_runs_of_their_own(tmp_path, monkeypatch):
 
 
 def test_replica_rows_are_one_replicas_columns_under_plain_keys(tmp_path):
-    from ganbench.sweep.objective import replica_rows
+    from ganbench.sweep.outcome import replica_rows
 
     (tmp_path / "metrics.csv").write_text("step,lr,val/w1/r0,val/w1/r1,train/g_loss/r1\n"
                                          "0,0.1,2.0,3.0,\n"
@@ -254,7 +254,8 @@ def hand_made_study(storage=None) -> optuna.Study:
 def test_leaderboard_shows_every_cell_and_a_panel_per_data_set(tmp_path):
     import csv
 
-    from ganbench.sweep.leaderboard import build_leaderboard, facets, heatmap_grid, load_board
+    from ganbench.sweep.leaderboard import build_leaderboard, load_board
+    from ganbench.sweep.plots import facets, heatmap_grid
 
     study = hand_made_study()
     board = load_board(study)
@@ -287,7 +288,7 @@ def test_leaderboard_shows_every_cell_and_a_panel_per_data_set(tmp_path):
 def test_heatmap_colour_range_is_best_square_to_90th_percentile():
     import numpy as np
 
-    from ganbench.sweep.leaderboard import _scale
+    from ganbench.sweep.plots import _scale
 
     assert _scale([np.array([[1.0, np.nan]]), np.array([[3.0]])], "quality") == (1.0, 2.8, True)
     assert _scale([np.array([[0.25]])], "divergence") == (0.0, 1.0, False)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from ganbench.sweep.objective import SeedResult, aggregate, seed_result
+from ganbench.sweep.outcome import SeedResult, aggregate, seed_result
 from ganbench.sweep.resume import MEASURED, NotMeasured
 from ganbench.sweep.space import parse_space
 from tests.test_sweep import TINY

@@ -2,7 +2,7 @@
 
 **Measured or not.** A seed is *measured* when its fit ran to its end (``completed``) or was stopped by the
 training dynamics (``diverged``: a non-finite or out-of-bound loss, or the quality rule of
-:func:`ganbench.sweep.objective.divergence_reason`). Anything else — ``interrupted`` (SIGTERM/SIGINT),
+:func:`ganbench.sweep.outcome.divergence_reason`). Anything else — ``interrupted`` (SIGTERM/SIGINT),
 ``crashed`` (an exception in ganbench or a callback), ``missing`` (no summary.json), ``no_metric`` (the
 evaluation produced no value) — is *not measured*: the trial raises :class:`NotMeasured` instead of a
 score, Optuna records it as FAIL with ``not_measured`` and ``error`` in its user attributes, and nothing
