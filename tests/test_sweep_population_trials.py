@@ -183,3 +183,27 @@ def test_a_valid_cell_that_cannot_be_batched_runs_its_trials_alone(tmp_path, cap
     assert sorted(p.name for p in root.iterdir()) == ["trial_00000", "trial_00001", "trial_00002"]
     assert all(t.user_attrs["run_dirs"] == [str((root / f"trial_{t.number:05d}" / "seed_0").resolve())]
                for t in study.trials)
+
+
+def test_a_designed_cells_replicates_train_as_one_population_fit(tmp_path, monkeypatch, capsys):
+    """design: factorial, replicates 2, --population-trials 2: the 2 replicates of each of the 2 cells follow one
+    another in the run order and share the cell's structural draws (n_critic, the bound), so each cell trains as
+    one population fit of 2 trials x 2 seeds; lr is drawn per replicate."""
+    data = {**BATCHED, "name": "designed", "design": "factorial", "replicates": 2}
+    study, _ = sweep(tmp_path, data, 0, 2)  # --n-trials does not apply: the design's 4 points are the trials
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert sorted(t.user_attrs["design_point"] for t in trials) == [0, 1, 2, 3]
+    root = tmp_path / "runs" / "designed"
+    cells = set()
+    for first in (0, 2):
+        pair = trials[first:first + 2]
+        assert json.loads((root / f"batch_{first:05d}" / "batch.json").read_text())["replicas"] == \
+            {str(first): [0, 1], str(first + 1): [2, 3]}
+        a, b = (t.params for t in pair)
+        shared = ("model.init_args.d_norm", "model.init_args.penalty", "n_critic", "bound")
+        assert [a[k] for k in shared] == [b[k] for k in shared] and a["lr"] != b["lr"]
+        assert sorted(t.user_attrs["design_point"] for t in pair) == [first, first + 1]
+        cells.add(a["model.init_args.d_norm"])
+    assert cells == {"spectral", "layer"}
+    assert "cannot train as one population fit" not in capsys.readouterr().err

@@ -21,6 +21,8 @@ the unconstrained design, and every named interaction that loses degrees of free
 Nuisance hyper-parameters are drawn inside each cell from a scrambled Sobol sequence
 (scipy.stats.qmc), one sequence per cell seeded from ``design_seed``: a cell's replicates are
 spread over the nuisance ranges, and every level of every factor sees the same distribution.
+The structural nuisance (``n_critic``: what the networks or the step depend on) is drawn once per
+cell, and a cell's replicates follow one another, so ``--population-trials`` batches them.
 """
 
 from __future__ import annotations
@@ -399,8 +401,13 @@ def nuisance_draws(nuisance: dict[str, Any], n: int, seed: int) -> list[dict[str
 
 
 def build_design(spec: DesignSpec, factors: dict[str, tuple[Any, ...]], nuisance: dict[str, Any] | None = None,
-                 refuse: Callable[[dict[str, Any]], str | None] | None = None) -> Design:
-    """The runs of a factorial or fractional design over ``factors`` (see the module docstring)."""
+                 refuse: Callable[[dict[str, Any]], str | None] | None = None,
+                 structural: Sequence[str] = ()) -> Design:
+    """The runs of a factorial or fractional design over ``factors`` (see the module docstring).
+
+    The replicates of a cell follow one another in the run order (the cells' order is random) and share the
+    cell's draw of the ``structural`` nuisance (those that fix the networks or the step, e.g. ``n_critic``), so
+    that ``--population-trials`` trains them as one population fit; the other nuisance is drawn per replicate."""
     if spec.kind == "random":
         raise GanbenchError("design: random has no fixed runs; Optuna's sampler chooses the cells")
     names, levels = list(factors), [tuple(v) for v in factors.values()]
@@ -425,8 +432,9 @@ def build_design(spec: DesignSpec, factors: dict[str, tuple[Any, ...]], nuisance
                 + ("left out" if spec.kind == "factorial" else "replaced by D-optimal valid cells"),
                 *_cost(base, cells, sizes, short, pairs, reasons)]
     aliases = alias_lines(cells, sizes, short, pairs)
-    order = np.random.default_rng(spec.seed).permutation(len(cells) * spec.replicates)
-    rows = np.repeat(cells, spec.replicates, axis=0)
+    r = spec.replicates
+    order = (np.random.default_rng(spec.seed).permutation(len(cells))[:, None] * r + np.arange(r)).ravel()
+    rows = np.repeat(cells, r, axis=0)
     runs = [values(row) for row in rows]
     by_cell: dict[tuple[int, ...], list[int]] = {}
     for i, row in enumerate(rows):
@@ -434,6 +442,9 @@ def build_design(spec: DesignSpec, factors: dict[str, tuple[Any, ...]], nuisance
     for c, (_, idx) in enumerate(sorted(by_cell.items())):
         for i, draw in zip(idx, nuisance_draws(nuisance or {}, len(idx), spec.seed * 100_003 + c)):
             runs[i].update(draw)
+    for first in range(0, len(runs), r):  # a cell's replicates: one structural draw, one population fit
+        for i in range(first + 1, first + r):
+            runs[i].update({k: runs[first][k] for k in structural if k in runs[first]})
     return Design(spec, tuple(names), tuple(levels), rows[order], tuple(runs[i] for i in order),
                   tuple(aliases), tuple(cost))
 
@@ -445,7 +456,7 @@ def space_design(space: Any) -> Design | None:
         return None
     family, fixed = family_of(space.base_config)
     refuse = refusal(space.factors, {**fixed, **space.overrides}, family)
-    return build_design(spec, space.factors, space.nuisance, refuse)
+    return build_design(spec, space.factors, space.nuisance, refuse, space.structural)
 
 
 def design_dict(spec: DesignSpec | None) -> dict[str, Any]:
