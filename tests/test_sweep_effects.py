@@ -130,10 +130,9 @@ def test_effects_table_and_forest_plot(tmp_path):
     assert path.stat().st_size > 10_000
 
 
-def test_leaderboard_effects_section_of_a_designed_study(tmp_path):
-    """A 2 x 2 factorial with 3 trials per cell written through Optuna: effects.csv holds each level's main
-    effect = its marginal mean of trial medians minus the mean of the two marginal means (balanced)."""
-    import csv
+def designed_study(storage=None, name: str = "designed"):
+    """A 2 x 2 factorial (loss x d_norm, named interaction) with 3 trials per cell, 5 seeds each, written through
+    Optuna with an additive truth; returns the study and each cell's trial medians."""
     from pathlib import Path
 
     import optuna
@@ -141,7 +140,6 @@ def test_leaderboard_effects_section_of_a_designed_study(tmp_path):
     from optuna.distributions import CategoricalDistribution, FloatDistribution
     from optuna.trial import TrialState
 
-    from ganbench.sweep.leaderboard import build_leaderboard
     from ganbench.sweep.space import parse_space
     from ganbench.sweep.study import open_study
 
@@ -149,7 +147,7 @@ def test_leaderboard_effects_section_of_a_designed_study(tmp_path):
     raw.update(sampler="random", design="factorial", replicates=3, interactions=[["loss", "d_norm"]],
                factors={"model.init_args.loss": ["ns", "hinge"], "model.init_args.d_norm": ["layer", "spectral"]})
     space = parse_space(raw, "designed.yaml")
-    study = open_study(space, optuna.storages.InMemoryStorage(), "designed")
+    study = open_study(space, storage or optuna.storages.InMemoryStorage(), name)
     dists = {k: CategoricalDistribution(v) for k, v in space.factors.items()}
     dists.update({n: FloatDistribution(v.low, v.high, log=v.log) for n, v in space.nuisance.items()
                   if not v.integer})
@@ -168,6 +166,17 @@ def test_leaderboard_effects_section_of_a_designed_study(tmp_path):
                         "cell": f"loss={loss} d_norm={norm}", "quality": float(np.median(seeds)), "diverged_frac": 0.0,
                         "collapsed_frac": 0.0, "spread": 0.0, "oscillation": 0.0, "seed_quality": seeds,
                         "seed_status": ["completed"] * 5}))
+    return study, medians
+
+
+def test_leaderboard_effects_section_of_a_designed_study(tmp_path):
+    """A 2 x 2 factorial with 3 trials per cell written through Optuna: effects.csv holds each level's main
+    effect = its marginal mean of trial medians minus the mean of the two marginal means (balanced)."""
+    import csv
+
+    from ganbench.sweep.leaderboard import build_leaderboard
+
+    study, medians = designed_study()
     build_leaderboard(study, tmp_path, wandb_log=False, show=False)
     with open(tmp_path / "effects.csv") as f:
         rows = {(r["outcome"], r["term"], r["level"]): r for r in csv.DictReader(f)}
@@ -179,9 +188,51 @@ def test_leaderboard_effects_section_of_a_designed_study(tmp_path):
     assert lo < 0.4 < hi and hi - lo < 0.3
     md = (tmp_path / "leaderboard.md").read_text()
     assert "## Effects" in md and "quality: loss=hinge raises median val/w1_exact_1k by" in md
+    r = rows["quality", "loss", "hinge"]  # the effects table: effects.csv's level rows, rates never varied
+    assert f"| loss | hinge | {float(r['estimate']):+.3g} [{float(r['lo']):+.3g}, {float(r['hi']):+.3g}] | — | — |" in md
     # the data are additive: the named interaction is estimated and not significant
     line = next(x for x in md.splitlines() if x.startswith("- quality: interaction loss:d_norm, F-test Holm p = "))
     assert not line.endswith("(significant)")
     assert ("quality", "loss:d_norm", "hinge, spectral") in rows
     assert "| d_norm | spectral | 6 | 100% | lr 0.001–0.001, beta1 0.5–0.5, beta2 0.95–0.95 |" in md
     assert (tmp_path / "effects_all.png").is_file() and "effects_all" in (tmp_path / "report.html").read_text()
+
+
+def test_pilot_sigma_is_the_residual_sd_and_check_scales_the_detectable_differences(tmp_path, capsys):
+    """The saturated 2 x 2 model with 3 trials per cell: the residual SD is the pooled within-cell SD of the trial
+    medians (8 degrees of freedom). ``--check --pilot`` multiplies each factor's detectable difference in sigma
+    by it; a pilot that does not exist is one line, and nothing is created."""
+    from pathlib import Path
+
+    import optuna
+    import yaml
+
+    from ganbench.cli import main
+    from ganbench.sweep.design import space_design
+    from ganbench.sweep.plan import detectable, pilot_sigma
+    from ganbench.sweep.space import load_space
+
+    url = f"sqlite:///{tmp_path / 'pilot.db'}"
+    _, medians = designed_study(optuna.storages.RDBStorage(url), "pilot")
+    within = sum(((np.array(v) - np.mean(v)) ** 2).sum() for v in medians.values())
+    sigma, how = pilot_sigma(url, "pilot")
+    assert sigma["all"]["quality"] == pytest.approx(np.sqrt(within / (12 - 4)), rel=1e-10)
+    assert set(sigma["all"]) == {"quality"}  # divergence and collapse never vary: no fit, no sigma
+    assert how == "5 seed(s) per trial, 3000 G iterations"
+
+    raw = yaml.safe_load(Path("sweeps/toy_stability_design.yaml").read_text())
+    config = tmp_path / "next.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    mde = detectable(space_design(load_space(config)))
+    assert main(["sweep", "--config", str(config), "--check", "--pilot", "pilot", "--pilot-storage", url]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[out.index(next(x for x in out if x.startswith("with sigma from the pilot study pilot"))) + 1] == (
+        f"  all quality (sigma {sigma['all']['quality']:.3g}): "
+        + ", ".join(f"{k} {v * sigma['all']['quality']:.2g}" for k, v in mde.items()))
+
+    missing = tmp_path / "none.db"
+    assert main(["sweep", "--config", str(config), "--check", "--pilot", "x", "--pilot-storage",
+                 f"sqlite:///{missing}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"ganbench: error: --pilot x: {missing} does not exist (name its storage with --pilot-storage)"]
+    assert not missing.exists()

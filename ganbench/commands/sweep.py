@@ -29,6 +29,11 @@ def build_parser() -> CommandParser:
                    help="trial run folders: RUNS_ROOT/STUDY/trial_NNNNN/seed_S (batches: RUNS_ROOT/STUDY/batch_NNNNN)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--check", action="store_true", help="validate the space and exit without running trials")
+    p.add_argument("--pilot", default=None, metavar="STUDY",
+                   help="with --check on a designed sweep: a finished study whose residual SDs turn the detectable "
+                        "differences into metric units and rate points")
+    p.add_argument("--pilot-storage", default=None, metavar="URL",
+                   help="where the --pilot study lives (default: --storage, else sqlite:///sweeps/STUDY.db)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (on a terminal) and no per-trial lines (otherwise)")
     p.add_argument("--no-wandb", action="store_true",
@@ -78,9 +83,16 @@ def main(argv: list[str]) -> int:
         if args.population_trials > 1:
             print(batching(space, args.population_trials))
         if space.design.kind != "random":  # the design, its aliasing, what it detects and how long it takes
-            from ganbench.sweep.plan import plan_lines
+            from ganbench.sweep.plan import pilot_sigma, plan_lines
 
-            print(plan_lines(space, args.workers))
+            pilot = None
+            if args.pilot:
+                url = args.pilot_storage or args.storage or f"sqlite:///sweeps/{args.pilot}.db"
+                pilot = (args.pilot, *pilot_sigma(url, args.pilot))
+            print(plan_lines(space, args.workers, pilot=pilot))
+        elif args.pilot:
+            raise GanbenchError("--pilot plans a designed sweep (design: factorial or fractional); "
+                                f"{args.config} has design: random")
         return 0
     n_trials = args.n_trials
     if space.design.kind != "random":  # the design's points are the trials (--n-trials does not apply)

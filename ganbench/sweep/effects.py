@@ -73,6 +73,8 @@ class Effects:
     #: (factor, level, trials, fraction trained without diverging or collapsing, nuisance → (low, high))
     sensitivity: list[tuple[str, str, int, float, dict[str, tuple[float, float]]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: outcome → residual SD of the trial-level fit (the σ a later study's ``--check --pilot`` plans with)
+    sigma: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ def analyse(trials: Sequence[tuple[dict[str, Any], np.ndarray]], factors: dict[s
             out.notes.append(f"{outcome}: every trial has the same value ({y[0, col]:g}); no effects")
             continue
         fit = Fit.of(y[:, col], cells, sizes, names, pairs, robust=outcome != "quality")
+        out.sigma[outcome] = float(np.sqrt(fit.result.scale)) if fit.result.df_resid > 0 else math.nan
         x = fit.result.model.exog
         if np.linalg.matrix_rank(x) < x.shape[1]:
             out.notes.append(f"{outcome}: the trials cannot separate every effect (rank {np.linalg.matrix_rank(x)} "
@@ -211,6 +214,22 @@ def table_rows(effects: Effects) -> list[dict[str, Any]]:
              "term_p_holm": p.get((e.outcome, e.term), math.nan)} for e in effects.effects]
 
 
+def effects_table(effects: Effects) -> list[str]:
+    """Markdown: one row per factor level, its main effect on each outcome with the 95 % interval (quality on
+    the metric's scale, rates in points) — the numbers of effects.csv that the forest plot draws."""
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for e in effects.effects:
+        if ":" in e.term or " vs " in e.level:
+            continue
+        k = 1.0 if e.outcome == "quality" else 100.0
+        text = "—" if math.isnan(e.estimate) else f"{k * e.estimate:+.3g} [{k * e.lo:+.3g}, {k * e.hi:+.3g}]"
+        cells.setdefault((e.term, e.level), {})[e.outcome] = text
+    if not cells:
+        return []
+    return ["| factor | level | quality | divergence (points) | collapse (points) |", "|---|---|---|---|---|",
+            *(f"| {t} | {v} | " + " | ".join(o.get(x, "—") for x in OUTCOMES) + " |" for (t, v), o in cells.items())]
+
+
 def plot_forest(effects: Effects, path: Any, title: str = "") -> Any:
     """One row of panels per outcome, one panel per factor: every level's main effect with its 95 % interval."""
     import matplotlib
@@ -255,6 +274,24 @@ def study_trials(study: Any, board: Any) -> list[tuple[dict[str, Any], np.ndarra
 EFFECT_COLUMNS = ["dataset", "outcome", "term", "level", "estimate", "lo", "hi", "term_p_holm"]
 
 
+def study_effects(study: Any, board: Any) -> dict[str, tuple[Effects, int]]:
+    """Per data set (``"all"`` when the study has no data-set factor): the effects of the other factors on its
+    scored trials, and how many trials that is."""
+    from ganbench.sweep.plots import _data_key
+    from ganbench.sweep.study import study_space
+
+    space = study_space(study) or {}
+    pairs = [tuple(p) for p in (space.get("design") or {}).get("interactions", [])]
+    data = _data_key(board)
+    trials = study_trials(study, board)
+    groups = {None: trials} if data is None else {
+        v: [t for t in trials if t[0][data] == v] for v in (board.choices or {}).get(data, [])}
+    factors = {k: (board.choices or {}).get(k, []) for k in board.factors if k != data}
+    nuisance = list(space.get("nuisance", {}))
+    return {("all" if v is None else str(v)): (analyse(g, factors, pairs, nuisance, board.metric, board.direction),
+                                               len(g)) for v, g in groups.items()}
+
+
 def write_effects(study: Any, board: Any, out: Any) -> tuple[list[Any], list[dict[str, Any]]]:
     """The leaderboard's effects section, per data set: ``effects.csv``, an "Effects" section appended to
     ``leaderboard.md`` and ``effects_<data>.png`` forest plots. Returns the plots (for report.html and W&B)
@@ -262,30 +299,24 @@ def write_effects(study: Any, board: Any, out: Any) -> tuple[list[Any], list[dic
     import csv
     from pathlib import Path
 
-    from ganbench.sweep.leaderboard import _data_key
     from ganbench.sweep.study import study_space
 
-    space = study_space(study) or {}
-    design = space.get("design") or {"kind": "random", "interactions": []}
-    pairs = [tuple(p) for p in design.get("interactions", [])]
-    data = _data_key(board)
-    trials = study_trials(study, board)
-    groups = {None: trials} if data is None else {
-        v: [t for t in trials if t[0][data] == v] for v in (board.choices or {}).get(data, [])}
-    factors = {k: (board.choices or {}).get(k, []) for k in board.factors if k != data}
+    design = (study_space(study) or {}).get("design") or {"kind": "random"}
     out = Path(out)
     rows, lines, images = [], ["", "## Effects", "", EFFECTS_CAPTION, ""], []
     if design.get("kind", "random") == "random":
         lines += ["Cells were drawn at random (design: random): the factors are not balanced, so an effect may "
                   "carry interactions with the others; see docs/sweeps.md, Designs and effects.", ""]
-    for value, group in groups.items():
-        result = analyse(group, factors, pairs, list(space.get("nuisance", {})), board.metric, board.direction)
-        tag = "all" if value is None else str(value)
+    for tag, (result, count) in study_effects(study, board).items():
         rows += [{"dataset": tag, **r} for r in table_rows(result)]
-        lines += [f"### {'data set ' + tag if value is not None else 'all trials'} ({len(group)} trials)", ""]
+        lines += [f"### {'all trials' if tag == 'all' else 'data set ' + tag} ({count} trials)", ""]
         lines += [f"- {s}" for s in result.sentences + result.notes]
+        if result.sigma:
+            lines.append("- residual SD of the trial outcomes (the sigma a next study plans with, `ganbench sweep "
+                         "--check --pilot`): " + ", ".join(f"{o} {v:.3g}" for o, v in result.sigma.items()))
         lines += [f"- {t.outcome}: interaction {t.term}, F-test Holm p = {t.p_holm:.3g}"
                   + (" (significant)" if t.significant else "") for t in result.tests if ":" in t.term]
+        lines += ["", *effects_table(result)]
         lines += ["", "| factor | level | trials | trained without diverging or collapsing | nuisance range there |",
                   "|---|---|---|---|---|"]
         lines += [f"| {f} | {v} | {n} | {frac:.0%} | "

@@ -42,14 +42,34 @@ def _power(delta: float, se: float, df: int) -> float:
 
 
 def detectable(design: Design, power: float = POWER) -> dict[str, float]:
-    """Factor (short name) → smallest detectable difference between its two least precise levels, in σ."""
-    from scipy.optimize import brentq
+    """Factor (short name) → smallest detectable difference between its two least precise levels, in σ.
 
+    The leaderboard analyses each data set apart (:func:`ganbench.sweep.effects.study_effects`), so with a data-set
+    factor the differences are those of one data set's runs (the worst data set), and the data set has none."""
     names = [f.rsplit(".", 1)[-1] for f in design.factors]
     sizes = [len(v) for v in design.levels]
     pairs = [(design.factors.index(a), design.factors.index(b)) for a, b in design.spec.interactions]
-    blocks = model_blocks(design.cells, sizes, names, pairs)
-    x = np.column_stack([np.ones(len(design.cells)), *blocks.values()])
+    data = [j for j, f in enumerate(design.factors) if f.startswith("data.") and names[j] == "dataset"]
+    if not data:
+        return _detectable(design.cells, sizes, names, pairs, power)
+    j = data[0]
+    keep = [i for i in range(len(names)) if i != j]
+    index = {old: new for new, old in enumerate(keep)}
+    sub_pairs = [(index[a], index[b]) for a, b in pairs if j not in (a, b)]
+    worst: dict[str, float] = {}
+    for level in range(sizes[j]):
+        rows = design.cells[design.cells[:, j] == level][:, keep]
+        found = _detectable(rows, [sizes[i] for i in keep], [names[i] for i in keep], sub_pairs, power)
+        worst = {k: max(v, worst.get(k, -math.inf)) if not math.isnan(v) else math.nan for k, v in found.items()}
+    return worst
+
+
+def _detectable(cells: np.ndarray, sizes: list[int], names: list[str], pairs: list[tuple[int, int]],
+                power: float) -> dict[str, float]:
+    from scipy.optimize import brentq
+
+    blocks = model_blocks(cells, sizes, names, pairs)
+    x = np.column_stack([np.ones(len(cells)), *blocks.values()])
     df = len(x) - np.linalg.matrix_rank(x)
     if df < 1:
         return {n: math.nan for n in names}
@@ -62,9 +82,9 @@ def detectable(design: Design, power: float = POWER) -> dict[str, float]:
         code = coding(sizes[names.index(name)])
         se = 0.0
         for i in range(len(code)):
-            for j in range(i):
+            for k in range(i):
                 row = np.zeros(x.shape[1])
-                row[start:start + block.shape[1]] = code[i] - code[j]
+                row[start:start + block.shape[1]] = code[i] - code[k]
                 se = max(se, float(np.sqrt(row @ cov @ row)))
         top = 10 * se
         out[name] = (float(brentq(lambda d, s=se: _power(d, s, df) - power, 1e-9 * se, top))
@@ -94,16 +114,16 @@ def wall_time(space: Any, design: Design, workers: int = 1, sample: int = 6, ste
     each timed with the threads one worker gets (``cores // workers``)."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))  # a worker's share, as run_sweep gives
+    before, threads = torch.get_num_threads(), max(1, (os.cpu_count() or 1) // max(1, workers))
+    torch.set_num_threads(threads)  # a worker's share, as run_sweep gives it
     try:
         rates = [measured_rate(space, run, steps) for run in design.runs[:sample]]
     finally:
         torch.set_num_threads(before)
     seconds = float(np.mean(rates)) * space.budget * len(design.runs) / max(1, workers)
     return seconds, (f"{np.mean(rates) * 1e3:.1f} ms per G iteration of a {len(space.seeds)}-replica population fit, "
-                     f"mean of {len(rates)} runs timed for {steps} steps each with {max(1, (os.cpu_count() or 1) // max(1, workers))} "
-                     f"thread(s) on this machine (training steps "
+                     f"mean of {len(rates)} runs timed for {steps} steps each with {threads} thread(s) on this machine "
+                     "(training steps "
                      "only: metric evaluations and start-up are not included)")
 
 
@@ -138,8 +158,37 @@ def enqueue_design(study: Any, design: Design) -> dict[str, list[int]]:
     return status
 
 
-def plan_lines(space: Any, workers: int = 1, power: float = POWER) -> str:
-    """What ``ganbench sweep --check`` prints for a designed study."""
+def pilot_sigma(storage_url: str, study_name: str) -> tuple[dict[str, dict[str, float]], str]:
+    """The residual SD of each outcome's trial-level fit in a finished study (per data set), and its
+    seeds per trial and budget in words: what a next study's detectable differences are scaled by."""
+    from pathlib import Path
+
+    import optuna
+
+    from ganbench import GanbenchError
+    from ganbench.sweep.effects import study_effects
+    from ganbench.sweep.leaderboard import load_board
+    from ganbench.sweep.study import make_storage, study_space
+
+    for prefix in ("sqlite:///", "journal://"):  # --check creates nothing: a missing file is an error
+        if storage_url.startswith(prefix) and not Path(storage_url[len(prefix):]).is_file():
+            raise GanbenchError(f"--pilot {study_name}: {storage_url[len(prefix):]} does not exist "
+                                "(name its storage with --pilot-storage)")
+    try:
+        study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url, None))
+    except KeyError:
+        raise GanbenchError(f"--pilot {study_name}: no such study in {storage_url}") from None
+    sigma = {tag: result.sigma for tag, (result, _) in study_effects(study, load_board(study)).items() if result.sigma}
+    if not sigma:
+        raise GanbenchError(f"--pilot {study_name}: the study has no scored trials to estimate sigma from")
+    space = study_space(study) or {}
+    return sigma, f"{len(space.get('seeds', []))} seed(s) per trial, {space.get('budget')} G iterations"
+
+
+def plan_lines(space: Any, workers: int = 1, power: float = POWER,
+               pilot: tuple[str, dict[str, dict[str, float]], str] | None = None) -> str:
+    """What ``ganbench sweep --check`` prints for a designed study; ``pilot`` = (study name, :func:`pilot_sigma`)
+    puts the detectable differences on the metric's scale and in rate points."""
     from ganbench.sweep.design import describe, space_design
 
     design = space_design(space)
@@ -147,13 +196,24 @@ def plan_lines(space: Any, workers: int = 1, power: float = POWER) -> str:
         return ""
     mde = detectable(design, power)
     seconds, how = wall_time(space, design, workers)
-    return "\n".join([
+    lines = [
         describe(space, design),
         f"smallest detectable difference between two levels at {power:.0%} power (two-sided t-test of the trial-level "
-        "OLS contrast, alpha 0.05, worst pair of levels), in units of sigma = the residual SD of trial medians "
-        "(from a pilot study); divergence and collapse rates: at most 50 x that many points",
-        "  " + ", ".join(f"{k} {v:.2f} sigma" for k, v in mde.items()),
-        f"estimated wall time with --workers {workers}: {seconds / 60:.0f} min ({how})"])
+        "OLS contrast, alpha 0.05, worst pair of levels, within one data set as the leaderboard analyses it), "
+        "in units of sigma = the residual SD of trial medians "
+        "(from a pilot study: --pilot); divergence and collapse rates: at most 50 x that many points",
+        "  " + ", ".join(f"{k} {v:.2f} sigma" for k, v in mde.items())]
+    if pilot is not None:
+        name, sigma, how_run = pilot
+        lines.append(f"with sigma from the pilot study {name} ({how_run}; valid for a study with the same seeds per "
+                     "trial and budget):")
+        for tag, by_outcome in sigma.items():
+            for outcome, sd in by_outcome.items():
+                scale, unit = (sd, "") if outcome == "quality" else (100 * sd, " points")
+                lines.append(f"  {tag} {outcome} (sigma {sd:.3g}): " + ", ".join(
+                    f"{k} {v * scale:.2g}{unit}" for k, v in mde.items()))
+    lines.append(f"estimated wall time with --workers {workers}: {seconds / 60:.0f} min ({how})")
+    return "\n".join(lines)
 
 
 def start_design(space: Any, storage_url: str | None, study_name: str | None) -> int:
