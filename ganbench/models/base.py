@@ -236,10 +236,13 @@ class GANModule(Checks, Players, Population, DInput, Objective, Optimizers, Exec
         args.pop("__class__", None)
         super().__init__()
         self.save_hyperparameters()
-        # The values this base received. Under LightningCLI, hparams hold only the config of the
-        # family's own signature (what load_from_checkpoint replays), not what a family fixes in
-        # its super().__init__ call (WGAN-GP's penalty), so the training code reads cfg.
-        self.cfg = AttributeDict(args)
+        # The one settings object: the values this base received and, beside them, the family's own
+        # settings (BEGAN's gamma, CycleGAN's pool_size) as given. Under LightningCLI, hparams hold only
+        # the config of the family's own signature (what load_from_checkpoint replays), not what a
+        # family fixes in its super().__init__ call (WGAN-GP's penalty), so every step reads cfg.
+        given = self.hparams  # what save_hyperparameters collected from the family's __init__ chain
+        own = {k: v for k, v in given.items() if k not in args and not k.startswith("_")}
+        self.cfg = AttributeDict({**own, **args})
         self.automatic_optimization = False
         self.check_settings()
         self.data_shape = tuple(data_shape)
