@@ -60,8 +60,8 @@ class BEGAN(EnergyGAN):
         reduce = self.trainer.strategy.reduce
         e_real = reduce(self._energy_real.clone(), reduce_op="mean")
         e_fake = reduce(self._energy_fake.clone(), reduce_op="mean")
-        gamma = self.hparams.gamma
-        self.k = began_k_update(self.k, e_real, e_fake, gamma, self.hparams.lambda_k)
+        gamma = self.cfg.gamma
+        self.k = began_k_update(self.k, e_real, e_fake, gamma, self.cfg.lambda_k)
         if self.logging_step():
             f64 = {"dtype": torch.float64, "device": e_real.device}
             self.log_dict({"train/began_k": torch.tensor(self.k, **f64),
@@ -74,7 +74,7 @@ class BEGAN(EnergyGAN):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        self.k = float(checkpoint.get("ganbench", {}).get("began_k", self.hparams.k_init))
+        self.k = float(checkpoint.get("ganbench", {}).get("began_k", self.cfg.k_init))
 
 
 __all__ = ["BEGAN"]

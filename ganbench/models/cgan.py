@@ -49,7 +49,7 @@ class CGAN(GANModule):
         self._fake_labels: torch.Tensor | None = None
 
     def build_discriminator(self) -> nn.Module:
-        if self.hparams.mode == "projection":
+        if self.cfg.mode == "projection":
             return super().build_discriminator()
         kw = {**self.network_kwargs(), "num_classes": 0}
         disc = DISCRIMINATORS[self.resolved_arch](norm=self.cfg.d_norm, minibatch=self.cfg.minibatch, **kw)
@@ -63,7 +63,7 @@ class CGAN(GANModule):
         return super().generate(n, labels, z=z)
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        if self.hparams.mode == "projection":
+        if self.cfg.mode == "projection":
             return super().discriminate(x, labels)
         h = self.discriminator.features(self.d_input(x), labels)
         self._class_logits.append(self.discriminator.classifier(h))
@@ -72,19 +72,19 @@ class CGAN(GANModule):
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self._class_logits = []
         loss, logs = super().d_loss(real, labels)
-        if self.hparams.mode == "acgan":
+        if self.cfg.mode == "acgan":
             real_logits, fake_logits = self._class_logits
             cls = auxiliary_class_loss(real_logits, labels) + auxiliary_class_loss(fake_logits, self._fake_labels)
-            loss = loss + self.hparams.class_weight * cls
+            loss = loss + self.cfg.class_weight * cls
             logs |= {"d_class_loss": cls.detach(), "d_class_acc": (real_logits.argmax(1) == labels).float().mean()}
         return loss, logs
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self._class_logits = []
         loss, logs = super().g_loss(real, labels)
-        if self.hparams.mode == "acgan":
+        if self.cfg.mode == "acgan":
             cls = auxiliary_class_loss(self._class_logits[0], self._fake_labels)
-            loss = loss + self.hparams.class_weight * cls
+            loss = loss + self.cfg.class_weight * cls
             logs |= {"g_class_loss": cls.detach()}
         return loss, logs
 

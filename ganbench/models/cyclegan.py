@@ -101,16 +101,16 @@ class CycleGAN(ImageToImage):
         self.pools = {"a": ImagePool(pool_size, seed=0), "b": ImagePool(pool_size, seed=1)}
 
     def build_generator(self) -> nn.Module:
-        h = self.hparams
+        h = self.cfg
         return nn.ModuleDict({k: ResNetTranslator(self.data_shape, h.width, h.g_norm, n_blocks=h.n_blocks)
                               for k in ("ab", "ba")})
 
     def build_discriminator(self) -> nn.Module:
-        h = self.hparams
+        h = self.cfg
         return nn.ModuleDict({k: PatchDiscriminator(self.data_shape, h.width, h.d_norm) for k in ("a", "b")})
 
     def graph_blocker(self) -> str | None:
-        if self.hparams.pool_size > 0:
+        if self.cfg.pool_size > 0:
             return ("the image pool (model.pool_size > 0) keeps past fakes in a Python list and draws on the "
                     "host, which a graph would freeze; model.pool_size 0 captures")
         return None
@@ -130,7 +130,7 @@ class CycleGAN(ImageToImage):
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Eq. 3 plus the identity loss."""
-        h = self.hparams
+        h = self.cfg
         b, a = real, labels
         t = cycle_terms(self.generator["ab"], self.generator["ba"], a, b, identity=h.identity_weight > 0)
         adv = (self.objective.g(self.discriminator["b"](self.d_input(t.fake_b)))

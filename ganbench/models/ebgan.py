@@ -36,7 +36,7 @@ class EnergyGAN(GANModule):
                                 "discriminator; use model.minibatch none")
 
     def build_discriminator(self) -> nn.Module:
-        h = self.hparams
+        h = self.cfg
         return autoencoder(self.resolved_arch, norm=h.d_norm, code_dim=h.code_dim, energy=h.energy,
                            **self.network_kwargs())
 
@@ -76,9 +76,9 @@ class EBGAN(EnergyGAN):
         e_fake, code = self.g_energies(real, labels)
         loss = g_ebgan(e_fake)
         logs = {"energy_fake_g": e_fake.detach().mean()}
-        if self.hparams.pt_weight > 0:
+        if self.cfg.pt_weight > 0:
             pt = pullaway_term(code)
-            loss = loss + self.hparams.pt_weight * pt
+            loss = loss + self.cfg.pt_weight * pt
             logs["pullaway"] = pt.detach()
         return loss, logs
 

@@ -39,7 +39,7 @@ class LossSensitiveGAN(GANModule):
             fake = self.generate(len(real), labels)
         l_real, l_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
         delta = ls_margin(self.packed(real), self.packed(fake))  # Δ between packs (Δ per sample at pack 1)
-        loss = d_loss_sensitive(l_real, l_fake, delta, self.hparams.lam) + self.penalty(real, fake, labels)
+        loss = d_loss_sensitive(l_real, l_fake, delta, self.cfg.lam) + self.penalty(real, fake, labels)
         return loss, {"loss_real": l_real.detach().mean(), "loss_fake": l_fake.detach().mean(),
                       "ls_margin": delta.mean()}
 

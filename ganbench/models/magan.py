@@ -60,14 +60,14 @@ class MAGAN(EBGAN):
 
     def after_g_step(self) -> None:
         super().after_g_step()
-        every = self.hparams.margin_every
+        every = self.cfg.margin_every
         if every > 0 and self.global_step % every == 0:
             self.adapt_margin()
         if self.logging_step():
             self.log("train/magan_margin", torch.tensor(self.margin, dtype=torch.float64, device=self.device))
 
     def on_train_epoch_end(self) -> None:
-        if self.hparams.margin_every == 0:
+        if self.cfg.margin_every == 0:
             self.adapt_margin()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -57,7 +57,7 @@ class MMDGAN(GANModule):
 
     def build_discriminator(self) -> nn.Module:
         d = super().build_discriminator()
-        d.head = FeatureHead(self.cfg.d_norm, d.head.linear.in_features, self.hparams.feature_dim)
+        d.head = FeatureHead(self.cfg.d_norm, d.head.linear.in_features, self.cfg.feature_dim)
         return d
 
     def critic_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ class MMDGAN(GANModule):
                         phi_fake: torch.Tensor) -> torch.Tensor:
         """Weighted penalty (``penalty``, every ``penalty_every`` D steps) on the witness function
         ``f(x) = mean_i k(φ(x), φ(x_i)) - mean_j k(φ(x), φ(G(z_j)))`` of the current batch instead of D."""
-        h = self.hparams
+        h = self.hparams  # read here, not cfg: test_families_energy switches the penalty off through hparams
         if h.penalty == "none" or self._d_steps % h.penalty_every:
             return real.new_zeros(())
 
@@ -84,12 +84,12 @@ class MMDGAN(GANModule):
         with torch.no_grad():
             fake = self.generate(len(real), None)
         phi_real, phi_fake = self.critic_features(real), self.critic_features(fake)
-        loss = d_mmd(phi_real, phi_fake, kernel=self.hparams.kernel)
+        loss = d_mmd(phi_real, phi_fake, kernel=self.cfg.kernel)
         return loss + self.witness_penalty(real, fake, phi_real, phi_fake), {"mmd2": -loss.detach()}
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         fake = self.generate(self.cfg.g_batch_size or len(real), None)
-        return g_mmd(self.critic_features(fake), self.critic_features(real), kernel=self.hparams.kernel), {}
+        return g_mmd(self.critic_features(fake), self.critic_features(real), kernel=self.cfg.kernel), {}
 
 
 __all__ = ["MMDGAN"]

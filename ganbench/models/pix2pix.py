@@ -85,7 +85,7 @@ class Pix2Pix(ImageToImage):
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
 
     def build_generator(self) -> nn.Module:
-        h = self.hparams
+        h = self.cfg
         return UNetGenerator(self.data_shape, h.width, h.g_norm, dropout=h.dropout)
 
     def build_discriminator(self) -> nn.Module:
@@ -105,7 +105,7 @@ class Pix2Pix(ImageToImage):
         fake = self.generator(labels)
         d_real = self.discriminate(real, labels) if self.objective.g_needs_real else None
         l1 = (fake - real).abs().mean()
-        return self.objective.g(self.discriminate(fake, labels), d_real) + self.hparams.l1_weight * l1, {"l1": l1}
+        return self.objective.g(self.discriminate(fake, labels), d_real) + self.cfg.l1_weight * l1, {"l1": l1}
 
     @torch.no_grad()
     def translate(self, a: torch.Tensor, ema: bool = True) -> torch.Tensor:

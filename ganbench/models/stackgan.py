@@ -155,11 +155,11 @@ class StackGAN(GANModule):
                          conditional=conditional, **kwargs)
 
     def stage_shape(self) -> tuple[int, ...]:
-        r = self.low_resolution if self.hparams.stage == 1 else self.data_shape[-1]
+        r = self.low_resolution if self.cfg.stage == 1 else self.data_shape[-1]
         return (self.data_shape[0], r, r)
 
     def build_generator(self) -> nn.Module:
-        h = self.hparams
+        h = self.cfg
         low = (self.data_shape[0], self.low_resolution, self.low_resolution)
         stage1 = Stage1Generator(self.resolved_arch, self.latent_dim, h.c_dim, low, h.width, h.g_norm,
                                  self.num_classes)
@@ -168,14 +168,14 @@ class StackGAN(GANModule):
         return StackGenerator(stage1, stage2)
 
     def build_discriminator(self) -> nn.Module:
-        h = self.hparams
+        h = self.cfg
         return DISCRIMINATORS[self.resolved_arch](shape=self.stage_shape(), width=h.width, norm=h.d_norm,
                                                   num_classes=self.num_classes, minibatch=h.minibatch)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if stage == "fit" and self.hparams.stage == 2:
-            self.load_stage1(self.hparams.stage1_ckpt)
+        if stage == "fit" and self.cfg.stage == 2:
+            self.load_stage1(self.cfg.stage1_ckpt)
 
     def load_stage1(self, path: str | Path) -> None:
         """Copy stage I's weights from a stage-1 StackGAN checkpoint (the EMA copy's when it has one)."""
@@ -199,7 +199,7 @@ class StackGAN(GANModule):
     def split_batch(self, batch) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Stage I's D sees real images at the stage-1 resolution (antialiased bilinear)."""
         slices = super().split_batch(batch)
-        if self.hparams.stage == 2:
+        if self.cfg.stage == 2:
             return slices
         r = self.low_resolution
         return [(F.interpolate(x, size=(r, r), mode="bilinear", antialias=True), y) for x, y in slices]
@@ -222,7 +222,7 @@ class StackGAN(GANModule):
         assert labels is not None
         fake, kl = self.generator.with_kl(self.sample_latent(len(real)), labels)
         d_real = self.discriminate(real, labels) if self.objective.g_needs_real else None
-        loss = self.objective.g(self.discriminate(fake, labels), d_real) + self.hparams.kl_weight * kl
+        loss = self.objective.g(self.discriminate(fake, labels), d_real) + self.cfg.kl_weight * kl
         return loss, {"kl": kl.detach()}
 
     def sample(self, n: int, z: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -237,7 +237,7 @@ class StackGAN(GANModule):
     def grid_images(self) -> tuple[torch.Tensor, int]:
         """Stage I: the base grid. Stage II: for each group of one latent per class, a row of stage-I images
         (nearest up-sampled) above the row of their stage-II refinements."""
-        if self.hparams.stage == 1:
+        if self.cfg.stage == 1:
             return super().grid_images()
         k = self.num_classes
         n = max(k, min(len(self.fixed_z), 4 * k) // k * k)

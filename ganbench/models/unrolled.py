@@ -48,7 +48,7 @@ class UnrolledGAN(GANModule):
     def unroll(self, real: torch.Tensor, labels: torch.Tensor | None, fake: torch.Tensor,
                fake_labels: torch.Tensor | None) -> Params:
         """θ_D^K: K differentiable updates of a copy of D's parameters on D's loss (eq. 4)."""
-        h, disc = self.hparams, self.discriminator
+        h, disc = self.cfg, self.discriminator
         group, state = self._d_state()
         lr = group["lr"] if h.unroll_lr is None else h.unroll_lr
         (b1, b2), eps = group.get("betas", (0.9, 0.999)), group.get("eps", 1e-8)
@@ -79,9 +79,9 @@ class UnrolledGAN(GANModule):
         return {**params, **buffers}
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if self.hparams.unroll_steps == 0:
+        if self.cfg.unroll_steps == 0:
             return super().g_loss(real, labels)
-        n = self.hparams.g_batch_size or len(real)
+        n = self.cfg.g_batch_size or len(real)
         fake_labels = self.sample_labels(n) if labels is not None else None
         fake = self.generate(n, fake_labels)
         theta = self.unroll(real, labels, fake, fake_labels)

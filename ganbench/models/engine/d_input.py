@@ -1,0 +1,93 @@
+"""What D sees: augmentation (DiffAugment, ADA), annealed instance noise, packing, and D's scores;
+also the device values the host writes before each iteration (σ of the noise, a family's own)."""
+
+from __future__ import annotations
+
+import torch
+
+from ganbench.augment import diff_augment
+from ganbench.tricks import pack
+
+
+class DInput:
+    """The d_input pipeline of :class:`~ganbench.models.base.GANModule`."""
+
+    def noise_sigma(self) -> float:
+        from ganbench.tricks import instance_noise_sigma
+
+        h = self.cfg
+        sigma0 = self.replica_value("instance_noise", h.instance_noise)
+        if not torch.is_tensor(sigma0) and sigma0 <= 0:
+            return 0.0
+        if h.instance_noise_steps <= 0:
+            return sigma0
+        # the schedule is linear in σ0: the annealed σ of every replica is its σ0 times that of 1
+        return sigma0 * instance_noise_sigma(self.global_step, 1.0, h.instance_noise_steps)
+
+    def augmented(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` under the ``augment`` pipeline (a fresh draw per call, from the replicas' streams)."""
+        if self.cfg.augment == "diffaugment":
+            return diff_augment(x, self.augment_ops, self.rng)
+        if self.ada is not None:
+            return self.ada(x, self.rng)
+        return x
+
+    def host_values(self) -> None:
+        """Write the values the host changes between G iterations into the device tensors the step
+        reads (here the annealed instance-noise σ; families add theirs). Runs before every iteration,
+        outside the step, so a captured step (``cuda_graph``) reads the current values."""
+        sigma = self.noise_sigma()
+        if torch.is_tensor(sigma) or sigma > 0 or "noise_sigma" in self.device_values:  # annealed to 0 too
+            self.device_value("noise_sigma", sigma)
+
+    @property
+    def device_values(self) -> dict[str, torch.Tensor]:
+        """The tensors :meth:`host_values` wrote, by name."""
+        return self.__dict__.setdefault("_device_values", {})
+
+    def device_value(self, name: str, value: float | torch.Tensor) -> torch.Tensor:
+        """The device tensor ``name`` holding ``value`` (float32), written in place when it exists:
+        a captured step keeps reading the memory it was captured with."""
+        values = self.device_values
+        current = values.get(name)
+        if torch.is_tensor(value):
+            value = value.to(dtype=torch.float32)
+            if current is None or current.shape != value.shape or current.device != self.device:
+                values[name] = value.to(self.device).clone()
+            else:
+                current.copy_(value)
+        elif current is None or current.dim() or current.device != self.device:
+            values[name] = torch.full((), float(value), dtype=torch.float32, device=self.device)
+        else:
+            current.fill_(float(value))
+        return values[name]
+
+    def d_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What D sees: the samples, augmented when ``augment`` is set, plus annealed instance noise
+        when enabled (σ per replica when a population overrides it), in packs of ``pack``."""
+        x = self.augmented(x)
+        sigma = self.device_values.get("noise_sigma")
+        if sigma is not None:
+            x = x + (self.replica_rows_of(sigma, x) if sigma.dim() else sigma) * self.rng.randn_like(x)
+        return self.packed(x)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of B·m samples as the B packs D scores (``x`` itself when ``pack`` = 1). A
+        population's folded rows stay within their replica: each replica's B·m rows make its B packs."""
+        return pack(x, self.cfg.pack)
+
+    def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """D's scores in fp32, so losses are reduced in fp32 even under bf16 autocast."""
+        return self.discriminator(self.d_input(x), labels).float()
+
+
+    def adjust_ada(self) -> None:
+        """ADA's update of ``p`` from the real images D saw since the last one (summed over
+        data-parallel ranks, as the reference sums its statistics over GPUs)."""
+        ada = self.ada
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            for buf in (ada.signs, ada.count):
+                buf.copy_(self.trainer.strategy.reduce(buf.clone(), reduce_op="sum"))
+        batch = self.trainer.datamodule.batch_size if self._trainer is not None else None
+        ada.adjust(int(batch or 1) * self.n_critic * world)

@@ -1,0 +1,134 @@
+"""The objective: the D penalty (lazy), D's and G's losses, the regularizers of D's scores (CR, bCR,
+zCR, LeCam) and top-k training of G."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ganbench.augment import cr_transform
+from ganbench.regularizers import consistency_penalty, latent_sensitivity, lecam_penalty
+from ganbench.tricks import top_k_count, top_k_rows
+
+
+class Objective:
+    """Penalty, losses and score regularizers of :class:`~ganbench.models.base.GANModule`."""
+
+    def penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Weighted D regularizer, applied every ``penalty_every`` D steps (lazy regularization)."""
+        h = self.cfg
+        if h.penalty == "none" or self._d_steps % h.penalty_every:
+            return real.new_zeros(())
+        weight = self.replica_value("penalty_weight", h.penalty_weight)
+        # D never sees an image without the augmentation (as ADA's R1 on augmented reals)
+        real, fake = self.packed(self.augmented(real)), self.packed(self.augmented(fake))
+        if self.population == 1 and not torch.is_tensor(weight):
+            value = self.penalty_fn(lambda x: self.discriminator(x, labels), real, fake, generator=self.rng)
+            self._penalty_value = value.detach()
+            return weight * h.penalty_every * value
+        # per-sample penalties of disjoint replicas: the mean over the folded batch is the mean of the
+        # replicas' means, so each replica's own penalty is the penalty of its rows alone
+        values = self.penalty_fn(lambda x: self.discriminator(x, labels), real, fake, generator=self.rng,
+                                 replicas=self.population)
+        self._penalty_value = values.detach()
+        weight = weight if torch.is_tensor(weight) else torch.full_like(values, weight)
+        return weight * h.penalty_every * values
+
+    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's loss on one real batch; returns (loss, values to log)."""
+        with torch.no_grad():
+            # the latents are drawn here only when zCR needs them again (a family's generate() may have none)
+            z = self.sample_latent(len(real)) if self.cfg.zcr_dis else None
+            fake = self.generate(len(real), labels) if z is None else self.generate(len(real), labels, z=z)
+        d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
+        smoothing = self.replica_value("label_smoothing", self.cfg.label_smoothing)
+        kw = {"real_target": 1.0 - smoothing} if torch.is_tensor(smoothing) or smoothing else {}
+        losses = self.per_replica(self.objective.d, d_real, d_fake, **kw) + self.penalty(real, fake, labels)
+        regularizers, values = self.score_regularizers(real, fake, z, d_real, d_fake, labels)
+        losses = losses + regularizers
+        # per-sample scores: training_step reduces logged values only on the steps that log
+        return losses.sum(), {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_losses": losses.detach(),
+                              **values}
+
+    def score_regularizers(self, real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor | None, d_real: torch.Tensor,
+                           d_fake: torch.Tensor, labels: torch.Tensor | None
+                           ) -> tuple[torch.Tensor | float, dict[str, torch.Tensor]]:
+        """The weighted sum of the regularizers of D's scores, per replica — CR/bCR, zCR's D term and
+        LeCam, each absent when its weight is 0 — and their unweighted values to log; also feeds ADA's
+        ``r_t`` with the real scores."""
+        h, n = self.cfg, self.population
+        if self.ada is not None:
+            self.ada.accumulate(d_real.detach())
+        total: torch.Tensor | float = 0.0
+        values: dict[str, torch.Tensor] = {}
+        if h.cr_real:
+            values["cr_real"] = consistency_penalty(d_real, self.discriminate(cr_transform(real, self.rng), labels), n)
+            total = total + h.cr_real * values["cr_real"]
+        if h.cr_fake:
+            values["cr_fake"] = consistency_penalty(d_fake, self.discriminate(cr_transform(fake, self.rng), labels), n)
+            total = total + h.cr_fake * values["cr_fake"]
+        if h.zcr_dis:
+            with torch.no_grad():
+                fake_near = self.generate(len(z), labels, z=z + h.zcr_sigma * self.rng.randn_like(z))
+            values["zcr_dis"] = consistency_penalty(d_fake, self.discriminate(fake_near, labels), n)
+            total = total + h.zcr_dis * values["zcr_dis"]
+        if self.lecam is not None:
+            anchor_real, anchor_fake = self.lecam.update(d_real, d_fake)
+            values["lecam"] = lecam_penalty(d_real, d_fake, anchor_real, anchor_fake, n)
+            total = total + h.lecam_weight * values["lecam"]
+        return total, {k: v.detach() for k, v in values.items()}
+
+
+    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G's loss for one fresh latent batch (``real`` is the last D batch, used by some objectives)."""
+        h = self.cfg
+        n = self.rows(h.g_batch_size) if h.g_batch_size else len(real)
+        labels = self.sample_labels(n) if labels is not None else None
+        z = self.sample_latent(n) if h.zcr_gen else None
+        fake = self.generate(n, labels) if z is None else self.generate(n, labels, z=z)
+        need_real = getattr(self.objective, "g_needs_real", False) or h.feature_matching > 0
+        if h.feature_matching > 0:
+            from ganbench.tricks import feature_matching_loss
+
+            f_fake = self.discriminator.features(self.d_input(fake), labels)
+            d_fake = self.discriminator.head(f_fake, labels)
+            real_labels = labels[: len(real)] if labels is not None else None
+            f_real = self.discriminator.features(self.d_input(real), real_labels)
+            d_real = self.discriminator.head(f_real, real_labels)
+            losses = (self.per_replica(self.objective.g, self.top_k(d_fake), d_real)
+                      + h.feature_matching * self.per_replica(feature_matching_loss, f_real, f_fake))
+        else:
+            d_fake = self.discriminate(fake, labels)
+            d_real = self.discriminate(real, labels[: len(real)] if labels is not None else None) if need_real else None
+            losses = self.per_replica(self.objective.g, self.top_k(d_fake), d_real)
+        logs: dict[str, torch.Tensor] = {}
+        if h.zcr_gen:
+            fake_near = self.generate(n, labels, z=z + h.zcr_sigma * self.rng.randn_like(z))
+            logs["zcr_gen"] = latent_sensitivity(fake, fake_near, self.population)
+            losses = losses - h.zcr_gen * logs["zcr_gen"]
+        return losses.sum(), {"g_losses": losses.detach(), **{k: v.detach() for k, v in logs.items()}}
+
+    def epochs_done(self) -> int:
+        """Whole passes over the training set before this G iteration, from the G-iteration count and
+        the batches per epoch (exact on resume, wherever the checkpoint fell within an epoch)."""
+        if self._trainer is None:
+            return 0
+        per_epoch = self.trainer.num_training_batches
+        if not per_epoch or not math.isfinite(per_epoch):
+            return self.current_epoch
+        return self.global_step // int(per_epoch)
+
+    def top_k(self, d_fake: torch.Tensor) -> torch.Tensor:
+        """D's scores of the fakes that update G: all of them, or with ``top_k`` the k highest of each
+        replica (Sinha et al. 2020), k annealed per epoch (:func:`ganbench.tricks.top_k_count`)."""
+        if not self.cfg.top_k:
+            return d_fake
+        self._top_k_batch = d_fake.shape[0] // self.population
+        k = self.top_k_count(self._top_k_batch)
+        return d_fake[top_k_rows(d_fake, k, self.population)]
+
+    def top_k_count(self, batch: int) -> int:
+        """How many of ``batch`` fakes per replica update G at this G iteration (top-k training)."""
+        h = self.cfg
+        return top_k_count(batch, self.epochs_done(), h.top_k_gamma, h.top_k_min)
