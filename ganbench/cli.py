@@ -251,7 +251,7 @@ class GanbenchCLI(LightningCLI):
             return callbacks
         features = run.image_features
         if features == "auto":
-            features = {"fashion_mnist": "fmnist", "digits": "digits"}.get(dm.dataset, "none")
+            features = dm.info.features or "none"
             if features != "none":
                 from ganbench.metrics.features import find_domain_weights
 

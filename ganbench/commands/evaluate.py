@@ -41,8 +41,6 @@ from ganbench.metrics.toy import mode_metrics
 from ganbench.metrics.wasserstein import sliced_wasserstein, w1_exact
 from ganbench.progress import progress
 
-DEFAULT_FEATURES = {"fashion_mnist": "fmnist", "digits": "digits"}
-"""Feature net used when ``--features`` is not given; every other image data set uses inception."""
 W1_SAMPLES = 2000
 """Points per side of the exact W1 (the network simplex is cubic)."""
 SWD_SAMPLES = 4096
@@ -178,7 +176,7 @@ def plan(args: argparse.Namespace) -> Plan:
                 raise GanbenchError(f"{key}={n} is too small; the toy metrics need >= {TOY_MIN_SAMPLES} samples")
         p.features, p.w1_samples = "toy", min(args.n_fake, n_real, W1_SAMPLES)
     else:
-        name = args.features or DEFAULT_FEATURES.get(dm.dataset, "inception")
+        name = args.features or dm.info.features or "inception"  # the data set's own net, else Inception
         p.net = load_feature_net(name, args.inception_weights if name == "inception" else args.feature_weights,
                                  args.device)
         p.features = p.net.label

@@ -2,101 +2,24 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision.datasets import ImageFolder
 
 from ganbench import GanbenchError
-from ganbench.data import paired, sources
+from ganbench.data import paired
+from ganbench.data.catalog import DATASETS, Request, names
 from ganbench.data.loader import TensorLoader, mix_seed
-from ganbench.data.toy import DiracMass, SwissRoll, ToyMixture, make_toy
+from ganbench.data.toy import Toy, ToyMixture
 
-DatasetName = Literal[
-    "fashion_mnist",
-    "mnist",
-    "cifar10",
-    "celeba",
-    "lsun",
-    "imagefolder",
-    "digits",
-    "ring8",
-    "ring8_pacgan",
-    "grid25",
-    "swissroll",
-    "dirac",
-    "fashion_edges2image",
-    "fashion_a2b",
-    "imagefolder_pairs",
-    "imagefolder_unpaired",
-]
+DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]  # the table's names, checked by the CLI
 Split = Literal["train", "test"]
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What is known about a data set before reading it.
-
-    Attributes:
-        kind: ``"tensor"`` (held in memory, served by :class:`TensorLoader`), ``"folder"`` (decoded per
-            item by a ``DataLoader`` with workers) or ``"toy"`` (2-D points generated in code).
-        channels: image channels (0 for toys).
-        num_classes: label classes; ``-1`` when it depends on the files (``imagefolder``).
-        native: the stored image side (None where images vary or for toys).
-        source: the data set whose files it is made from (``fashion_edges2image`` from ``fashion_mnist``).
-        layout: ``single`` (batches ``(x, y)``), or ``paired``/``unpaired`` image-to-image batches
-            ``(B, A)`` (see :mod:`ganbench.data.paired`).
-    """
-
-    kind: Literal["tensor", "folder", "toy"]
-    channels: int
-    num_classes: int
-    native: int | None = None
-    source: str | None = None
-    layout: paired.Layout = "single"
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "fashion_mnist": DatasetInfo("tensor", 1, 10, 28),
-    "mnist": DatasetInfo("tensor", 1, 10, 28),
-    "cifar10": DatasetInfo("tensor", 3, 10, 32),
-    "digits": DatasetInfo("tensor", 1, 10, 8),
-    "celeba": DatasetInfo("folder", 3, 0),
-    "lsun": DatasetInfo("folder", 3, 0),
-    "imagefolder": DatasetInfo("folder", 3, -1),
-    "ring8": DatasetInfo("toy", 0, 8),
-    "ring8_pacgan": DatasetInfo("toy", 0, 8),
-    "grid25": DatasetInfo("toy", 0, 25),
-    "swissroll": DatasetInfo("toy", 0, 0),
-    "dirac": DatasetInfo("toy", 0, 1),
-    "fashion_edges2image": DatasetInfo("tensor", 1, 0, 28, source="fashion_mnist", layout="paired"),
-    "fashion_a2b": DatasetInfo("tensor", 1, 0, 28, source="fashion_mnist", layout="unpaired"),
-    "imagefolder_pairs": DatasetInfo("folder", 3, 0, layout="paired"),
-    "imagefolder_unpaired": DatasetInfo("folder", 3, 0, layout="unpaired"),
-}
-assert set(DATASETS) == set(get_args(DatasetName))
 
 #: Streams of the toy generators: distinct samples for the train set, the val set and real_samples.
 _TRAIN_STREAM, _VAL_STREAM, _REAL_TRAIN_STREAM, _REAL_TEST_STREAM = 0, 1, 2, 3
-_FETCH_HINT = {
-    "fashion_mnist": "install it with `apt-get install dataset-fashion-mnist`, or put the 4 idx files "
-    "in a folder and set GANBENCH_DATA or --data.root to it",
-    "mnist": "put the 4 idx files (from http://yann.lecun.com/exdb/mnist/) in a folder and set "
-    "GANBENCH_DATA or --data.root to it, or allow --data.download",
-    "cifar10": "put cifar-10-batches-py/ (from https://www.cs.toronto.edu/~kriz/cifar.html) in a folder "
-    "and set GANBENCH_DATA or --data.root to it, or allow --data.download",
-    "celeba": "put celeba/img_align_celeba/ and the celeba/list_*.txt, identity_CelebA.txt files "
-    "(torchvision's CelebA layout) in a folder and set GANBENCH_DATA or --data.root to it (download "
-    "needs the gdown package), or use --data.dataset=imagefolder --data.root=<folder of images>",
-    "lsun": "download <class>_lmdb folders with https://github.com/fyu/lsun (download.py) into a folder "
-    "and set GANBENCH_DATA or --data.root to it",
-}
 
 
 def _seed(seed: int, stream: int) -> torch.Generator:
@@ -125,34 +48,6 @@ def to_resolution(x: torch.Tensor, native: int, resolution: int, mnist_like: boo
         for chunk in x.split(4096)
     ]
     return torch.cat(out).clamp_(-1.0, 1.0)
-
-
-class _ClassFolder(ImageFolder):
-    """torchvision's ``ImageFolder`` whose classes are exactly the sub-folders that hold images."""
-
-    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
-        classes = sources.inspect_image_folder(Path(directory)) or []
-        return classes, {c: i for i, c in enumerate(classes)}
-
-
-class _ZeroLabels(Dataset):
-    """Wrap a data set so every item is ``(image, 0)`` and a decoding failure names the file."""
-
-    def __init__(self, ds: Dataset, names: list[str] | None = None, what: str = "image") -> None:
-        self.ds, self.names, self.what = ds, names, what
-
-    def __len__(self) -> int:
-        return len(self.ds)  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        try:
-            x = self.ds[i][0]
-        except GanbenchError:
-            raise
-        except Exception as e:  # PIL and lmdb raise many types for a broken item
-            name = self.names[i] if self.names is not None else f"item {i}"
-            raise GanbenchError(f"data: cannot read {self.what} {name}: {type(e).__name__}: {e}") from e
-        return x, 0
 
 
 class GANDataModule(L.LightningDataModule):
@@ -212,7 +107,7 @@ class GANDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
-            raise GanbenchError(f"data.dataset={dataset!r} is unknown; valid: {', '.join(DATASETS)}")
+            raise GanbenchError(f"data.dataset={dataset!r} is unknown; valid: {names()}")
         info = DATASETS[dataset]
         if info.kind != "toy" and (
             isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 4
@@ -233,8 +128,9 @@ class GANDataModule(L.LightningDataModule):
                                 "size is data.n_toy_samples")
         if toy_std is not None and toy_std < 0:
             raise GanbenchError(f"data.toy_std={toy_std!r} is invalid; it must be >= 0")
-        if dirac_location and dataset != "dirac":
-            raise GanbenchError(f"data.dirac_location={dirac_location} places the dirac data set's point mass; "
+        if dirac_location and not info.uses_location:
+            raise GanbenchError(f"data.dirac_location={dirac_location} places the "
+                                f"{names(lambda i: i.uses_location)} data set's point mass; "
                                 f"data.dataset={dataset} does not use it")
         self.save_hyperparameters()
         self.dataset = dataset
@@ -253,131 +149,25 @@ class GANDataModule(L.LightningDataModule):
 
         self.info = info
         self.is_toy = info.kind == "toy"
-        self.toy: ToyMixture | SwissRoll | DiracMass | None = (
-            make_toy(dataset, toy_std, dirac_location) if self.is_toy else None)  # type: ignore[arg-type]
+        self.toy: Toy | None = info.toy(toy_std, dirac_location) if info.toy and self.is_toy else None
         #: the Gaussian mixture of ring8/grid25 (``.centers`` (K, 2), ``.std``, ``.sample``); None otherwise.
         self.mixture: ToyMixture | None = self.toy if isinstance(self.toy, ToyMixture) else None
         self.channels = info.channels
         self.shape: tuple[int, ...] = (self.toy.dim,) if self.toy is not None else (
             info.channels, resolution, resolution)
 
-        self._location: Any = self._locate()
-        self.num_classes = len(self._location[1]) if dataset == "imagefolder" else info.num_classes
+        #: the entry whose files are read: this data set's, or that of the one it is made from
+        self.files = DATASETS[self.source]
+        self._request = Request(dataset, root, download, self.lsun_classes)
+        self._location: Any = self.files.locate(self._request) if self.files.locate is not None else None
+        self.num_classes = info.num_classes(self._location) if callable(info.num_classes) else info.num_classes
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._folders: dict[str, Dataset] = {}
-
-    # ------------------------------------------------------------------------------------------
-    # locating (existence checks only)
-    # ------------------------------------------------------------------------------------------
-    def _missing(self, places: list, extra: str = "") -> GanbenchError:
-        idx = f"the 4 idx files ({', '.join(sources.IDX_FILES.values())}, each optionally .gz)"
-        what = {
-            "fashion_mnist": idx,
-            "mnist": idx,
-            "cifar10": "cifar-10-batches-py/",
-            "celeba": "celeba/img_align_celeba/",
-            "lsun": ", ".join(f"{c}_lmdb/" for c in self.lsun_classes),
-        }[self.source]
-        sub = {
-            "fashion_mnist": " (each also in FashionMNIST/raw/, fashion-mnist/, fashion_mnist/)",
-            "mnist": " (each also in MNIST/raw/, mnist/)",
-        }.get(self.source, "")
-        dl = extra or ("download disabled (data.download=false)" if not self.download else "")
-        return GanbenchError(
-            f"data.dataset={self.dataset}: {what} not found in {sources.describe_places(places)}{sub}"
-            f"{'; ' + dl if dl else ''}; {_FETCH_HINT[self.source]}"
-        )
-
-    def _try_download(self) -> str:
-        """Download into the cache with torchvision; returns '' on success, else the reason."""
-        import torchvision.datasets as tvd
-
-        cls = {"fashion_mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10}.get(
-            self.source
-        )
-        try:
-            if cls is not None:
-                for train in (True, False):
-                    cls(root=str(sources.cache_dir()), train=train, download=True)
-            elif self.dataset == "celeba":
-                tvd.CelebA(root=str(sources.cache_dir()), split="all", target_type=[], download=True)
-            else:
-                return "torchvision cannot download it"
-        except Exception as e:  # network errors come in many types; all of them mean "not downloaded"
-            msg = " ".join(str(e).split())
-            return f"download into {sources.cache_dir()} failed ({type(e).__name__}: {msg[:200]})"
-        return ""
 
     @property
     def source(self) -> str:
         """The data set whose files are read (itself, or the one it is made from)."""
         return self.info.source or self.dataset
-
-    def _locate(self) -> Any:
-        name = self.source
-        if self.is_toy or name == "digits":
-            return None
-        if name == "imagefolder":
-            return self._locate_imagefolder()
-        if name in ("imagefolder_pairs", "imagefolder_unpaired"):
-            return paired.locate_folder(name, self.root)
-        finder = {
-            "fashion_mnist": lambda: sources.find_idx(name, self.root),
-            "mnist": lambda: sources.find_idx(name, self.root),
-            "cifar10": lambda: sources.find_cifar10(self.root),
-            "celeba": self._find_celeba,
-            "lsun": self._find_lsun,
-        }[name]
-        found, places = finder()
-        if found is None and self.download and name != "lsun":
-            reason = self._try_download()
-            if not reason:
-                found, places = finder()
-                reason = (
-                    "" if found is not None else f"download into {sources.cache_dir()} left no usable files"
-                )
-            if found is None:
-                raise self._missing(places, reason)
-        if found is None:
-            raise self._missing(places, "LSUN cannot be downloaded by torchvision" if name == "lsun" else "")
-        if name == "lsun":
-            try:
-                import lmdb  # noqa: F401
-            except ImportError as e:
-                raise GanbenchError(
-                    "data.dataset=lsun needs the lmdb package, which is not installed; run `pip install lmdb`"
-                ) from e
-        return found
-
-    def _find_celeba(self) -> tuple[Path | None, list]:
-        places = sources.search_places(self.root)
-        for _, base in places:
-            if (base / "celeba" / "img_align_celeba").is_dir():
-                return base, places
-        return None, places
-
-    def _find_lsun(self) -> tuple[Path | None, list]:
-        places = sources.search_places(self.root)
-        for _, base in places:
-            if all((base / f"{c}_lmdb").is_dir() for c in self.lsun_classes):
-                return base, places
-        return None, places
-
-    def _locate_imagefolder(self) -> tuple[Path, list[str]]:
-        folder = self.root or os.environ.get("GANBENCH_DATA")
-        if not folder:
-            raise GanbenchError(
-                "data.dataset=imagefolder needs data.root (or $GANBENCH_DATA): a folder of images"
-            )
-        path = Path(folder).expanduser()
-        classes = sources.inspect_image_folder(path)
-        if classes is None:
-            kind = "does not exist" if not path.is_dir() else "holds no images"
-            raise GanbenchError(
-                f"data.root={folder}: the folder {kind} (data.dataset=imagefolder wants image files "
-                f"{'/'.join(sources.IMG_EXTENSIONS)} directly in it or in class sub-folders)"
-            )
-        return path, classes
 
     # ------------------------------------------------------------------------------------------
     # loading
@@ -399,29 +189,17 @@ class GANDataModule(L.LightningDataModule):
         return self._tensors[split]
 
     def _load_tensor(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
-        name = self.source
         if self.is_toy:
             assert self.toy is not None
             n = self.n_toy_samples
             x, y = self.toy.sample(n, _seed(self.seed, _TRAIN_STREAM if split == "train" else _VAL_STREAM))
             return x.contiguous(), y
-        if name in ("fashion_mnist", "mnist"):
-            # the (Fashion-)MNIST idx files hold 10 classes, also under an image-to-image set built on them
-            raw, y = sources.load_idx_split(self._location, split, num_classes=10)
-            x = raw.unsqueeze(1).to(torch.float32) / 127.5 - 1.0
-        elif name == "cifar10":
-            raw, y = sources.load_cifar10_split(self._location, split)
-            x = raw.to(torch.float32) / 127.5 - 1.0
-        elif name == "digits":
-            raw, y = sources.load_digits_split(split)
-            x = raw.unsqueeze(1) / 8.0 - 1.0
-        else:  # pragma: no cover - DATASETS and this branch list the same names
-            raise AssertionError(name)
+        x, y = self.files.read(self._location, split)  # type: ignore[misc]
         x = to_resolution(
             x, self.info.native or x.shape[-1], self.resolution, mnist_like=self.info.native == 28
         )
-        if self.dataset in paired.TENSOR_MAKERS:  # image-to-image sets: (B, A), see ganbench.data.paired
-            return paired.TENSOR_MAKERS[self.dataset](x.contiguous(), y, mix_seed(self.seed, split == "test"))
+        if self.info.make is not None:  # image-to-image sets: (B, A), see ganbench.data.paired
+            return self.info.make(x.contiguous(), y, mix_seed(self.seed, split == "test"))
         return x.contiguous(), y.to(torch.long)
 
     def _image_transform(self) -> Any:
@@ -438,51 +216,7 @@ class GANDataModule(L.LightningDataModule):
         )
 
     def _open_folder(self, split: Split) -> Dataset:
-        import torchvision.datasets as tvd
-
-        tf = self._image_transform()
-        if self.info.layout != "single":
-            return paired.open_folder(self.dataset, self._location, split, tf)
-        if self.dataset == "imagefolder":
-            folder, classes = self._location
-            if classes:
-                full: Dataset = _ClassFolder(
-                    str(folder), transform=tf, loader=sources.load_rgb, allow_empty=True
-                )
-            else:
-                full = sources.FlatImageFolder(folder, transform=tf)
-            train_idx, test_idx = sources.holdout_split(len(full))  # type: ignore[arg-type]
-            return Subset(full, (train_idx if split == "train" else test_idx).tolist())
-        if self.dataset == "celeba":
-            try:
-                ds = tvd.CelebA(
-                    root=str(self._location),
-                    split="train" if split == "train" else "test",
-                    target_type=[],
-                    transform=tf,
-                    download=False,
-                )
-            except Exception as e:  # torchvision raises RuntimeError for missing/corrupt files
-                raise GanbenchError(
-                    f"data.dataset=celeba: {self._location / 'celeba'} is incomplete or corrupt "
-                    "(torchvision's CelebA checks the md5 of the list_*.txt and identity_CelebA.txt "
-                    f"files): {e}"
-                ) from e
-            names = [str(self._location / "celeba" / "img_align_celeba" / f) for f in ds.filename]
-            return _ZeroLabels(ds, names)
-        # lsun
-        classes = (
-            self.lsun_classes
-            if split == "train"
-            else [c.replace("_train", "_val") for c in self.lsun_classes]
-        )
-        try:
-            ds = tvd.LSUN(root=str(self._location), classes=classes, transform=tf)
-        except Exception as e:
-            raise GanbenchError(
-                f"data.lsun_classes={classes}: cannot open the LSUN databases in {self._location}: {e}"
-            ) from e
-        return _ZeroLabels(ds, what="LSUN record")
+        return self.files.open(self._location, split, self._image_transform(), self._request)  # type: ignore[misc]
 
     # ------------------------------------------------------------------------------------------
     # loaders
@@ -609,7 +343,7 @@ class GANDataModule(L.LightningDataModule):
         fixed inputs and targets of a sample grid."""
         if self.info.layout == "single":
             raise GanbenchError(f"data.dataset={self.dataset} is not an image-to-image data set; use one of: "
-                                f"{', '.join(k for k, v in DATASETS.items() if v.layout != 'single')}")
+                                f"{names(lambda i: i.layout != 'single')}")
         data = self._split(split)
         total = len(data[0]) if isinstance(data, tuple) else len(data)  # type: ignore[arg-type]
         idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: min(n, total)]

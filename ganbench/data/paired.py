@@ -82,13 +82,6 @@ def class_groups(x: torch.Tensor, y: torch.Tensor, seed: int,
     return fill(b).contiguous(), fill(a).contiguous()
 
 
-#: tensor data sets made from a source data set: name → (images, labels, seed) → (B, A)
-TENSOR_MAKERS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]] = {
-    "fashion_edges2image": edges2image,
-    "fashion_a2b": class_groups,
-}
-
-
 # ------------------------------------------------------------------------------------------------
 # folders
 # ------------------------------------------------------------------------------------------------
@@ -184,18 +177,6 @@ class UnpairedFolder(Dataset):
         b = sources.load_rgb(str(self.b[i % len(self.b)]))
         a = sources.load_rgb(str(self.a[i % len(self.a)]))
         return self.transform(b), self.transform(a)
-
-
-def locate_folder(dataset: str, root: str | None) -> dict:
-    """Existence and format checks of a paired/unpaired folder data set (before any run directory)."""
-    return locate_pairs(root) if dataset == "imagefolder_pairs" else locate_unpaired(root)
-
-
-def open_folder(dataset: str, location: dict, split: str, transform: Callable) -> Dataset:
-    """The ``split`` of a located folder data set, items ``(B, A)``."""
-    if dataset == "imagefolder_pairs":
-        return PairedFolder(location[split], transform)
-    return UnpairedFolder(*location[split], transform)
 
 
 def take(ds: Dataset, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,11 +22,8 @@ Every sample is drawn with an explicit ``torch.Generator`` so a seed fixes it ex
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
-
-ToyName = Literal["ring8", "ring8_pacgan", "grid25", "swissroll", "dirac"]
 
 #: The divisor that maps scikit-learn's swiss roll (radius up to 4.5 pi) to about [-2, 2].
 SWISSROLL_SCALE = 7.5
@@ -132,17 +129,37 @@ def grid25(std: float = 0.05, spacing: float = 2.0) -> ToyMixture:
     return ToyMixture(torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1), std)
 
 
-def make_toy(name: ToyName, std: float | None = None, location: float = 0.0) -> ToyMixture | SwissRoll | DiracMass:
-    """Build a toy distribution by name; ``std`` overrides its default noise std; ``location``: the
-    point mass's place (``dirac``)."""
-    if name == "ring8":
-        return ring8() if std is None else ring8(std)
-    if name == "ring8_pacgan":
-        return ring8(0.01 if std is None else std, radius=1.0)
-    if name == "grid25":
-        return grid25() if std is None else grid25(std)
-    if name == "swissroll":
-        return SwissRoll() if std is None else SwissRoll(std)
-    if name == "dirac":
-        return DiracMass(location, std or 0.0)
-    raise ValueError(f"unknown toy distribution {name!r}; valid: ring8, ring8_pacgan, grid25, swissroll, dirac")
+Toy = ToyMixture | SwissRoll | DiracMass
+
+
+# The data sets' constructors, ``(std or None for the default, location) -> distribution``: what the
+# ``toy`` of an entry of ``ganbench.data.DATASETS`` holds.
+def make_ring8(std: float | None = None, location: float = 0.0) -> ToyMixture:
+    return ring8() if std is None else ring8(std)
+
+
+def make_ring8_pacgan(std: float | None = None, location: float = 0.0) -> ToyMixture:
+    return ring8(0.01 if std is None else std, radius=1.0)
+
+
+def make_grid25(std: float | None = None, location: float = 0.0) -> ToyMixture:
+    return grid25() if std is None else grid25(std)
+
+
+def make_swissroll(std: float | None = None, location: float = 0.0) -> SwissRoll:
+    return SwissRoll() if std is None else SwissRoll(std)
+
+
+def make_dirac(std: float | None = None, location: float = 0.0) -> DiracMass:
+    return DiracMass(location, std or 0.0)
+
+
+def make_toy(name: str, std: float | None = None, location: float = 0.0) -> Toy:
+    """Build the toy distribution of data set ``name`` (its entry in ``ganbench.data.DATASETS``); ``std``
+    overrides its default noise std; ``location``: the point mass's place (``dirac``)."""
+    from ganbench.data.catalog import DATASETS, names  # the table imports this module
+
+    make = DATASETS[name].toy if name in DATASETS else None
+    if make is None:
+        raise ValueError(f"unknown toy distribution {name!r}; valid: {names(lambda info: info.toy is not None)}")
+    return make(std, location)

@@ -34,15 +34,16 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from torch_fidelity.utils import create_feature_extractor
 
 from ganbench import GanbenchError
-
-FEATURE_NETS = ("inception", "fmnist", "digits")
-"""Valid values of ``--features`` / ``ImageMetrics(features=...)``."""
+from ganbench.data.catalog import DATASETS
 
 DOMAIN_NETS: dict[str, dict] = {
-    # name -> the data set it is trained on, its native input resolution and channels
-    "fmnist": {"dataset": "fashion_mnist", "resolution": 28, "channels": 1},
-    "digits": {"dataset": "digits", "resolution": 8, "channels": 1},
+    # name -> the data set it is trained on and scores (its entry's ``features``), its native input
+    # resolution and channels (that data set's)
+    info.features: {"dataset": name, "resolution": info.native, "channels": info.channels}
+    for name, info in DATASETS.items() if info.features is not None
 }
+FEATURE_NETS = ("inception", *DOMAIN_NETS)
+"""Valid values of ``--features`` / ``ImageMetrics(features=...)``."""
 FIDELITY_NAMES = {
     "inception": "inception-v3-compat",
     "fmnist": "ganbench-fmnist",
