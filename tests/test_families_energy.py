@@ -259,7 +259,7 @@ def test_mmdgan_g_loss_is_the_unbiased_mmd_of_the_critic_features():
     phi_real, phi_fake = m.discriminator(real), m.discriminator(fake)
     assert phi_real.shape == (8, 16)
     assert torch.equal(loss, mmd2_unbiased(phi_real, phi_fake, kernel="rq"))
-    m.hparams.penalty = "none"
+    m.cfg.penalty = "none"  # the one settings object the family reads
     again()
     d_loss, logs = m.d_loss(real, None)
     assert torch.equal(d_loss, -mmd2_unbiased(phi_real, phi_fake)) and torch.equal(logs["mmd2"], -d_loss)

@@ -68,7 +68,7 @@ class MMDGAN(GANModule):
                         phi_fake: torch.Tensor) -> torch.Tensor:
         """Weighted penalty (``penalty``, every ``penalty_every`` D steps) on the witness function
         ``f(x) = mean_i k(φ(x), φ(x_i)) - mean_j k(φ(x), φ(G(z_j)))`` of the current batch instead of D."""
-        h = self.hparams  # read here, not cfg: test_families_energy switches the penalty off through hparams
+        h = self.cfg
         if h.penalty == "none" or self._d_steps % h.penalty_every:
             return real.new_zeros(())
 
