@@ -258,6 +258,11 @@ def regular_fraction(sizes: Sequence[int], pairs: Sequence[tuple[int, int]], cro
     return np.concatenate(runs)
 
 
+def is_data_factor(key: str) -> bool:
+    """Whether a factor key is the data set (``data.dataset``): its qualities are analysed apart, never pooled."""
+    return key.startswith("data.") and key.rsplit(".", 1)[-1] == "dataset"
+
+
 def full_factorial(sizes: Sequence[int]) -> np.ndarray:
     import pyDOE3
 
@@ -413,7 +418,7 @@ def build_design(spec: DesignSpec, factors: dict[str, tuple[Any, ...]], nuisance
     names, levels = list(factors), [tuple(v) for v in factors.values()]
     sizes, pairs = [len(v) for v in levels], _pairs(spec, list(factors))
     grid = full_factorial(sizes)
-    data = [j for j, n in enumerate(names) if n.startswith("data.") and n.rsplit(".", 1)[-1] == "dataset"]
+    data = [j for j, n in enumerate(names) if is_data_factor(n)]
     base = grid if spec.kind == "factorial" else regular_fraction(sizes, pairs, data)
     short = [n.rsplit(".", 1)[-1] for n in names]
 

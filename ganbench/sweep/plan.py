@@ -17,12 +17,11 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
 
-from ganbench.sweep.design import Design, coding, model_blocks
+from ganbench.sweep.design import Design, coding, is_data_factor, model_blocks
 
 POWER = 0.8
 ALPHA = 0.05
@@ -49,19 +48,16 @@ def detectable(design: Design, power: float = POWER) -> dict[str, float]:
     names = [f.rsplit(".", 1)[-1] for f in design.factors]
     sizes = [len(v) for v in design.levels]
     pairs = [(design.factors.index(a), design.factors.index(b)) for a, b in design.spec.interactions]
-    data = [j for j, f in enumerate(design.factors) if f.startswith("data.") and names[j] == "dataset"]
+    data = [j for j, f in enumerate(design.factors) if is_data_factor(f)]
     if not data:
         return _detectable(design.cells, sizes, names, pairs, power)
     j = data[0]
     keep = [i for i in range(len(names)) if i != j]
     index = {old: new for new, old in enumerate(keep)}
     sub_pairs = [(index[a], index[b]) for a, b in pairs if j not in (a, b)]
-    worst: dict[str, float] = {}
-    for level in range(sizes[j]):
-        rows = design.cells[design.cells[:, j] == level][:, keep]
-        found = _detectable(rows, [sizes[i] for i in keep], [names[i] for i in keep], sub_pairs, power)
-        worst = {k: max(v, worst.get(k, -math.inf)) if not math.isnan(v) else math.nan for k, v in found.items()}
-    return worst
+    found = [_detectable(design.cells[design.cells[:, j] == level][:, keep], [sizes[i] for i in keep],
+                         [names[i] for i in keep], sub_pairs, power) for level in range(sizes[j])]
+    return {k: float(np.max([f[k] for f in found])) for k in found[0]}  # the worst data set; NaN if any is NaN
 
 
 def _detectable(cells: np.ndarray, sizes: list[int], names: list[str], pairs: list[tuple[int, int]],
@@ -114,7 +110,9 @@ def wall_time(space: Any, design: Design, workers: int = 1, sample: int = 6, ste
     each timed with the threads one worker gets (``cores // workers``)."""
     import torch
 
-    before, threads = torch.get_num_threads(), max(1, (os.cpu_count() or 1) // max(1, workers))
+    from ganbench.sweep.study import worker_threads
+
+    before, threads = torch.get_num_threads(), worker_threads(workers)
     torch.set_num_threads(threads)  # a worker's share, as run_sweep gives it
     try:
         rates = [measured_rate(space, run, steps) for run in design.runs[:sample]]
@@ -161,19 +159,16 @@ def enqueue_design(study: Any, design: Design) -> dict[str, list[int]]:
 def pilot_sigma(storage_url: str, study_name: str) -> tuple[dict[str, dict[str, float]], str]:
     """The residual SD of each outcome's trial-level fit in a finished study (per data set), and its
     seeds per trial and budget in words: what a next study's detectable differences are scaled by."""
-    from pathlib import Path
-
     import optuna
 
     from ganbench import GanbenchError
     from ganbench.sweep.effects import study_effects
     from ganbench.sweep.leaderboard import load_board
-    from ganbench.sweep.study import make_storage, study_space
+    from ganbench.sweep.study import make_storage, storage_file, study_space
 
-    for prefix in ("sqlite:///", "journal://"):  # --check creates nothing: a missing file is an error
-        if storage_url.startswith(prefix) and not Path(storage_url[len(prefix):]).is_file():
-            raise GanbenchError(f"--pilot {study_name}: {storage_url[len(prefix):]} does not exist "
-                                "(name its storage with --pilot-storage)")
+    path = storage_file(storage_url)  # --check creates nothing: a missing file is an error
+    if path is not None and not path.is_file():
+        raise GanbenchError(f"--pilot {study_name}: {path} does not exist (name its storage with --pilot-storage)")
     try:
         study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url, None))
     except KeyError:

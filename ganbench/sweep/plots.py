@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ganbench import GanbenchError
+from ganbench.sweep.design import is_data_factor
 from ganbench.sweep.effects import EFFECTS_CAPTION
 from ganbench.sweep.space import short
 from ganbench.sweep.stats import ALPHA
@@ -200,7 +201,7 @@ def plot_boxes(board: Board, path: Path) -> Path:
 
 def _data_key(board: Board) -> str | None:
     """The data-set factor, if the study varies it: qualities of different data sets are not comparable."""
-    return next((k for k in board.factors if k.startswith("data.") and short(k) == "dataset"), None)
+    return next((k for k in board.factors if is_data_factor(k)), None)
 
 
 def budget_curves(board: Board, data: Any = None) -> dict[str, list[float]]:

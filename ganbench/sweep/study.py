@@ -138,15 +138,25 @@ def study_space(study: optuna.Study) -> dict[str, Any] | None:
     return attrs.get("space")
 
 
+def storage_file(storage_url: str) -> Path | None:
+    """The file of a SQLite or journal storage (None for a database server)."""
+    for prefix in ("sqlite:///", "journal://"):
+        if storage_url.startswith(prefix):
+            return Path(storage_url[len(prefix):])
+    return None
+
+
+def worker_threads(workers: int) -> int:
+    """Torch threads per worker when the sweep is not told: the cores shared out."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 def artifact_dir(storage_url: str, study_name: str, runs_root: str | Path) -> Path:
     """Where a study's Optuna artifacts (trial pictures) go: next to a SQLite or journal file
     (``sweeps/NAME.db`` → ``sweeps/NAME.artifacts/``), else ``RUNS_ROOT/STUDY.artifacts`` (beside the
     study's trial folders); give optuna-dashboard the same folder (``--artifact-dir``)."""
-    for prefix in ("sqlite:///", "journal://"):
-        if storage_url.startswith(prefix):
-            path = Path(storage_url[len(prefix):])
-            return path.with_name(path.stem + ".artifacts")
-    return Path(runs_root) / f"{study_name}.artifacts"
+    path = storage_file(storage_url)
+    return path.with_name(path.stem + ".artifacts") if path else Path(runs_root) / f"{study_name}.artifacts"
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -268,7 +278,7 @@ def run_sweep(config: str, storage_url: str | None, study_name: str | None, n_tr
     resume_failed(study, space.max_retry)
     todo = max(0, n_trials - finished_count(study))
     runs_root = runs_root or str(Path("runs") / "sweeps")
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or worker_threads(workers)
     n_procs = min(workers, todo)
     stop = threading.Event()
     bar = threading.Thread(target=_progress, args=(study, n_trials, stop), daemon=True) if progress else None
