@@ -12,8 +12,9 @@ from ganbench import GanbenchError
 from ganbench.cli import EXIT_USAGE, main
 from ganbench.nn.cnn import CNNDiscriminator, CNNGenerator, DCGANDiscriminator, DCGANGenerator
 from ganbench.nn.mlp import MLPDiscriminator, MLPGenerator
-from ganbench.nn.population import ReplicaRNG, stack_modules, unstack_state
+from ganbench.nn.population import ReplicaRNG, unstack_state
 from ganbench.nn.resnet import ResNetDiscriminator, ResNetGenerator
+from ganbench.nn.stacking import stack_modules
 from ganbench.optim import PopulationAdam
 
 #: families whose step is the base step (the ones a population batches), by config

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from ganbench.nn.common import ConditionalNorm, Discriminator, DiscriminatorHead, Minibatch, power_of_two_levels
 from ganbench.nn.norms import conv, deconv, feature_norm, linear
+from ganbench.nn.stacking import container
 
 
 def _channels(width: int, levels: int) -> list[int]:
@@ -39,6 +40,7 @@ class _UpsamplingGenerator(nn.Module):
         return torch.tanh(self.out(self.act(self.norms[-1](h, y))))
 
 
+@container
 class CNNGenerator(_UpsamplingGenerator):
     """z (N, latent_dim) [+ labels] → images (N, C, R, R) in [-1, 1]."""
 
@@ -59,6 +61,7 @@ class CNNGenerator(_UpsamplingGenerator):
         return self.fc(z).view(len(z), self.ch0, 4, 4)
 
 
+@container
 class CNNDiscriminator(Discriminator):
     """images (N, C, R, R) [+ labels] → scores (N,)."""
 
@@ -87,6 +90,7 @@ class CNNDiscriminator(Discriminator):
         return self.net(x).flatten(1)
 
 
+@container
 class DCGANGenerator(_UpsamplingGenerator):
     """Radford et al. 2016 generator: project z to 4×4, then 4×4 stride-2 transposed convolutions."""
 
@@ -106,6 +110,7 @@ class DCGANGenerator(_UpsamplingGenerator):
         return self.project(z[:, :, None, None])
 
 
+@container
 class DCGANDiscriminator(Discriminator):
     """Radford et al. 2016 discriminator: 4×4 stride-2 convolutions with LeakyReLU(0.2)."""
 

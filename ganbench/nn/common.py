@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from ganbench import GanbenchError
 from ganbench.nn.norms import feature_norm, linear, wrap
+from ganbench.nn.stacking import container
 
 Minibatch = Literal["none", "std", "discrimination"]
 
@@ -32,6 +33,7 @@ def power_of_two_levels(resolution: int, arch: str, bottom: int = 4, smallest: i
     return levels
 
 
+@container
 class ConditionalNorm(nn.Module):
     """A feature norm followed by a per-class gain and bias (conditional BN when ``norm='batch'``).
 
@@ -59,6 +61,7 @@ class ConditionalNorm(nn.Module):
         return h * (1 + gamma) + beta
 
 
+@container
 class DiscriminatorHead(nn.Module):
     """The last layer of every discriminator: features ``h`` (N, F) → one score per sample.
 

@@ -14,8 +14,10 @@ import torch.nn as nn
 
 from ganbench.nn.common import ConditionalNorm, Discriminator, DiscriminatorHead, Minibatch
 from ganbench.nn.norms import feature_norm, linear
+from ganbench.nn.stacking import container
 
 
+@container
 class MLPGenerator(nn.Module):
     def __init__(self, latent_dim: int = 2, shape: tuple[int, ...] = (2,), width: int = 128, depth: int = 3,
                  norm: str = "none", num_classes: int = 0):
@@ -37,6 +39,7 @@ class MLPGenerator(nn.Module):
         return x.view(len(z), *self.shape)
 
 
+@container
 class MLPDiscriminator(Discriminator):
     def __init__(self, shape: tuple[int, ...] = (2,), width: int = 128, depth: int = 3, norm: str = "none",
                  num_classes: int = 0, minibatch: Minibatch = "none"):
@@ -53,6 +56,7 @@ class MLPDiscriminator(Discriminator):
         return self.net(x.flatten(1))
 
 
+@container
 class Maxout(nn.Module):
     """A maxout layer (Goodfellow et al. 2013): ``pieces`` affine maps per output unit, their maximum."""
 
@@ -65,6 +69,7 @@ class Maxout(nn.Module):
         return self.linear(x).unflatten(-1, (-1, self.pieces)).amax(-1)
 
 
+@container
 class MaxoutDiscriminator(Discriminator):
     """``depth`` maxout layers of ``width`` units with ``pieces`` pieces each, then the linear head: the
     discriminator of PacGAN's 2-D experiments (3 layers, 200 units, 5 pieces, no batch norm)."""

@@ -11,7 +11,7 @@ discriminator's ``features``/``head``) run unchanged, and only the layers that h
 reduce over the batch are replaced. A convolution moves the replica axis from the rows to the
 channels for the one grouped call (``(N·B, C, H, W)`` → ``(B, N·C, H, W)``) and back.
 
-:func:`stack_modules` builds the population from N ordinary networks — each built from its own
+:func:`ganbench.nn.stacking.stack_modules` builds the population from N ordinary networks — each built from its own
 seed — copying their parameters and buffers, so replica ``r`` starts exactly where an ordinary fit
 with that seed starts. The replicas share no parameter, so a loss that is the *sum* of the
 per-replica losses gives each replica exactly the gradient of its own fit.
@@ -23,7 +23,6 @@ numbers of an ordinary fit with seed ``seed + r``.
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import functools
 from collections.abc import Callable, Sequence
@@ -32,7 +31,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils import parametrize
 
 from ganbench import GanbenchError
 
@@ -372,100 +370,6 @@ class PopulationInstanceNorm2d(_ReplicaAffine):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.affine(F.instance_norm(x, eps=self.eps))
-
-
-def _stack_weighted(mods: Sequence[nn.Linear | nn.Conv2d | nn.ConvTranspose2d]) -> nn.Module:
-    """A linear or convolution layer of every replica, with its spectral or weight norm batched."""
-    m0 = mods[0]
-    kind = None
-    if parametrize.is_parametrized(m0, "weight"):
-        chain = list(m0.parametrizations.weight)  # type: ignore[union-attr]
-        if len(chain) != 1:
-            raise GanbenchError("model.population > 1: a weight with several re-parametrizations cannot be batched")
-        p = chain[0]
-        kind = type(p).__name__
-        if kind == "_SpectralNorm":
-            weights = [m.parametrizations.weight.original.detach() for m in mods]  # type: ignore[union-attr]
-        elif kind == "_WeightNorm" and p.dim == 0:
-            weights = [m.parametrizations.weight.original1.detach() for m in mods]  # type: ignore[union-attr]
-        else:
-            raise GanbenchError(f"model.population > 1: the {kind} re-parametrization cannot be batched")
-    else:
-        weights = [m.weight.detach() for m in mods]
-    if isinstance(m0, nn.Conv2d | nn.ConvTranspose2d) and m0.padding_mode != "zeros":
-        raise GanbenchError(f"model.population > 1: {m0.padding_mode} padding cannot be batched")
-    bias = torch.stack([m.bias.detach() for m in mods]) if m0.bias is not None else None
-    layer: nn.Module = (PopulationLinear(torch.stack(weights), bias) if isinstance(m0, nn.Linear)
-                        else PopulationConv2d(torch.stack(weights), bias, m0))
-    if kind == "_SpectralNorm":
-        sn = [m.parametrizations.weight[0] for m in mods]  # type: ignore[union-attr]
-        parametrize.register_parametrization(
-            layer, "weight", BatchedSpectralNorm(torch.stack([s._u for s in sn]), torch.stack([s._v for s in sn]),
-                                                 eps=sn[0].eps, dim=sn[0].dim,
-                                                 n_power_iterations=sn[0].n_power_iterations),
-            unsafe=True)  # unsafe: no trial forward, which would run a power iteration now
-    elif kind == "_WeightNorm":
-        parametrize.register_parametrization(layer, "weight", BatchedWeightNorm(), unsafe=True)
-        with torch.no_grad():  # the exact g and v of every replica (right_inverse would recompute g)
-            layer.parametrizations.weight.original0.copy_(
-                torch.stack([m.parametrizations.weight.original0.detach() for m in mods]))  # type: ignore[union-attr]
-            layer.parametrizations.weight.original1.copy_(torch.stack(weights))  # type: ignore[union-attr]
-    return layer
-
-
-#: layers that hold parameters or reduce over the batch → their population version
-LAYERS: dict[type, Callable[[Sequence[Any]], nn.Module]] = {
-    nn.Linear: _stack_weighted,
-    nn.Conv2d: _stack_weighted,
-    nn.ConvTranspose2d: _stack_weighted,
-    nn.BatchNorm1d: PopulationBatchNorm,
-    nn.BatchNorm2d: PopulationBatchNorm,
-    nn.LayerNorm: PopulationLayerNorm,
-    nn.GroupNorm: PopulationGroupNorm,
-    nn.InstanceNorm2d: PopulationInstanceNorm2d,
-}
-
-#: modules without parameters that treat every row on its own: shared by all replicas as they are
-ROWWISE: tuple[type, ...] = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
-
-
-def _containers() -> tuple[type, ...]:
-    """Modules whose own code is row-wise and whose parameters all sit in child modules."""
-    from ganbench.nn.cnn import CNNDiscriminator, CNNGenerator, DCGANDiscriminator, DCGANGenerator
-    from ganbench.nn.common import ConditionalNorm, DiscriminatorHead
-    from ganbench.nn.mlp import Maxout, MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
-    from ganbench.nn.resnet import DBlock, GBlock, ResNetDiscriminator, ResNetGenerator
-
-    return (nn.Sequential, nn.ModuleList, MLPGenerator, MLPDiscriminator, Maxout, MaxoutDiscriminator,
-            DiscriminatorHead, ConditionalNorm, CNNGenerator, CNNDiscriminator, DCGANGenerator,
-            DCGANDiscriminator, GBlock, DBlock, ResNetGenerator, ResNetDiscriminator)
-
-
-def stack_modules(mods: Sequence[nn.Module]) -> nn.Module:
-    """One module computing all of ``mods`` (same architecture, own weights) on folded batches."""
-    m0 = mods[0]
-    base = type(m0).__bases__[0] if parametrize.is_parametrized(m0) else type(m0)
-    if base in LAYERS:
-        return LAYERS[base](mods)
-    if isinstance(m0, ROWWISE):
-        return copy.deepcopy(m0)
-    if not isinstance(m0, _containers()):
-        raise GanbenchError(f"model.population > 1: {type(m0).__name__} cannot be batched (populations "
-                            "batch the MLP, CNN, DCGAN and ResNet networks with norm none, batch, layer, instance, "
-                            "spectral or weight)")
-    if getattr(m0, "embed", None) is not None:
-        raise GanbenchError("model.population > 1: class-conditional networks cannot be batched yet")
-    if getattr(m0, "minibatch", None) is not None:
-        raise GanbenchError("model.population > 1: minibatch features couple the samples of a batch and "
-                            "cannot be batched yet; use model.minibatch none")
-    if next(m0.named_parameters(recurse=False), None) is not None or next(m0.named_buffers(recurse=False), None):
-        raise GanbenchError(f"model.population > 1: {type(m0).__name__} holds its own parameters")
-    out = copy.copy(m0)
-    out.__dict__ = dict(m0.__dict__)
-    out._parameters, out._buffers = {}, {}
-    out._modules = {name: (None if child is None else stack_modules([m._modules[name] for m in mods]))
-                    for name, child in m0._modules.items()}
-    return out
 
 
 STACKED = ("generator.", "discriminator.", "ema_generator.")

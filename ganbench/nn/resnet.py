@@ -13,8 +13,10 @@ import torch.nn.functional as F
 
 from ganbench.nn.common import ConditionalNorm, Discriminator, DiscriminatorHead, Minibatch, power_of_two_levels
 from ganbench.nn.norms import conv, feature_norm, linear
+from ganbench.nn.stacking import container
 
 
+@container
 class GBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, norm: str, num_classes: int):
         super().__init__()
@@ -28,6 +30,7 @@ class GBlock(nn.Module):
         return h + self.skip(F.interpolate(x, scale_factor=2))
 
 
+@container
 class DBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, norm: str, down: bool, first: bool = False):
         super().__init__()
@@ -53,6 +56,7 @@ class DBlock(nn.Module):
         return h + s
 
 
+@container
 class ResNetGenerator(nn.Module):
     def __init__(self, latent_dim: int = 128, shape: tuple[int, ...] = (3, 32, 32), width: int = 256,
                  norm: str = "batch", num_classes: int = 0):
@@ -72,6 +76,7 @@ class ResNetGenerator(nn.Module):
         return torch.tanh(self.out(F.relu(self.norm(h, y))))
 
 
+@container
 class ResNetDiscriminator(Discriminator):
     def __init__(self, shape: tuple[int, ...] = (3, 32, 32), width: int = 128, norm: str = "spectral",
                  num_classes: int = 0, minibatch: Minibatch = "none"):

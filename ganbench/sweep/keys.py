@@ -82,13 +82,12 @@ class KeyChecker:
         return out
 
     def unbatchable(self) -> str | None:
-        """Why this family cannot run as a population (it overrides a step piece), or None."""
+        """Why this family cannot run as a population (the family's own refusal), or None."""
         from ganbench.models import GANModule
 
-        for name in getattr(self.family, "POPULATION_STEP", ()):
-            if getattr(self.family, name) is not getattr(GANModule, name):
-                return f"the {getattr(self.family, 'family', self.family.__name__)} family overrides {name}()"
-        return None if issubclass(self.family, GANModule) else f"{self.family.__name__} is not a GANModule"
+        if not issubclass(self.family, GANModule):
+            return f"{self.family.__name__} is not a GANModule"
+        return self.family.population_refusal()
 
     def param(self, key: str, where: str) -> tuple[str, Any]:
         """(parameter name, annotation) of a config key; one-line GanbenchError if unknown."""

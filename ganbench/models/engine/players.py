@@ -87,13 +87,11 @@ class Players:
             nets.append((g, d))
         if self.population == 1:
             return nets[0]
-        from ganbench.models.base import GANModule
-        from ganbench.nn.population import stack_modules
+        from ganbench.nn.stacking import stack_modules
 
-        for name in self.POPULATION_STEP:
-            if getattr(type(self), name) is not getattr(GANModule, name):
-                raise GanbenchError(f"model.population={self.population}: the {self.family} family overrides "
-                                    f"{name}(), which cannot be batched; use population 1")
+        refusal = self.population_refusal()
+        if refusal is not None:
+            raise GanbenchError(f"model.population={self.population}: {refusal}; use population 1")
         return stack_modules([g for g, _ in nets]), stack_modules([d for _, d in nets])
 
 

@@ -21,10 +21,29 @@ class Population:
     #: replica axis); a family that overrides one refuses ``population > 1`` naming it
     POPULATION_STEP: ClassVar[tuple[str, ...]] = (
         "training_step", "d_loss", "g_loss", "generate", "penalty", "discriminate", "split_batch", "sample")
+    #: step pieces this family overrides and has written for the replica axis (its losses evaluated per
+    #: replica through :meth:`per_replica`, its draws from :attr:`rng`, its state one entry per replica)
+    batched_overrides: ClassVar[frozenset[str]] = frozenset()
+    #: why this family's fit cannot run as a population at all (None: it can, see :meth:`population_refusal`)
+    population_unsupported: ClassVar[str | None] = None
+
+    @classmethod
+    def population_refusal(cls) -> str | None:
+        """Why ``population > 1`` is refused for this family, or None: its declared reason, else a step
+        piece it overrides without declaring it batched (such an override would see the replicas' rows
+        as one batch)."""
+        from ganbench.models.base import GANModule
+
+        if cls.population_unsupported is not None:
+            return f"the {cls.family} family cannot be batched: {cls.population_unsupported}"
+        for name in cls.POPULATION_STEP:
+            if getattr(cls, name) is not getattr(GANModule, name) and name not in cls.batched_overrides:
+                return f"the {cls.family} family overrides {name}(), which cannot be batched"
+        return None
+
     #: per-replica values a study may set in ``population_overrides``
     REPLICA_KEYS: ClassVar[tuple[str, ...]] = ("g_lr", "d_lr", "g_beta1", "g_beta2", "d_beta1", "d_beta2",
                                                "penalty_weight", "label_smoothing", "instance_noise")
-
 
     def check_seeds(self, seeds: list[int] | None) -> list[int]:
         """Each replica's seed: ``population_seeds``, else ``seed_everything + r``."""
