@@ -37,7 +37,6 @@ import lightning as L
 import torch
 import torch.nn as nn
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities.parsing import AttributeDict
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganbench import GanbenchError
@@ -53,6 +52,7 @@ from ganbench.models.engine.objective import Objective
 from ganbench.models.engine.optimizers import Optimizers
 from ganbench.models.engine.players import Players, frozen_parameters
 from ganbench.models.engine.population import Population
+from ganbench.models.engine.settings import Settings
 from ganbench.models.steps import backward, update
 from ganbench.nn import Arch
 from ganbench.nn.common import Minibatch
@@ -242,19 +242,16 @@ class GANModule(Checks, Players, Population, DInput, Objective, Optimizers, Exec
         # family fixes in its super().__init__ call (WGAN-GP's penalty), so every step reads cfg.
         given = self.hparams  # what save_hyperparameters collected from the family's __init__ chain
         own = {k: v for k, v in given.items() if k not in args and not k.startswith("_")}
-        self.cfg = AttributeDict({**own, **args})
+        self.cfg = Settings({**own, **args})
         self.automatic_optimization = False
         self.check_settings()
         self.data_shape = tuple(data_shape)
         self.num_classes = num_classes if conditional else 0
-        self.latent_dim = latent_dim
         self.objective = LOSSES[loss]
         self.penalty_fn = PENALTIES[penalty]
-        self.n_critic = n_critic
         # factories are kept as given: under LightningCLI, hparams hold their config, not the callable
         self.optimizer_factories = (g_optimizer, d_optimizer)
         self.scheduler_factories = (g_scheduler, d_scheduler)
-        self.population = population
         #: replica r's seed: its initial weights are drawn from it, its training draws from a hash of it
         self.replica_seeds = self.check_seeds(population_seeds)
         self._network_options: set[str] = set()  # the MLP options the networks were built with
@@ -300,6 +297,11 @@ class GANModule(Checks, Players, Population, DInput, Objective, Optimizers, Exec
         self.vbn_reference: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self._graph: Any = None  # None: not built yet, False: eager fallback, else the captured graph
         self._direct_steps = False  # decided in on_train_start (direct_step_blocker)
+
+    # settings many places read, as views of cfg (not copies)
+    n_critic = property(lambda self: self.cfg.n_critic, doc="D updates per G iteration (``cfg.n_critic``).")
+    population = property(lambda self: self.cfg.population, doc="Replicas trained at once (``cfg.population``).")
+    latent_dim = property(lambda self: self.cfg.latent_dim, doc="Dimension of z (``cfg.latent_dim``).")
 
     def split_batch(self, batch) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """The loader yields ``n_critic`` D batches at once; one slice per D step."""

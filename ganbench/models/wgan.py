@@ -32,11 +32,10 @@ class WGAN(GANModule):
         """``clip``: the clipping bound c of Algorithm 1."""
         super().__init__(loss="wasserstein", g_norm=g_norm, d_norm=d_norm, n_critic=n_critic, latent_dim=latent_dim,
                          **kwargs)
-        self.clip = clip
 
     def after_d_step(self) -> None:
         """Algorithm 1, line 7: ``w ← clip(w, -c, c)`` after every critic update."""
-        clip_weights_(self.discriminator, self.clip)
+        clip_weights_(self.discriminator, self.cfg.clip)
 
 
 class WGANGP(GANModule):
