@@ -142,7 +142,7 @@ def stack_modules(mods: Sequence[nn.Module]) -> nn.Module:
     how = LAYERS.get(base)
     if how is None:
         raise GanbenchError(f"model.population > 1: {type(m0).__name__} cannot be batched (it has no stacked form "
-                            "registered in ganbench.nn.population; populations batch the MLP, CNN, DCGAN and ResNet "
+                            "registered in ganbench.nn.stacking; populations batch the MLP, CNN, DCGAN and ResNet "
                             "networks with norm none, batch, layer, instance, spectral or weight)")
     return how(mods)
 
