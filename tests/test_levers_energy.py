@@ -9,7 +9,7 @@ import torch
 
 from ganbench import GanbenchError
 from ganbench.models import BEGAN, EBGAN
-from tests.test_population import IMAGES, fit
+from tests.test_population import IMAGES, assert_replica_equals, fit
 
 
 def energies_module(cls=EBGAN, **kwargs):
@@ -86,3 +86,18 @@ def test_each_lever_trains_an_energy_family(tmp_path, plain, lever):
         with open(tmp_path / "metrics.csv") as f:
             values = [float(r[f"train/{logged}"]) for r in csv.DictReader(f) if r.get(f"train/{logged}")]
         assert len(values) == 3 and all(math.isfinite(v) and v >= 0 for v in values) and values[-1] > 0
+
+
+def test_levers_in_a_population_replica_equals_its_fit(tmp_path):
+    """LeCam, zCR (both terms) and top-k (k annealed over epochs of 2 batches) with EBGAN on ring8:
+    replica 1 of seeds 5, 6 equals the fit with seed 6, its LeCam anchors included."""
+    levers = ["--model.init_args.code_dim", "4", "--model.init_args.d_norm", "layer",
+              "--model.init_args.lecam_weight", "0.1", "--model.init_args.zcr_dis", "1", "--model.init_args.zcr_gen",
+              "0.5", "--model.init_args.top_k", "true", "--model.init_args.top_k_gamma", "0.5",
+              "--trainer.limit_train_batches", "2", "--model.init_args.d_optimizer.init_args.lr", "0.01"]
+    pop = fit(tmp_path / "pop", "ebgan", 5, "--model.init_args.population", "2", *levers, steps=6)
+    one = fit(tmp_path / "one", "ebgan", 6, *levers, steps=6)
+    assert_replica_equals(pop, 1, one, rtol=1e-4, atol=1e-5)
+    for key in ("lecam.real", "lecam.fake"):
+        torch.testing.assert_close(pop["state_dict"][key][1:], one["state_dict"][key], rtol=1e-4, atol=1e-5)
+    assert pop["state_dict"]["lecam.real"].shape == (2,)
