@@ -41,8 +41,8 @@ class MAGAN(EBGAN):
         self.register_buffer("magan_window", torch.zeros(shape, dtype=torch.float64), persistent=False)
 
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        unset = self.margin != self.margin if self.population == 1 else bool(torch.isnan(self.margin).any())
-        if unset:  # NaN: initialise from the first real batch (Algorithm 1)
+        margins = self.margin.tolist() if self.population > 1 else [self.margin]  # host values: no device read
+        if any(m != m for m in margins):  # NaN: initialise from the first real batch (Algorithm 1)
             with torch.no_grad():
                 first = self.replica_means(self.energies(real)[0])
             first = self.trainer.strategy.reduce(first, reduce_op="mean")
