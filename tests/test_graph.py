@@ -85,6 +85,10 @@ CASES = {
     "ebgan": ("ebgan", [], 1),
     "began-k-control": ("began", [], 1),
     "magan-margin-every-3": ("magan", ["--model.init_args.margin_every", "3"], 1),
+    "ebgan-population-2": ("ebgan", ["--model.init_args.population", "2"], 1),  # per-replica pulling-away term
+    "began-population-2-k-per-replica": ("began", ["--model.init_args.population", "2"], 1),
+    "magan-population-2-margin-every-3": ("magan", ["--model.init_args.population", "2",
+                                                    "--model.init_args.margin_every", "3"], 1),
     "loss_sensitive": ("loss_sensitive", [], 1),
     "mmdgan": ("mmdgan", [], 1),
     "unrolled-adam": ("unrolled", [], 1),

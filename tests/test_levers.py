@@ -114,7 +114,8 @@ def test_levers_change_the_fit_and_resume_exactly(tmp_path):
     (["--model.init_args.top_k", "true"], "model.top_k=True regularizes D's scores in the base G loss"),
 ])
 def test_levers_refuse_families_with_their_own_loss(tmp_path, capsys, args, message):
-    code = main(["fit", "--config", "configs/ebgan.yaml", "--trainer.default_root_dir", str(tmp_path),
+    """A family whose own losses do not declare the levers on D's scores (cGAN's) refuses them."""
+    code = main(["fit", "--config", "configs/cgan.yaml", "--trainer.default_root_dir", str(tmp_path),
                  "--data.dataset", "ring8", "--model.init_args.arch", "mlp", "--trainer.max_steps", "1", *args])
     assert code == EXIT_USAGE
     assert message in capsys.readouterr().err

@@ -50,6 +50,8 @@ def noise_only(key: str, state: dict, shift_invariant: bool = False) -> bool:
         # connections (1×1 convolutions, up-sampling) unchanged into the next batch norm, so every
         # convolution bias in the blocks has zero gradient
     layer, index = ".".join(names), names[-1]
+    if index.isdigit() and f"{net}.{'.'.join([*names[:-1], str(int(index) + 1)])}.running_mean" in state:
+        return True  # a layer of a Sequential whose next entry is its batch norm (the autoencoders' layout)
     block = names[1] if len(names) > 1 else ""
     in_g = net != "discriminator"
     followed_by = {  # the layer → the batch norm its output goes into, in ganbench's networks

@@ -62,12 +62,13 @@ def load_module(ckpt_path: str | Path, map_location: str | torch.device = "cpu",
     if replica is None or not 0 <= replica < population:
         raise GanbenchError(f"checkpoint {path} holds a population of {population} replicas: pass --replica K "
                             f"with K in 0..{population - 1}" + ("" if replica is None else f" (got {replica})"))
-    return cls.load_from_checkpoint(_replica_checkpoint(ckpt, replica), map_location=map_location)
+    return cls.load_from_checkpoint(_replica_checkpoint(ckpt, replica, cls.replica_entries), map_location=map_location)
 
 
-def _replica_checkpoint(ckpt: dict, k: int) -> io.BytesIO:
+def _replica_checkpoint(ckpt: dict, k: int, entries: tuple[str, ...] = ()) -> io.BytesIO:
     """Replica ``k`` of a population checkpoint as the checkpoint of the ordinary fit it is: every
-    stacked tensor's slice ``k`` under the same key, ``population 1``, its own random stream."""
+    stacked tensor's slice ``k`` under the same key, ``population 1``, its own random stream and its
+    entry of the family's per-replica ``entries``."""
     from ganbench.nn.population import unstack_state
 
     one = dict(ckpt)
@@ -77,6 +78,9 @@ def _replica_checkpoint(ckpt: dict, k: int) -> io.BytesIO:
     info = dict(ckpt["ganbench"])
     info.update(population=1, replica_seeds=[info["replica_seeds"][k]], rng=[info["rng"][k]],
                 alive=[info["alive"][k]], replica_divergence=[info["replica_divergence"][k]])
+    for key in entries:
+        value = info[key]
+        info[key] = {name: v[k] for name, v in value.items()} if isinstance(value, dict) else value[k]
     one["ganbench"] = info
     buffer = io.BytesIO()
     torch.save(one, buffer)

@@ -9,6 +9,8 @@ energy of the iteration's last D step and ``L(G(z_G))`` the mean energy of the G
 ``train/began_k`` (k_{t+1}) and ``train/began_m_global`` (``M_global``, §3.4.1, on the same energies) are
 logged at every logging step, with the two energies as ``train/began_energy_real`` and
 ``train/began_energy_fake``. ``k`` is a float64 number kept in the checkpoint, so a resumed run continues it.
+In a population each replica has its own k (a ``(population,)`` float64 vector, logged as
+``train/began_k/r<r>``) driven by its own energies.
 Defaults: γ = 0.5, λ_k = 0.001, Adam(1e-4, β=(0.5, 0.999)), no normalization in either network.
 """
 
@@ -31,50 +33,54 @@ class BEGAN(EnergyGAN):
     family: ClassVar[str] = "began"
     paper_optimizer: ClassVar[tuple[type[torch.optim.Optimizer], dict[str, Any]]] = (
         torch.optim.Adam, {"lr": 1e-4, "betas": (0.5, 0.999)})
+    device_state: ClassVar[dict[str, str]] = {"began_k": "k"}  # the D loss reads k_t from the device
+    replica_entries: ClassVar[tuple[str, ...]] = ("began_k",)
 
     def __init__(self, gamma: float = 0.5, lambda_k: float = 0.001, k_init: float = 0.0, energy: Energy = "l1",
                  d_norm: Norm = "none", g_norm: Norm = "none", **kwargs: Any):
         super().__init__(energy=energy, d_norm=d_norm, g_norm=g_norm, **kwargs)
-        self.k = float(k_init)
+        self.k = self.replica_state(k_init)  # a float; a (population,) float64 vector in a population
         self._energy_real: torch.Tensor | None = None
-        self._energy_fake: torch.Tensor | None = None
+
+    def d_objective(self, e_real: torch.Tensor, e_fake: torch.Tensor) -> torch.Tensor:
+        return self.per_replica(d_began, e_real, e_fake, k=self.state_of("began_k"))
 
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        e_real, e_fake, fake = self.d_energies(real, labels)
-        self._energy_real = e_real.detach().mean()
-        loss = d_began(e_real, e_fake, self.device_values.get("began_k", self.k)) + self.penalty(real, fake, labels)
-        return loss, {"energy_real": self._energy_real, "energy_fake": e_fake.detach().mean()}
+        loss, logs = super().d_loss(real, labels)
+        self._energy_real = logs["energy_real"]
+        return loss, logs
 
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        e_fake, _ = self.g_energies(real, labels)
-        self._energy_fake = e_fake.detach().mean()
-        return g_began(e_fake), {}
-
-    def host_values(self) -> None:
-        super().host_values()
-        self.device_value("began_k", self.k)  # the D loss reads k_t from the device
+    def g_objective(self, e_fake: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.per_replica(g_began, e_fake), {}
 
     def after_g_step(self) -> None:
-        """Proportional control of k (eq. 4) on the energies averaged over data-parallel ranks."""
+        """Proportional control of k (eq. 4) on the energies averaged over data-parallel ranks; each
+        replica's k on its own energies."""
         super().after_g_step()
         reduce = self.trainer.strategy.reduce
         e_real = reduce(self._energy_real.clone(), reduce_op="mean")
         e_fake = reduce(self._energy_fake.clone(), reduce_op="mean")
-        gamma = self.cfg.gamma
-        self.k = began_k_update(self.k, e_real, e_fake, gamma, self.cfg.lambda_k)
+        gamma, lambda_k = self.cfg.gamma, self.cfg.lambda_k
+        self.k = self.replica_update(lambda k, r, f: began_k_update(k, r, f, gamma, lambda_k), self.k, e_real, e_fake)
         if self.logging_step():
             f64 = {"dtype": torch.float64, "device": e_real.device}
-            self.log_dict({"train/began_k": torch.tensor(self.k, **f64),
-                           "train/began_m_global": began_convergence(e_real, e_fake, gamma),
-                           "train/began_energy_real": e_real, "train/began_energy_fake": e_fake})
+            logs = {"began_k": torch.tensor(self.k, **f64) if self.population == 1 else self.k.to(e_real.device),
+                    "began_m_global": began_convergence(e_real, e_fake, gamma) if self.population == 1 else
+                    torch.stack([began_convergence(r, f, gamma) for r, f in zip(e_real, e_fake)]),
+                    "began_energy_real": e_real, "began_energy_fake": e_fake}
+            if self.population == 1:
+                self.log_dict({f"train/{key}": value for key, value in logs.items()})
+            else:
+                self.log_dict({f"train/{key}/r{r}": value[r] for key, value in logs.items()
+                               for r in range(self.population)})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["ganbench"]["began_k"] = self.k
+        checkpoint["ganbench"]["began_k"] = self.k if self.population == 1 else self.k.tolist()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        self.k = float(checkpoint.get("ganbench", {}).get("began_k", self.cfg.k_init))
+        self.k = self.replica_state(checkpoint.get("ganbench", {}).get("began_k", self.cfg.k_init))
 
 
 __all__ = ["BEGAN"]

@@ -28,12 +28,18 @@ class EnergyGAN(GANModule):
 
     pack_unsupported: ClassVar[str | None] = (
         "its discriminator is an autoencoder whose energy is a per-sample reconstruction error")
+    #: the levers on D's scores all apply, on the score −energy (:meth:`d_score`)
+    score_levers_unsupported: ClassVar[dict[str, str] | None] = {}
+
+    #: the losses are evaluated per replica, the draws come from the replicas' streams
+    batched_overrides: ClassVar[frozenset[str]] = frozenset({"d_loss", "g_loss"})
 
     def __init__(self, code_dim: int = 64, energy: Energy = "mse", **kwargs: Any):
         super().__init__(**kwargs)
         if self.cfg.minibatch != "none":
             raise GanbenchError(f"model.minibatch={self.cfg.minibatch!r} is not supported by the autoencoder "
                                 "discriminator; use model.minibatch none")
+        self._energy_fake: torch.Tensor | None = None
 
     def build_discriminator(self) -> nn.Module:
         h = self.cfg
@@ -44,15 +50,64 @@ class EnergyGAN(GANModule):
         """Per-sample energy and embedding of what D sees (instance noise included)."""
         return self.discriminator.energy_and_code(self.d_input(x))
 
-    def d_energies(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """Energies of a real batch and of a fresh generated batch (no graph into G), and the fakes."""
-        with torch.no_grad():
-            fake = self.generate(len(real), labels)
-        return self.energies(real)[0], self.energies(fake)[0], fake
+    @staticmethod
+    def score_of(energy: torch.Tensor) -> torch.Tensor:
+        """D's score of a sample of this energy: its negative (a low energy is what D takes as real)."""
+        return -energy
 
-    def g_energies(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Energy and embedding of a fresh generated batch of ``g_batch_size`` samples, with graph into G."""
-        return self.energies(self.generate(self.cfg.g_batch_size or len(real), labels))
+    def d_score(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.score_of(self.energies(x)[0])
+
+    def d_energies(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """Energies of a real batch and of a fresh generated batch (no graph into G), the fakes and
+        their latents (None unless zCR needs them)."""
+        fake, z = self.d_fakes(len(real), labels)
+        return self.energies(real)[0], self.energies(fake)[0], fake, z
+
+    def g_energies(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """Energy and embedding of a fresh generated batch of ``g_batch_size`` samples (with graph into
+        G), the batch and its latents (None unless zCR needs them)."""
+        g_batch = self.cfg.g_batch_size
+        fake, z = self.g_fakes(self.rows(g_batch) if g_batch else len(real), labels)
+        return *self.energies(fake), fake, z
+
+    def d_objective(self, e_real: torch.Tensor, e_fake: torch.Tensor) -> torch.Tensor:
+        """The family's per-replica D loss of the real and generated energies."""
+        raise NotImplementedError
+
+    def g_objective(self, e_fake: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The family's per-replica G loss of the generated energies that update G (and the batch's
+        embeddings), and values to log."""
+        raise NotImplementedError
+
+    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`d_objective` plus the penalty and the levers on D's scores (CR, bCR, zCR, LeCam on the
+        negative energies, :meth:`score_regularizers`), per replica."""
+        e_real, e_fake, fake, z = self.d_energies(real, labels)
+        losses = self.d_objective(e_real, e_fake) + self.penalty(real, fake, labels)
+        regularizers, values = self.score_regularizers(real, fake, z, self.score_of(e_real), self.score_of(e_fake),
+                                                       labels)
+        losses = losses + regularizers
+        return losses.sum(), {"energy_real": self.replica_means(e_real), "energy_fake": self.replica_means(e_fake),
+                              "d_losses": losses.detach(), **values}
+
+    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`g_objective` of a fresh batch — with ``top_k`` of the k fakes of lowest energy (highest
+        score) of each replica — less zCR's G term, per replica."""
+        e_fake, code, fake, z = self.g_energies(real, labels)
+        self._energy_fake = self.replica_means(e_fake)
+        losses, logs = self.g_objective(-self.top_k(self.score_of(e_fake)), code)
+        losses, values = self.g_regularized(losses, fake, z, labels)
+        return losses.sum(), {**logs, **values, "g_losses": losses.detach()}
+
+    def replica_means(self, energy: torch.Tensor) -> torch.Tensor:
+        """The mean of detached per-sample values: one number, or each replica's in a population."""
+        energy = energy.detach()
+        return energy.mean() if self.population == 1 else energy.reshape(self.population, -1).mean(1)
+
+    def replica_log(self, values: torch.Tensor) -> torch.Tensor:
+        """A detached ``(population,)`` vector to log: its one value with one replica."""
+        return values.detach().reshape(()) if self.population == 1 else values.detach()
 
 
 class EBGAN(EnergyGAN):
@@ -66,21 +121,21 @@ class EBGAN(EnergyGAN):
         super().__init__(d_norm=d_norm, g_norm=g_norm, **kwargs)
         self.margin = margin
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        e_real, e_fake, fake = self.d_energies(real, labels)
-        margin = self.device_values.get("margin", self.margin)  # MAGAN's adapts: the device copy
-        loss = d_ebgan(e_real, e_fake, margin) + self.penalty(real, fake, labels)
-        return loss, {"energy_real": e_real.detach().mean(), "energy_fake": e_fake.detach().mean()}
+    def d_objective(self, e_real: torch.Tensor, e_fake: torch.Tensor) -> torch.Tensor:
+        return self.per_replica(d_ebgan, e_real, e_fake, margin=self.d_margin())
 
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        e_fake, code = self.g_energies(real, labels)
-        loss = g_ebgan(e_fake)
-        logs = {"energy_fake_g": e_fake.detach().mean()}
-        if self.cfg.pt_weight > 0:
-            pt = pullaway_term(code)
-            loss = loss + self.cfg.pt_weight * pt
-            logs["pullaway"] = pt.detach()
-        return loss, logs
+    def d_margin(self) -> float | torch.Tensor:
+        """The margin m of the D loss (constant here; MAGAN's adapts)."""
+        return self.margin
+
+    def g_objective(self, e_fake: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        losses = self.per_replica(g_ebgan, e_fake)
+        logs = {"energy_fake_g": self._energy_fake}
+        if self.cfg.pt_weight > 0:  # the pulling-away term couples the samples of each replica's whole batch
+            pt = self.per_replica(pullaway_term, code)
+            losses = losses + self.cfg.pt_weight * pt
+            logs["pullaway"] = self.replica_log(pt)
+        return losses, logs
 
 
 __all__ = ["EBGAN", "EnergyGAN"]

@@ -11,7 +11,8 @@ window's D steps of the batch-mean real and generated energies (averaged over da
 The window is an epoch (``margin_every = 0``, the paper's choice; applied in ``on_train_epoch_end``) or
 ``margin_every`` G iterations (applied after the G update of iterations margin_every, 2·margin_every, …).
 ``train/magan_margin`` (the margin in use for the next iteration) is logged at every logging step;
-the margin and the window's sums are kept in the checkpoint.
+the margin and the window's sums are kept in the checkpoint. In a population each replica has its own
+margin and window (``(population,)`` and ``(population, 3)``), from its own energies.
 """
 
 from __future__ import annotations
@@ -29,33 +30,40 @@ class MAGAN(EBGAN):
     energy of the first D batch; ``margin_every`` — 0 adapts at each epoch end, N > 0 every N G iterations."""
 
     family: ClassVar[str] = "magan"
+    device_state: ClassVar[dict[str, str]] = {"margin": "margin"}  # the D loss reads the margin from the device
+    replica_entries: ClassVar[tuple[str, ...]] = ("magan",)
 
     def __init__(self, margin: float | None = None, margin_every: int = 0, pt_weight: float = 0.0, **kwargs: Any):
         super().__init__(margin=float("nan") if margin is None else margin, pt_weight=pt_weight, **kwargs)
-        # float64 sums over the window: Σ mean real energy, Σ mean fake energy, number of D steps
-        self.register_buffer("magan_window", torch.zeros(3, dtype=torch.float64), persistent=False)
+        self.margin = self.replica_state(self.margin)  # a (population,) float64 vector in a population
+        # float64 sums over the window: Σ mean real energy, Σ mean fake energy, number of D steps (per replica)
+        shape = (3,) if self.population == 1 else (self.population, 3)
+        self.register_buffer("magan_window", torch.zeros(shape, dtype=torch.float64), persistent=False)
 
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if self.margin != self.margin:  # NaN: initialise from the first real batch (Algorithm 1)
+        margins = self.margin.tolist() if self.population > 1 else [self.margin]  # host values: no device read
+        if any(m != m for m in margins):  # NaN: initialise from the first real batch (Algorithm 1)
             with torch.no_grad():
-                first = self.energies(real)[0].mean()
-            self.margin = float(self.trainer.strategy.reduce(first, reduce_op="mean"))
-            self.device_value("margin", self.margin)
+                first = self.replica_means(self.energies(real)[0])
+            first = self.trainer.strategy.reduce(first, reduce_op="mean")
+            self.margin = float(first) if self.population == 1 else first.to("cpu", torch.float64)
+            self.write_state("margin")
         loss, logs = super().d_loss(real, labels)
-        self.magan_window += torch.stack([logs["energy_real"].double(), logs["energy_fake"].double(),
-                                          logs["energy_real"].new_ones((), dtype=torch.float64)])
+        real_mean = logs["energy_real"]
+        self.magan_window += torch.stack([real_mean.double(), logs["energy_fake"].double(),
+                                          torch.ones_like(real_mean, dtype=torch.float64)], -1)
         return loss, logs
 
-    def host_values(self) -> None:
-        super().host_values()
-        self.device_value("margin", self.margin)  # the D loss reads the margin from the device
+    def d_margin(self) -> torch.Tensor:
+        return self.state_of("margin")
 
     def adapt_margin(self) -> None:
-        """Apply :func:`magan_margin_update` with the window's mean energies and start a new window."""
+        """Apply :func:`magan_margin_update` with the window's mean energies (each replica's own) and
+        start a new window."""
         window = self.trainer.strategy.reduce(self.magan_window.clone(), reduce_op="mean")
-        if window[2] > 0:
-            s_real, s_fake = (window[:2] / window[2]).tolist()
-            self.margin = magan_margin_update(self.margin, s_real, s_fake)
+        if (window[..., 2] > 0).all():  # every replica takes the same D steps
+            s_real, s_fake = (window[..., :2] / window[..., 2:]).unbind(-1)
+            self.margin = self.replica_update(magan_margin_update, self.margin, s_real.tolist(), s_fake.tolist())
         self.magan_window.zero_()
 
     def after_g_step(self) -> None:
@@ -63,8 +71,12 @@ class MAGAN(EBGAN):
         every = self.cfg.margin_every
         if every > 0 and self.global_step % every == 0:
             self.adapt_margin()
-        if self.logging_step():
+        if not self.logging_step():
+            return
+        if self.population == 1:
             self.log("train/magan_margin", torch.tensor(self.margin, dtype=torch.float64, device=self.device))
+        else:
+            self.log_dict({f"train/magan_margin/r{r}": m for r, m in enumerate(self.margin.to(self.device))})
 
     def on_train_epoch_end(self) -> None:
         if self.cfg.margin_every == 0:
@@ -72,13 +84,14 @@ class MAGAN(EBGAN):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["ganbench"]["magan"] = {"margin": self.margin, "window": self.magan_window.tolist()}
+        margin = self.margin if self.population == 1 else self.margin.tolist()
+        checkpoint["ganbench"]["magan"] = {"margin": margin, "window": self.magan_window.tolist()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("ganbench", {}).get("magan")
         if state is not None:
-            self.margin = float(state["margin"])
+            self.margin = self.replica_state(state["margin"])
             self.magan_window = torch.tensor(state["window"], dtype=torch.float64, device=self.magan_window.device)
 
 

@@ -14,6 +14,8 @@ not depend on the resolution: ``mse`` (EBGAN, MAGAN) and ``l1`` (BEGAN).
 
 ``features(x)`` is the encoder embedding ``Enc(x)`` (used by EBGAN's pulling-away term) and
 ``forward(x)`` the energy, so a penalty that takes D (:mod:`ganbench.regularizers`) sees the energy.
+Both autoencoders compute every sample on its own and keep their parameters in ``encoder`` and
+``decoder``, so a population stacks them (:func:`~ganbench.nn.stacking.container`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import Tensor
 from ganbench import GanbenchError
 from ganbench.nn.common import Discriminator, power_of_two_levels
 from ganbench.nn.norms import conv, feature_norm, linear
+from ganbench.nn.stacking import container
 
 Energy = Literal["mse", "l1"]
 
@@ -75,6 +78,7 @@ def _block(norm: str, c_in: int, c_out: int, k: int, stride: int, pad: int, norm
     return [conv(norm, c_in, c_out, k, stride, pad), *([feature_norm(norm, c_out)] if normed else []), nn.ELU()]
 
 
+@container
 class ConvAutoencoder(AutoencoderDiscriminator):
     """Convolutional autoencoder discriminator for images (N, C, R, R), R a power of two ≥ 8."""
 
@@ -94,6 +98,7 @@ class ConvAutoencoder(AutoencoderDiscriminator):
         self.decoder = nn.Sequential(*dec, conv(norm, ch[0], channels, 3, 1, 1))
 
 
+@container
 class MLPAutoencoder(AutoencoderDiscriminator):
     """Fully connected autoencoder discriminator for vectors (N, d) or flattened images."""
 

@@ -165,7 +165,7 @@ def _stack_children(mods: Sequence[nn.Module]) -> nn.Module:
     return out
 
 
-for _cls in (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity):
+for _cls in (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.Flatten, nn.Unflatten, nn.Upsample):
     rowwise(_cls)
 for _cls in (nn.Sequential, nn.ModuleList):
     container(_cls)

@@ -3,13 +3,17 @@ streams and divergence, and the historical averages."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ganbench import GanbenchError
 
 
 class CheckpointState:
     """Checkpoint state of :class:`~ganbench.models.base.GANModule`."""
+
+    #: a family's entries of ``checkpoint["ganbench"]`` kept one per replica in a population (a list, or a
+    #: dict of lists), so that replica k loads as an ordinary fit with entry k (:func:`ganbench.models.load_module`)
+    replica_entries: ClassVar[tuple[str, ...]] = ()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ganbench"] = {

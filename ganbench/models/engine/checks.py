@@ -61,6 +61,11 @@ class Checks:
 
     #: why this family's D inputs cannot be augmented (None: they can; see ``augment``)
     augment_unsupported: ClassVar[str | None] = None
+    #: the levers on D's scores (``cr_real``, ``cr_fake``, ``zcr_dis``, ``lecam_weight``, ``zcr_gen``,
+    #: ``top_k``) this family does not apply, each with its mathematical reason; ``{}``: its losses apply
+    #: them all (through ``score_regularizers``, ``g_regularized`` and ``top_k`` on its ``d_score``). None:
+    #: not declared — a lever of a loss the family replaces with its own (d_loss, g_loss) is refused
+    score_levers_unsupported: ClassVar[dict[str, str] | None] = None
 
     def check_levers(self) -> None:
         """Reject a stability lever this family or this data cannot use, naming the key."""
@@ -80,12 +85,18 @@ class Checks:
 
         own_d = type(self).d_loss is not GANModule.d_loss
         own_g = type(self).g_loss is not GANModule.g_loss
+        unsupported = self.score_levers_unsupported
         for key, on, own, player in (("cr_real", h.cr_real, own_d, "D"), ("cr_fake", h.cr_fake, own_d, "D"),
                                      ("zcr_dis", h.zcr_dis, own_d, "D"), ("lecam_weight", h.lecam_weight, own_d, "D"),
                                      ("zcr_gen", h.zcr_gen, own_g, "G"), ("top_k", h.top_k, own_g, "G")):
-            if on and own:
+            if not on:
+                continue
+            if unsupported is None and own:
                 raise GanbenchError(f"model.{key}={on} regularizes D's scores in the base {player} loss, which the "
                                     f"{self.family} family replaces with its own; leave it unset for {self.family}")
+            if unsupported and key in unsupported:
+                raise GanbenchError(f"model.{key}={on} is not supported by {self.family}: {unsupported[key]}; "
+                                    f"leave it unset for {self.family}")
 
 
     def _check_batch_norm_counts(self, batch: int) -> None:

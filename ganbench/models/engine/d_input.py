@@ -3,6 +3,8 @@ also the device values the host writes before each iteration (σ of the noise, a
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from ganbench.augment import diff_augment
@@ -32,13 +34,33 @@ class DInput:
             return self.ada(x, self.rng)
         return x
 
+    #: a family's values that change in training between G iterations (BEGAN's k, MAGAN's margin):
+    #: device-state name → the module attribute holding the host value (a float, or a ``(population,)``
+    #: float64 tensor in a population). :meth:`host_values` writes each into its float32 device tensor
+    #: before every iteration; the family's losses read it with :meth:`state_of`
+    device_state: ClassVar[dict[str, str]] = {}
+
     def host_values(self) -> None:
         """Write the values the host changes between G iterations into the device tensors the step
-        reads (here the annealed instance-noise σ; families add theirs). Runs before every iteration,
-        outside the step, so a captured step (``cuda_graph``) reads the current values."""
+        reads: the annealed instance-noise σ and every :attr:`device_state` of the family. Runs before
+        every iteration, outside the step, so a captured step (``cuda_graph``) reads the current values."""
         sigma = self.noise_sigma()
         if torch.is_tensor(sigma) or sigma > 0 or "noise_sigma" in self.device_values:  # annealed to 0 too
             self.device_value("noise_sigma", sigma)
+        for name in self.device_state:
+            self.write_state(name)
+
+    def write_state(self, name: str) -> torch.Tensor:
+        """Copy the host value of the declared :attr:`device_state` ``name`` into its device tensor now
+        (:meth:`host_values` does so before every iteration; a value the step itself sets, such as
+        MAGAN's first margin, is written at once)."""
+        return self.device_value(name, getattr(self, self.device_state[name]))
+
+    def state_of(self, name: str) -> torch.Tensor:
+        """The device tensor of the declared :attr:`device_state` ``name`` (float32; ``(population,)``
+        in a population), written from the host value if no iteration has written it yet."""
+        value = self.device_values.get(name)
+        return self.write_state(name) if value is None else value
 
     @property
     def device_values(self) -> dict[str, torch.Tensor]:

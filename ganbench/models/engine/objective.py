@@ -37,41 +37,51 @@ class Objective:
 
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """D's loss on one real batch; returns (loss, values to log)."""
-        with torch.no_grad():
-            # the latents are drawn here only when zCR needs them again (a family's generate() may have none)
-            z = self.sample_latent(len(real)) if self.cfg.zcr_dis else None
-            fake = self.generate(len(real), labels) if z is None else self.generate(len(real), labels, z=z)
+        fake, z = self.d_fakes(len(real), labels)
         d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
         smoothing = self.replica_value("label_smoothing", self.cfg.label_smoothing)
         kw = {"real_target": 1.0 - smoothing} if torch.is_tensor(smoothing) or smoothing else {}
         losses = self.per_replica(self.objective.d, d_real, d_fake, **kw) + self.penalty(real, fake, labels)
+        if self.ada is not None:  # ADA's r_t from the real logits
+            self.ada.accumulate(d_real.detach())
         regularizers, values = self.score_regularizers(real, fake, z, d_real, d_fake, labels)
         losses = losses + regularizers
         # per-sample scores: training_step reduces logged values only on the steps that log
         return losses.sum(), {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_losses": losses.detach(),
                               **values}
 
+    def d_fakes(self, n: int, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A fresh generated batch of ``n`` rows for a D step (no graph into G), and its latents when
+        zCR's D term needs them again (else None: a family's generate() may have none)."""
+        with torch.no_grad():
+            z = self.sample_latent(n) if self.cfg.zcr_dis else None
+            return (self.generate(n, labels) if z is None else self.generate(n, labels, z=z)), z
+
+    def d_score(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """D's per-sample score of ``x``, higher for what D takes as real: what the levers on D's scores
+        (CR, bCR, zCR, LeCam, top-k) regularize. D's output here; a family whose D gives something else
+        (an energy) says how it is a score."""
+        return self.discriminate(x, labels)
+
     def score_regularizers(self, real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor | None, d_real: torch.Tensor,
                            d_fake: torch.Tensor, labels: torch.Tensor | None
                            ) -> tuple[torch.Tensor | float, dict[str, torch.Tensor]]:
-        """The weighted sum of the regularizers of D's scores, per replica — CR/bCR, zCR's D term and
-        LeCam, each absent when its weight is 0 — and their unweighted values to log; also feeds ADA's
-        ``r_t`` with the real scores."""
+        """The weighted sum of the regularizers of D's scores (:meth:`d_score`; ``d_real``, ``d_fake``
+        those of the batch), per replica — CR/bCR, zCR's D term and LeCam, each absent when its weight
+        is 0 — and their unweighted values to log."""
         h, n = self.cfg, self.population
-        if self.ada is not None:
-            self.ada.accumulate(d_real.detach())
         total: torch.Tensor | float = 0.0
         values: dict[str, torch.Tensor] = {}
         if h.cr_real:
-            values["cr_real"] = consistency_penalty(d_real, self.discriminate(cr_transform(real, self.rng), labels), n)
+            values["cr_real"] = consistency_penalty(d_real, self.d_score(cr_transform(real, self.rng), labels), n)
             total = total + h.cr_real * values["cr_real"]
         if h.cr_fake:
-            values["cr_fake"] = consistency_penalty(d_fake, self.discriminate(cr_transform(fake, self.rng), labels), n)
+            values["cr_fake"] = consistency_penalty(d_fake, self.d_score(cr_transform(fake, self.rng), labels), n)
             total = total + h.cr_fake * values["cr_fake"]
         if h.zcr_dis:
             with torch.no_grad():
                 fake_near = self.generate(len(z), labels, z=z + h.zcr_sigma * self.rng.randn_like(z))
-            values["zcr_dis"] = consistency_penalty(d_fake, self.discriminate(fake_near, labels), n)
+            values["zcr_dis"] = consistency_penalty(d_fake, self.d_score(fake_near, labels), n)
             total = total + h.zcr_dis * values["zcr_dis"]
         if self.lecam is not None:
             anchor_real, anchor_fake = self.lecam.update(d_real, d_fake)
@@ -85,8 +95,7 @@ class Objective:
         h = self.cfg
         n = self.rows(h.g_batch_size) if h.g_batch_size else len(real)
         labels = self.sample_labels(n) if labels is not None else None
-        z = self.sample_latent(n) if h.zcr_gen else None
-        fake = self.generate(n, labels) if z is None else self.generate(n, labels, z=z)
+        fake, z = self.g_fakes(n, labels)
         need_real = getattr(self.objective, "g_needs_real", False) or h.feature_matching > 0
         if h.feature_matching > 0:
             from ganbench.tricks import feature_matching_loss
@@ -102,12 +111,25 @@ class Objective:
             d_fake = self.discriminate(fake, labels)
             d_real = self.discriminate(real, labels[: len(real)] if labels is not None else None) if need_real else None
             losses = self.per_replica(self.objective.g, self.top_k(d_fake), d_real)
-        logs: dict[str, torch.Tensor] = {}
-        if h.zcr_gen:
-            fake_near = self.generate(n, labels, z=z + h.zcr_sigma * self.rng.randn_like(z))
-            logs["zcr_gen"] = latent_sensitivity(fake, fake_near, self.population)
-            losses = losses - h.zcr_gen * logs["zcr_gen"]
-        return losses.sum(), {"g_losses": losses.detach(), **{k: v.detach() for k, v in logs.items()}}
+        losses, logs = self.g_regularized(losses, fake, z, labels)
+        return losses.sum(), {"g_losses": losses.detach(), **logs}
+
+    def g_fakes(self, n: int, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """G's fresh batch of ``n`` rows (with graph into G), and its latents when zCR's G term needs
+        them again (else None)."""
+        z = self.sample_latent(n) if self.cfg.zcr_gen else None
+        return (self.generate(n, labels) if z is None else self.generate(n, labels, z=z)), z
+
+    def g_regularized(self, losses: torch.Tensor, fake: torch.Tensor, z: torch.Tensor | None,
+                      labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G's per-replica ``losses`` less zCR's G term (G maximizes the sensitivity of its output to
+        its latents) when ``zcr_gen`` is set, and the term's unweighted value to log."""
+        h = self.cfg
+        if not h.zcr_gen:
+            return losses, {}
+        fake_near = self.generate(len(z), labels, z=z + h.zcr_sigma * self.rng.randn_like(z))
+        value = latent_sensitivity(fake, fake_near, self.population)
+        return losses - h.zcr_gen * value, {"zcr_gen": value.detach()}
 
     def epochs_done(self) -> int:
         """Whole passes over the training set before this G iteration, from the G-iteration count and

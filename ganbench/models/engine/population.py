@@ -120,8 +120,8 @@ class Population:
         ``args`` are folded ``(N·B, ...)`` tensors (or None); keyword values that are tensors of shape
         ``(N,)`` are given to replica r as their r-th entry. With one replica it is ``fn`` itself."""
         n = self.population
-        if n == 1:
-            kw = {k: (v[0].item() if torch.is_tensor(v) else v) for k, v in kwargs.items()}
+        if n == 1:  # a 0-dim tensor (a device state) is given as it is: reading it would sync the host
+            kw = {k: (v[0].item() if torch.is_tensor(v) and v.dim() else v) for k, v in kwargs.items()}
             return fn(*args, **kw).reshape(1)
         from ganbench.nn.population import replica_rows
 
@@ -135,6 +135,24 @@ class Population:
 
         in_dims = tuple(None if v is None else 0 for v in views) + (0,) * len(names)
         return torch.func.vmap(one, in_dims=in_dims)(*views, *(tensors[k].to(args[0].device) for k in names))
+
+    def replica_state(self, value: float | list[float]) -> float | torch.Tensor:
+        """A value a family keeps on the host per replica (BEGAN's k, MAGAN's margin): a float with one
+        replica, else a ``(population,)`` float64 tensor (``value`` for every replica, or one each)."""
+        if self.population == 1:
+            return float(value)
+        return torch.tensor(value if isinstance(value, list) else [float(value)] * self.population,
+                            dtype=torch.float64)
+
+    def replica_update(self, fn: Callable[..., float], state: float | torch.Tensor, *values: Any
+                       ) -> float | torch.Tensor:
+        """``fn(state, *values)`` on the host for each replica: ``fn`` itself with one replica; in a
+        population ``state`` is a ``(population,)`` float64 tensor and replica r is given the r-th entry
+        of each of ``values`` (lists or tensors)."""
+        if self.population == 1:
+            return fn(state, *values)
+        return torch.tensor([fn(s, *(v[r] for v in values)) for r, s in enumerate(state.tolist())],
+                            dtype=torch.float64)
 
     def replica_value(self, key: str, default: float) -> float | torch.Tensor:
         """A per-replica setting: a ``(population,)`` tensor when overridden, else the run's value."""
