@@ -26,6 +26,7 @@ tests/test_golden.py reruns every case and requires each of these to be equal, b
 
     python scripts/record_golden.py                 # every case (85 s of CPU, one thread)
     python scripts/record_golden.py gan sngan_cpu   # the cases of these configs only
+    python scripts/record_golden.py --executors graph   # the cases of this executor only
     python scripts/record_golden.py --check         # compare with the stored files, write nothing
     python scripts/record_golden.py --full --out /tmp/before   # whole tensors, elsewhere
 """
@@ -289,6 +290,8 @@ def load(config: str, executor: str, folder: Path = GOLDEN) -> dict[str, Any]:
 def main(argv_: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="*", help="case names (config stems, and sngan_cpu); default: all")
+    parser.add_argument("--executors", default=",".join(EXECUTORS),
+                        help=f"comma-separated executors of the cases (default: all, {','.join(EXECUTORS)})")
     parser.add_argument("--check", action="store_true", help="compare with the stored files instead of writing")
     parser.add_argument("--out", type=Path, default=GOLDEN, help="folder of the files (default tests/golden)")
     parser.add_argument("--full", action="store_true",
@@ -298,12 +301,15 @@ def main(argv_: list[str] | None = None) -> int:
     unknown = sorted(set(args.configs) - set(configs()))
     if unknown:
         parser.error(f"unknown config {unknown[0]!r}; valid: {', '.join(configs())}")
+    executors = [e.strip() for e in args.executors.split(",") if e.strip()]
+    if sorted(set(executors) - set(EXECUTORS)):
+        parser.error(f"unknown executor {sorted(set(executors) - set(EXECUTORS))[0]!r}; valid: {', '.join(EXECUTORS)}")
     for name in ("lightning.pytorch", "lightning.fabric"):  # "Seed set to 0", "GPU available: False", ...
         logging.getLogger(name).setLevel(logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
     for config, executor in cases():
-        if args.configs and config not in args.configs:
+        if args.configs and config not in args.configs or executor not in executors:
             continue
         record = run_case(config, executor)
         path = golden_path(config, executor, args.out)

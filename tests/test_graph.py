@@ -2,6 +2,7 @@
 (record the ATen calls once, replay them on the recorded tensors) and must equal the eager fit; a
 step that is not static is found in the warm-up and falls back to the eager step with the reason."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -135,6 +136,43 @@ CASES = {
 }
 
 
+def metrics_csv(root: Path) -> list[list[str]]:
+    """metrics.csv as written: the header and every row, each value the string the logger wrote."""
+    with open(root / "metrics.csv", newline="") as f:
+        return list(csv.reader(f))
+
+
+#: case -> columns that only the whole log has: a penalty taken every 2nd D step, annealed instance
+#: noise, ADA's p and r_t, LeCam and zCR, a population's per-replica penalties, BEGAN's energies
+SAME_LOG_CASES = {
+    "gp-every-2": ["train/d_loss", "train/penalty_gp", "train/critic_gap", "train/d_real"],
+    "annealed-instance-noise": ["train/d_loss", "train/instance_noise_sigma"],
+    "images-ada": ["train/d_loss", "train/ada_p", "train/ada_rt"],
+    "lecam-zcr": ["train/d_loss", "train/lecam", "train/zcr_dis", "train/zcr_gen"],
+    "population-gp-weights-lazy": ["train/d_loss/r1", "train/penalty_gp/r0", "train/penalty_gp/r1",
+                                   "train/critic_gap/r1"],
+    "began-k-control": ["train/d_loss", "train/energy_real", "train/energy_fake", "train/began_k"],
+}
+
+
+@pytest.mark.parametrize("case", list(SAME_LOG_CASES))
+def test_graph_fit_logs_what_the_eager_fit_logs(tmp_path, emulated, capsys, case):
+    """Logging every G iteration, the graph fit's metrics.csv equals the eager fit's: the same columns
+    (losses, scores, critic gap, penalty, σ, ADA's values, a family's own, per replica in a
+    population) and the same value in every row, warm-up and replays alike."""
+    config, args, phases = CASES[case]
+    every = ["--trainer.log_every_n_steps", "1"]
+    eager_fit(tmp_path / "eager", config, *args, *every)
+    fit(tmp_path / "graph", config, *args, *every, *GRAPH)
+    assert "falls back" not in capsys.readouterr().err
+    assert emulated.replays == 12 - (2 * phases + 1)
+    eager, graph = metrics_csv(tmp_path / "eager"), metrics_csv(tmp_path / "graph")
+    assert graph[0] == eager[0]
+    assert set(SAME_LOG_CASES[case]) < set(eager[0])
+    assert [r[eager[0].index("step")] for r in eager[1:]] == [str(s) for s in range(1, 13)]
+    assert graph[1:] == eager[1:]
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_graph_replays_equal_the_eager_fit(tmp_path, emulated, capsys, case):
     """12 G iterations through warm-up, capture and replays equal the 12 eager ones; nothing falls
@@ -147,6 +185,7 @@ def test_graph_replays_equal_the_eager_fit(tmp_path, emulated, capsys, case):
     # 2P + 1 eager warm-up iterations, then replays only, each phase captured on its first appearance
     assert (emulated.captures, emulated.replays) == (phases, 12 - (2 * phases + 1))
     assert_same_fit(graph, eager)
+    assert metrics_csv(tmp_path / "graph") == metrics_csv(tmp_path / "eager")  # the last step's log
 
 
 def test_top_k_has_one_graph_per_k(tmp_path, emulated, capsys):
@@ -193,6 +232,7 @@ def test_image_to_image_graphs_equal_the_eager_fit(tmp_path, emulated, capsys, c
     assert "falls back" not in capsys.readouterr().err
     assert emulated.replays == 10 - 3
     assert_same_fit(graph, eager)
+    assert metrics_csv(tmp_path / "graph") == metrics_csv(tmp_path / "eager")  # logged every G iteration
 
 
 # ------------------------------------------------------------------------- the check can fail

@@ -57,13 +57,17 @@ def random_batches(model, dm, device: torch.device, n: int = 4) -> torch.Tensor:
 class PlainLoop:
     """The reference: the module's own :meth:`~ganbench.models.base.GANModule.iteration` — the same
     losses, penalties, tricks, EMA and optimizers as the fit — run with plain ``backward``/``step``
-    and nothing of Lightning around it, on a copy of the model. It cannot do less work than the real
+    and nothing of Lightning around it, on a copy of the model, followed by the fit's own
+    :meth:`~ganbench.models.engine.finish.Finish.finish` less what needs a Trainer (counting
+    ``global_step``, reading the divergence flag, logging). It cannot do less work than the real
     path, so the ratio measures what Lightning's loop and ganbench's executor add.
 
     ``run(n)`` times ``n`` iterations (with a device synchronization at both ends), each on the next
     real batch of ``data``."""
 
     def __init__(self, model, data: torch.Tensor, batch_size: int, device: torch.device, mode: str = "eager"):
+        from ganbench.models.engine.finish import StepResult
+
         parts = mode.split("_")
         m = copy.deepcopy(model).to(device)
         if device.type == "cpu":  # as the fit does (GANModule.on_fit_start)
@@ -98,15 +102,15 @@ class PlainLoop:
 
             def iteration() -> None:  # as the module's graph step
                 m.host_values()
-                step((self.static, labels))
+                result = step((self.static, labels))
                 if step.fallback is not None:
                     raise GanbenchError(f"ganbench bench --modes graph: the step cannot be captured: {step.fallback}")
-                m._d_steps += n_critic
-                m.after_g_step()
+                m.finish(result, trainer=False)
         else:
             def iteration() -> None:
                 m.host_values()
-                m.iteration(chunks, g_opt, d_opt, lightning=False, autocast=amp)
+                m.finish(StepResult.of(m.iteration(chunks, g_opt, d_opt, lightning=False, autocast=amp, finish=False)),
+                         trainer=False)
 
         self.iteration = iteration
 

@@ -48,6 +48,7 @@ from ganbench.models.engine.checks import batch_norm_count_check as _batch_norm_
 from ganbench.models.engine.d_input import DInput
 from ganbench.models.engine.divergence import Divergence
 from ganbench.models.engine.executors import Executors
+from ganbench.models.engine.finish import Finish
 from ganbench.models.engine.objective import Objective
 from ganbench.models.engine.optimizers import Optimizers
 from ganbench.models.engine.players import Players, frozen_parameters
@@ -67,8 +68,8 @@ DArch = Literal["same", "cnn", "resnet", "dcgan", "mlp", "maxout", "patch"]
 __all__ = ["GANModule", "RANGES", "_batch_norm_count_check"]
 
 
-class GANModule(Checks, Players, Population, DInput, Objective, Optimizers, Executors, Divergence, CheckpointState,
-                L.LightningModule):
+class GANModule(Checks, Players, Population, DInput, Objective, Optimizers, Executors, Finish, Divergence,
+                CheckpointState, L.LightningModule):
     """Base of all families. Parameters common to every family:
 
     Args:
@@ -323,9 +324,11 @@ class GANModule(Checks, Players, Population, DInput, Objective, Optimizers, Exec
 
         The executors are ways of running it: the eager ``training_step`` (``lightning=True``: updates
         through Lightning's manual optimization), the CUDA-graph capture and the benchmark's plain
-        reference loop (``lightning=False``: plain ``backward``/``step``; the graph runs ``finish``
-        outside the capture). ``autocast`` wraps the forward passes (bf16 in the graph and bench).
-        Returns ``(d_loss, d_logs), (g_loss, g_logs)`` of the last D step and the G step."""
+        reference loop (``lightning=False``: plain ``backward``/``step``). Each runs it with
+        ``finish=False`` and hands the outcome to :meth:`Finish.finish` (``after_g_step``, the
+        divergence watch, the log), outside a capture. ``autocast`` wraps the forward passes (bf16
+        in the graph and bench). Returns ``(d_loss, d_logs), (g_loss, g_logs)`` of the last D step and
+        the G step."""
         autocast = autocast if autocast is not None else contextlib.nullcontext()
         d_logs: dict[str, torch.Tensor] = {}
         d_loss = None

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from ganbench.losses import LossName
+from ganbench.models.engine.d_input import HostState
 from ganbench.models.pix2pix import ImageToImage
 from ganbench.nn.norms import Norm
 from ganbench.nn.patch import PatchDiscriminator
@@ -109,10 +110,10 @@ class CycleGAN(ImageToImage):
         h = self.cfg
         return nn.ModuleDict({k: PatchDiscriminator(self.data_shape, h.width, h.d_norm) for k in ("a", "b")})
 
-    def graph_blocker(self) -> str | None:
+    def host_state(self) -> HostState | None:
         if self.cfg.pool_size > 0:
-            return ("the image pool (model.pool_size > 0) keeps past fakes in a Python list and draws on the "
-                    "host, which a graph would freeze; model.pool_size 0 captures")
+            return HostState("the image pool (model.pool_size > 0) keeps past fakes in a Python list and draws "
+                             "on the host", "model.pool_size 0")
         return None
 
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

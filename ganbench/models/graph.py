@@ -298,10 +298,12 @@ class EmulatedGraphs:
 class GraphStep:
     """One G iteration per call as replays of captured graphs (see the module's docstring).
 
-    ``iterate(chunks)`` runs the module's iteration without ``after_g_step`` and returns the
-    detached losses (default: :meth:`~ganbench.models.base.GANModule.plain_iteration`, with the
-    Trainer's optimizers); ``optimizers`` are the torch optimizers it steps. The caller writes the
-    host's values before a call and counts the D steps and runs ``after_g_step`` after it."""
+    ``iterate(chunks)`` runs the module's iteration without ``after_g_step`` and returns its
+    :class:`~ganbench.models.engine.finish.StepResult` (default:
+    :meth:`~ganbench.models.base.GANModule.plain_iteration`, with the Trainer's optimizers), whose
+    tensors — losses and the values to log — are the graph's outputs; ``optimizers`` are the torch
+    optimizers it steps. The caller writes the host's values before a call and hands the result to
+    :meth:`~ganbench.models.engine.finish.Finish.finish` after it (which counts the steps)."""
 
     def __init__(self, model, backend: Any, batch: tuple[torch.Tensor, torch.Tensor],
                  iterate: Any = None, optimizers: tuple[torch.optim.Optimizer, ...] | None = None) -> None:
@@ -315,10 +317,10 @@ class GraphStep:
         self.fallback: str | None = None
         self.signatures: list[list[tuple[str, Any]]] = []
         self.seen: set[Any] = set()
-        self.graphs: dict[Any, tuple[Any, tuple[torch.Tensor, ...], dict]] = {}
+        self.graphs: dict[Any, tuple[Any, Any, dict]] = {}
 
-    def __call__(self, batch) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """Runs one iteration on ``batch``; returns its losses and whether it was a replay (whose
+    def __call__(self, batch) -> Any:
+        """Runs one iteration on ``batch``; returns its result, ``replayed`` when it was a replay (whose
         losses the graph itself folded into the divergence flag). A key (phase) is captured the
         second time it comes, after one eager iteration of it (lazy initialisation, host reads),
         and the capture is replayed for its own iteration, so what the iteration leaves behind is
@@ -335,32 +337,32 @@ class GraphStep:
                 except GraphFallback as err:
                     self.fallback = str(err)
             if self.fallback is None:
-                graph, losses, bindings = self.graphs[key]
+                graph, result, bindings = self.graphs[key]
                 self.backend.replay(graph)
                 _rebind(model, bindings)
                 self.done += 1
-                return (*losses, True)
+                return result._replace(replayed=True)
         self.seen.add(key)
         with self.backend.warming(model):
             if self.done == 0:  # lazy initialisation (optimizer state, references): not compared
-                losses = self.iterate()
+                result = self.iterate()
             else:
                 recorder = OpRecorder()
                 with recorder:
-                    losses = self.iterate()
+                    result = self.iterate()
                 if self.done < self.warmup:
                     self.signatures.append(recorder.signature)
                 if self.fallback is None:
                     self.fallback = recorder.host_reads[0] if recorder.host_reads else self.check()
         self.done += 1
-        return (*losses, False)
+        return result
 
-    def iterate(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def iterate(self) -> Any:
         model = self.model
         d_steps = model._d_steps
         out = self._iterate(model.split_batch(self.static))  # in the graph: a family may resize the batch
-        model._d_steps = d_steps  # the caller counts D steps, replayed or not
-        return out
+        model._d_steps = d_steps  # finish counts the steps, replayed or not
+        return out._replace(counted=False)
 
     def check(self) -> str | None:
         """Warm-up iterations ``i`` and ``i + P`` are of the same phase: their calls must agree."""
@@ -373,17 +375,17 @@ class GraphStep:
             opt.zero_grad(set_to_none=True)
 
         def record():
-            losses = self.iterate()
-            model._accumulate_divergence(*losses)  # the replay folds the losses into the flag
-            return losses
+            result = self.iterate()
+            model._accumulate_divergence(result.d_losses, result.g_losses)  # the replay folds them into the flag
+            return result
 
         for old in [k for k in self.graphs if k[1:] != key[1:]]:  # only the phase (key[0]) recurs
             del self.graphs[old]
         before = _bindings(model)
-        graph, losses = self.backend.capture(model, record)
+        graph, result = self.backend.capture(model, record)
         after = _bindings(model)
         rebound = {k: v for k, v in after.items() if before.get(k, (None, None))[1] is not v[1]}
-        self.graphs[key] = (graph, losses, rebound)
+        self.graphs[key] = (graph, result, rebound)
 
 
 def _bindings(model) -> dict[tuple[str, int | str], tuple[Any, Any]]:

@@ -5,6 +5,7 @@
 - :mod:`.objective`: the penalty, D's and G's losses, the regularizers of D's scores, top-k;
 - :mod:`.optimizers`: optimizers (per replica when a population overrides them) and schedulers;
 - :mod:`.executors`: the eager, direct and graph ways of running :meth:`GANModule.iteration`;
+- :mod:`.finish`: what follows every iteration on every executor (counting, ``after_g_step``, the watch, the log);
 - :mod:`.divergence`: the divergence watch and the freezing of diverged replicas;
 - :mod:`.population`: seeds, per-replica values, random streams, per-replica losses and logs;
 - :mod:`.checks`: settings, levers and batch-norm counts, each checked with one line naming the key;

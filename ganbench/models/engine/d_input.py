@@ -3,7 +3,7 @@ also the device values the host writes before each iteration (σ of the noise, a
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 
@@ -11,8 +11,23 @@ from ganbench.augment import diff_augment
 from ganbench.tricks import pack
 
 
+class HostState(NamedTuple):
+    """State of a family's step that lives on the host and changes from one iteration to the next."""
+
+    #: what it is and how it changes, e.g. "the image pool (model.pool_size > 0) keeps past fakes in a
+    #: Python list and draws on the host"
+    what: str
+    #: the setting that leaves it out, e.g. "model.pool_size 0"
+    without: str
+
+
 class DInput:
     """The d_input pipeline of :class:`~ganbench.models.base.GANModule`."""
+
+    def host_state(self) -> HostState | None:
+        """The state of this family's step that lives on the host (None: everything the step carries
+        from one iteration to the next is on the device, or written there by :meth:`host_values`)."""
+        return None
 
     def noise_sigma(self) -> float:
         from ganbench.tricks import instance_noise_sigma

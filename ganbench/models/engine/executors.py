@@ -1,6 +1,7 @@
 """Executors of :meth:`~ganbench.models.base.GANModule.iteration`: the eager step (through Lightning's
 manual optimization, or direct ``backward``/``step`` when nothing listens to its hooks), the plain
-iteration a CUDA graph records, and the graph step with its keys, capturable optimizers and fallback."""
+iteration a CUDA graph records, and the graph step with its keys, capturable optimizers and fallback.
+Each produces a :class:`~ganbench.models.engine.finish.StepResult` and hands it to the one ``finish``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from ganbench.models.engine.finish import StepResult
 from ganbench.models.graph import CudaGraphs
 from ganbench.models.steps import backward, update
 
@@ -34,36 +36,7 @@ class Executors:
         if self._graph is not False and self.cfg.cuda_graph:
             return self._graph_training_step(batch)
         self.host_values()
-        (d_loss, d_logs), (g_loss, g_logs) = self.iteration(self.split_batch(batch), *self.optimizers())
-        d_losses, g_losses = d_logs.pop("d_losses", d_loss.detach()), g_logs.pop("g_losses", g_loss.detach())
-        self._watch(d_losses, g_losses)
-        if not self.logging_step():
-            return
-        if self.ada is not None:
-            d_logs["ada_p"] = self.ada.p
-            if self.global_step >= self.cfg.ada_interval:  # r_t is measured from the first adjustment on
-                d_logs["ada_rt"] = self.ada.rt
-        if self.population > 1:
-            self.log_replicas({"d_loss": d_losses, "g_loss": g_losses, **d_logs, **g_logs})
-            return
-        self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()}, prog_bar=True)
-        logs = {f"train/{k}": v.float().mean() if torch.is_tensor(v) and v.dim() else v
-                for k, v in {**d_logs, **g_logs}.items()}
-        if "train/d_real" in logs and "train/d_fake" in logs and "train/critic_gap" not in logs:
-            logs["train/critic_gap"] = logs["train/d_real"] - logs["train/d_fake"]
-        if self._penalty_value is not None:
-            logs[f"train/penalty_{self.cfg.penalty}"] = self._penalty_value
-        if self.cfg.instance_noise > 0:
-            logs["train/instance_noise_sigma"] = self.noise_sigma()
-        self.log_dict(logs)
-
-    def logging_step(self) -> bool:
-        """Log only on the steps Lightning sends to the loggers (every ``log_every_n_steps``) and at
-        the last step: logging builds Python objects per value, which a launch-bound step feels."""
-        trainer = self.trainer
-        step = self.global_step
-        every = max(1, trainer.log_every_n_steps)
-        return step % every == 0 or step >= (trainer.max_steps or 0) > 0 or trainer.should_stop
+        self.finish(StepResult.of(self.iteration(self.split_batch(batch), *self.optimizers(), finish=False)))
 
     #: Lightning hooks dispatched around every backward / optimizer step under manual optimization
     STEP_HOOKS: ClassVar[tuple[str, ...]] = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
@@ -116,11 +89,8 @@ class Executors:
             if any("capturable" not in group for group in opt.param_groups):
                 return (f"model.{key} drives {type(opt).__name__} (model.{key[0]}_optimizer), whose learning rate "
                         "cannot live on the device (use Adam, AdamW or RMSprop)")
-        return self.graph_blocker()
-
-    def graph_blocker(self) -> str | None:
-        """Why this family's step keeps state on the host that a graph would freeze (None: it does not)."""
-        return None
+        state = self.host_state()  # the family's own words for it
+        return None if state is None else f"{state.what}, which a graph would freeze; {state.without} captures"
 
     def graph_period(self) -> int:
         """G iterations after which the step repeats itself: a penalty every k D steps with
@@ -143,17 +113,15 @@ class Executors:
     def graph_optimizers(self) -> tuple[torch.optim.Optimizer, ...]:
         return tuple(getattr(opt, "optimizer", opt) for opt in self.optimizers())
 
-    def plain_iteration(self, chunks, optimizers: tuple | None = None, autocast: Any = None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    def plain_iteration(self, chunks, optimizers: tuple | None = None, autocast: Any = None) -> StepResult:
         """:meth:`iteration` with plain ``backward``/``step`` and without ``after_g_step`` (what a
-        graph records), with the Trainer's optimizers and precision unless given; returns the
-        detached per-replica losses of the last D step and the G step (``(population,)`` each)."""
+        graph records), with the Trainer's optimizers and precision unless given; its losses and
+        values to log are what the graph outputs."""
         if autocast is None:
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
                                       enabled="bf16" in str(self.trainer.precision))
-        (d_loss, d_logs), (g_loss, g_logs) = self.iteration(chunks, *(optimizers or self.optimizers()),
-                                                            lightning=False, autocast=autocast, finish=False)
-        return d_logs.get("d_losses", d_loss).detach(), g_logs.get("g_losses", g_loss).detach()
+        return StepResult.of(self.iteration(chunks, *(optimizers or self.optimizers()), lightning=False,
+                                            autocast=autocast, finish=False))
 
     def set_capturable(self, on: bool, optimizers: tuple[torch.optim.Optimizer, ...] | None = None) -> None:
         """Learning rates, step counts and bias corrections of the optimizers on the device (and so
@@ -176,8 +144,9 @@ class Executors:
 
     def _graph_training_step(self, batch) -> None:
         """One G iteration per call through :class:`~ganbench.models.graph.GraphStep`: the same
-        iteration as the eager path, with the host's values written before it and ``after_g_step``
-        after it; a step the warm-up finds not static falls back to the eager one with the reason."""
+        iteration as the eager path, with the host's values written before it and the same
+        :meth:`finish` after it; a step the warm-up finds not static falls back to the eager one with
+        the reason."""
         from ganbench.models.graph import GraphStep, fallback_notice
 
         if self._graph is None:
@@ -189,18 +158,7 @@ class Executors:
             self.set_capturable(True)
             self._graph = GraphStep(self, self.graph_backend(), batch)
         self.host_values()
-        d_loss, g_loss, replayed = self._graph(batch)
-        g_opt = self.optimizers()[0]
-        g_opt._on_before_step()  # count the G update as the eager path's g_opt.step() does
-        g_opt._on_after_step()
-        self._d_steps += self.n_critic
-        self.after_g_step()
-        self._watch(d_loss, g_loss, accumulate=not replayed)
-        if self.logging_step():  # copies: the graph's outputs change at the next replay
-            if self.population > 1:
-                self.log_replicas({"d_loss": d_loss.clone(), "g_loss": g_loss.clone()})
-            else:
-                self.log_dict({"train/d_loss": d_loss.sum(), "train/g_loss": g_loss.sum()}, prog_bar=True)
+        self.finish(self._graph(batch))
         if self._graph.fallback is not None:  # this iteration ran eagerly; the next ones are eager
             fallback_notice(self, self._graph.fallback)
             self._graph = False

@@ -172,9 +172,10 @@ class Population:
             -1, *([1] * (x.dim() - 1)))
 
 
-    def log_replicas(self, values: dict[str, torch.Tensor]) -> None:
+    def log_replicas(self, values: dict[str, torch.Tensor], penalty: torch.Tensor | None = None) -> None:
         """Per-replica training values as ``train/<key>/r<k>``: per-sample tensors averaged over each
-        replica's rows, per-replica vectors as they are."""
+        replica's rows, per-replica vectors as they are; the critic gap, and ``penalty`` (the per-replica
+        values of the last penalty taken) as ``train/penalty_<name>/r<k>``."""
         from ganbench.nn.population import replica_rows
 
         n = self.population
@@ -187,6 +188,6 @@ class Population:
             gap = replica_rows(values["d_real"].float(), n).reshape(n, -1).mean(1) - \
                 replica_rows(values["d_fake"].float(), n).reshape(n, -1).mean(1)
             logs.update({f"train/critic_gap/r{k}": gap[k] for k in range(n)})
-        if self._penalty_value is not None and self._penalty_value.dim():
-            logs.update({f"train/penalty_{self.cfg.penalty}/r{k}": self._penalty_value[k] for k in range(n)})
+        if penalty is not None and penalty.dim():
+            logs.update({f"train/penalty_{self.cfg.penalty}/r{k}": penalty[k] for k in range(n)})
         self.log_dict(logs)
