@@ -34,19 +34,26 @@ class LossSensitiveGAN(GANModule):
                  d_norm: Norm = "none", g_norm: Norm = "batch", **kwargs: Any):
         super().__init__(penalty=penalty, penalty_weight=penalty_weight, d_norm=d_norm, g_norm=g_norm, **kwargs)
 
+    #: the step pieces written for a population: the losses per replica (:meth:`per_replica`), the
+    #: margin per sample, the penalty the base's (per replica), every draw from the replicas' streams
+    batched_overrides: ClassVar[frozenset[str]] = frozenset({"d_loss", "g_loss"})
+
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.no_grad():
             fake = self.generate(len(real), labels)
         l_real, l_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
         delta = ls_margin(self.packed(real), self.packed(fake))  # Δ between packs (Δ per sample at pack 1)
-        loss = d_loss_sensitive(l_real, l_fake, delta, self.cfg.lam) + self.penalty(real, fake, labels)
-        return loss, {"loss_real": l_real.detach().mean(), "loss_fake": l_fake.detach().mean(),
-                      "ls_margin": delta.mean()}
+        losses = (self.per_replica(d_loss_sensitive, l_real, l_fake, delta, lam=self.cfg.lam)
+                  + self.penalty(real, fake, labels))
+        # per-sample values: training_step reduces them (per replica in a population) on the steps that log
+        return losses.sum(), {"loss_real": l_real.detach(), "loss_fake": l_fake.detach(), "ls_margin": delta,
+                              "d_losses": losses.detach()}
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        n = self.cfg.g_batch_size or len(real)
+        n = self.g_rows(real)
         labels = self.sample_labels(n) if labels is not None else None
-        return g_loss_sensitive(self.discriminate(self.generate(n, labels), labels)), {}
+        losses = self.per_replica(g_loss_sensitive, self.discriminate(self.generate(n, labels), labels))
+        return losses.sum(), {"g_losses": losses.detach()}
 
 
 __all__ = ["LossSensitiveGAN"]

@@ -83,7 +83,7 @@ class Objective:
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """G's loss for one fresh latent batch (``real`` is the last D batch, used by some objectives)."""
         h = self.cfg
-        n = self.rows(h.g_batch_size) if h.g_batch_size else len(real)
+        n = self.g_rows(real)
         labels = self.sample_labels(n) if labels is not None else None
         z = self.sample_latent(n) if h.zcr_gen else None
         fake = self.generate(n, labels) if z is None else self.generate(n, labels, z=z)
@@ -108,6 +108,10 @@ class Objective:
             logs["zcr_gen"] = latent_sensitivity(fake, fake_near, self.population)
             losses = losses - h.zcr_gen * logs["zcr_gen"]
         return losses.sum(), {"g_losses": losses.detach(), **{k: v.detach() for k, v in logs.items()}}
+
+    def g_rows(self, real: torch.Tensor) -> int:
+        """Rows of G's batch: ``g_batch_size`` samples per replica, else as many as the D batch ``real``."""
+        return self.rows(self.cfg.g_batch_size) if self.cfg.g_batch_size else len(real)
 
     def epochs_done(self) -> int:
         """Whole passes over the training set before this G iteration, from the G-iteration count and

@@ -136,6 +136,18 @@ class Population:
         in_dims = tuple(None if v is None else 0 for v in views) + (0,) * len(names)
         return torch.func.vmap(one, in_dims=in_dims)(*views, *(tensors[k].to(args[0].device) for k in names))
 
+    def per_replica_rows(self, fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+        """``fn`` (a function of a batch whose rows depend on the whole batch, such as a kernel's mean
+        over other samples) evaluated on each replica's rows alone; its ``(B, ...)`` outputs folded
+        back to ``(N·B, ...)``. With one replica it is ``fn`` itself."""
+        n = self.population
+        if n == 1:
+            return fn(*args)
+        from ganbench.nn.population import replica_rows
+
+        out = torch.func.vmap(fn)(*(replica_rows(a, n) for a in args))
+        return out.reshape(-1, *out.shape[2:])
+
     def replica_value(self, key: str, default: float) -> float | torch.Tensor:
         """A per-replica setting: a ``(population,)`` tensor when overridden, else the run's value."""
         value = self.replica_values.get(key)
