@@ -26,6 +26,10 @@ def replica_settings(k: int) -> list[str]:
             "--model.init_args.penalty_weight", str(WEIGHTS[k])]
 
 
+#: top-k on the Loss-Sensitive GAN's score −L_θ and zCR's G term, on 64 ring points (4 batches an epoch)
+TOP_K_ZCR = ["--model.init_args.top_k", "true", "--model.init_args.top_k_gamma", "0.5",
+             "--model.init_args.top_k_min", "0.25", "--model.init_args.zcr_gen", "0.5", "--data.n_toy_samples", "64"]
+
 OVERRIDES = ["--model.init_args.population_overrides",
              json.dumps([{"g_lr": x, "d_lr": x, "penalty_weight": w} for x, w in zip(LRS, WEIGHTS)])]
 
@@ -35,7 +39,8 @@ OVERRIDES = ["--model.init_args.population_overrides",
     ("mmdgan", TRANSLATION_INVARIANT, 8),  # MLP critic, its 16-dimensional feature head, 5 critic steps per G step
     ("mmdgan", [*TRANSLATION_INVARIANT, *IMAGES, "--model.init_args.penalty", "lp"], 3),  # CNN critic: grouped convs
     ("loss_sensitive", [*IMAGES, "--model.init_args.penalty", "gp"], 6),
-], ids=["loss_sensitive-toy", "mmdgan-toy", "mmdgan-cnn-lp", "loss_sensitive-cnn-gp"])
+    ("loss_sensitive", TOP_K_ZCR, 20),  # k anneals from 16 to 4 over 5 epochs of 4 batches
+], ids=["loss_sensitive-toy", "mmdgan-toy", "mmdgan-cnn-lp", "loss_sensitive-cnn-gp", "loss_sensitive-topk-zcr"])
 def test_every_replica_equals_the_fit_with_its_seed(tmp_path, config, extra, steps):
     """Replicas 0, 1, 2 of seeds 5, 6, 7, each with its own learning rate and penalty weight, equal
     the population-1 fits with seeds 5, 6, 7 and those settings: the losses, the margin, the MMD²

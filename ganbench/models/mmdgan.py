@@ -47,6 +47,21 @@ class MMDGAN(GANModule):
     #: the step pieces written for a population: the MMD² of each replica's own rows (:meth:`per_replica`),
     #: the witness and its penalty per replica, every draw from the replicas' streams
     batched_overrides: ClassVar[frozenset[str]] = frozenset({"d_loss", "g_loss"})
+    #: the regularizers of D's scores (their model.* keys) and why one is not defined for this critic
+    #: (None: defined). D returns a feature vector φ(x) and the losses are the kernel two-sample
+    #: statistic MMD²_u of two sets of them: no sample has a scalar realness score
+    score_levers: ClassVar[dict[str, str | None]] = {
+        "cr_real": None,  # E‖φ(x) − φ(T(x))‖²: a transform of a real image keeps its features
+        "cr_fake": None,  # the same on G(z) (bCR)
+        "zcr_dis": None,  # E‖φ(G(z)) − φ(G(z + Δz))‖²
+        "zcr_gen": None,  # −E‖G(z) − G(z + Δz)‖² in G's loss: a term of G alone
+        "lecam_weight": "LeCam pulls a scalar realness score D(x) towards the moving average of the other "
+                        "set's (relu(D(x) − α_F)², higher = more real); the critic's φ(x) is a feature vector "
+                        "with no direction of realness, seen by the kernel only through differences φ(x) − φ(y)",
+        "top_k": "top-k keeps the per-sample G losses of the k fakes D rates most real; G's loss MMD²_u is a "
+                 "U-statistic over pairs of samples (k(G(z_i), G(z_j)) among fakes), not a mean of "
+                 "per-sample terms, and φ ranks no sample",
+    }
     paper_optimizer: ClassVar[tuple[type[torch.optim.Optimizer], dict[str, Any]]] = (
         torch.optim.Adam, {"lr": 1e-4, "betas": (0.5, 0.9)})
 
@@ -91,16 +106,19 @@ class MMDGAN(GANModule):
 
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.no_grad():
-            fake = self.generate(len(real), None)
+            z, fake = self.fake_batch(len(real), None, keep_z=bool(self.cfg.zcr_dis))
         phi_real, phi_fake = self.critic_features(real), self.critic_features(fake)
         mmd = self.per_replica(d_mmd, phi_real, phi_fake, kernel=self.cfg.kernel)  # -MMD² of each replica
         losses = mmd + self.witness_penalty(real, fake, phi_real, phi_fake)
-        return losses.sum(), {"mmd2": -mmd.detach(), "d_losses": losses.detach()}
+        regularizers, values = self.score_regularizers(real, fake, z, phi_real, phi_fake, None)  # CR, zCR on φ
+        losses = losses + regularizers
+        return losses.sum(), {"mmd2": -mmd.detach(), "d_losses": losses.detach(), **values}
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        fake = self.generate(self.g_rows(real), None)
+        z, fake = self.fake_batch(self.g_rows(real), None, keep_z=bool(self.cfg.zcr_gen))
         losses = self.per_replica(g_mmd, self.critic_features(fake), self.critic_features(real), kernel=self.cfg.kernel)
-        return losses.sum(), {"g_losses": losses.detach()}
+        losses, logs = self.latent_consistency(losses, z, fake, None)
+        return losses.sum(), {"g_losses": losses.detach(), **logs}
 
 
 __all__ = ["MMDGAN"]

@@ -38,28 +38,37 @@ class Objective:
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """D's loss on one real batch; returns (loss, values to log)."""
         with torch.no_grad():
-            # the latents are drawn here only when zCR needs them again (a family's generate() may have none)
-            z = self.sample_latent(len(real)) if self.cfg.zcr_dis else None
-            fake = self.generate(len(real), labels) if z is None else self.generate(len(real), labels, z=z)
+            z, fake = self.fake_batch(len(real), labels, keep_z=bool(self.cfg.zcr_dis))
         d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
         smoothing = self.replica_value("label_smoothing", self.cfg.label_smoothing)
         kw = {"real_target": 1.0 - smoothing} if torch.is_tensor(smoothing) or smoothing else {}
         losses = self.per_replica(self.objective.d, d_real, d_fake, **kw) + self.penalty(real, fake, labels)
+        if self.ada is not None:  # ADA's r_t = E[sign D(x)] reads the logits of the base losses
+            self.ada.accumulate(d_real.detach())
         regularizers, values = self.score_regularizers(real, fake, z, d_real, d_fake, labels)
         losses = losses + regularizers
         # per-sample scores: training_step reduces logged values only on the steps that log
         return losses.sum(), {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_losses": losses.detach(),
                               **values}
 
+    def fake_batch(self, n: int, labels: torch.Tensor | None, keep_z: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``n`` rows of G(z) and their latents ``z`` when ``keep_z`` (zCR perturbs them again; else
+        None: a family's generate() may draw no latent)."""
+        z = self.sample_latent(n) if keep_z else None
+        return z, (self.generate(n, labels) if z is None else self.generate(n, labels, z=z))
+
+    def d_score(self, d_out: torch.Tensor) -> torch.Tensor:
+        """D's per-sample realness score (higher: more real) from its output: the output itself for
+        the logits and critics of the base losses. LeCam's anchors and top-k's ranking read it."""
+        return d_out
+
     def score_regularizers(self, real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor | None, d_real: torch.Tensor,
                            d_fake: torch.Tensor, labels: torch.Tensor | None
                            ) -> tuple[torch.Tensor | float, dict[str, torch.Tensor]]:
         """The weighted sum of the regularizers of D's scores, per replica — CR/bCR, zCR's D term and
-        LeCam, each absent when its weight is 0 — and their unweighted values to log; also feeds ADA's
-        ``r_t`` with the real scores."""
+        LeCam, each absent when its weight is 0 — and their unweighted values to log. ``d_real`` and
+        ``d_fake`` are D's outputs; CR and zCR compare outputs, LeCam reads their :meth:`d_score`."""
         h, n = self.cfg, self.population
-        if self.ada is not None:
-            self.ada.accumulate(d_real.detach())
         total: torch.Tensor | float = 0.0
         values: dict[str, torch.Tensor] = {}
         if h.cr_real:
@@ -74,8 +83,9 @@ class Objective:
             values["zcr_dis"] = consistency_penalty(d_fake, self.discriminate(fake_near, labels), n)
             total = total + h.zcr_dis * values["zcr_dis"]
         if self.lecam is not None:
-            anchor_real, anchor_fake = self.lecam.update(d_real, d_fake)
-            values["lecam"] = lecam_penalty(d_real, d_fake, anchor_real, anchor_fake, n)
+            s_real, s_fake = self.d_score(d_real), self.d_score(d_fake)
+            anchor_real, anchor_fake = self.lecam.update(s_real, s_fake)
+            values["lecam"] = lecam_penalty(s_real, s_fake, anchor_real, anchor_fake, n)
             total = total + h.lecam_weight * values["lecam"]
         return total, {k: v.detach() for k, v in values.items()}
 
@@ -85,8 +95,7 @@ class Objective:
         h = self.cfg
         n = self.g_rows(real)
         labels = self.sample_labels(n) if labels is not None else None
-        z = self.sample_latent(n) if h.zcr_gen else None
-        fake = self.generate(n, labels) if z is None else self.generate(n, labels, z=z)
+        z, fake = self.fake_batch(n, labels, keep_z=bool(h.zcr_gen))
         need_real = getattr(self.objective, "g_needs_real", False) or h.feature_matching > 0
         if h.feature_matching > 0:
             from ganbench.tricks import feature_matching_loss
@@ -102,12 +111,19 @@ class Objective:
             d_fake = self.discriminate(fake, labels)
             d_real = self.discriminate(real, labels[: len(real)] if labels is not None else None) if need_real else None
             losses = self.per_replica(self.objective.g, self.top_k(d_fake), d_real)
-        logs: dict[str, torch.Tensor] = {}
-        if h.zcr_gen:
-            fake_near = self.generate(n, labels, z=z + h.zcr_sigma * self.rng.randn_like(z))
-            logs["zcr_gen"] = latent_sensitivity(fake, fake_near, self.population)
-            losses = losses - h.zcr_gen * logs["zcr_gen"]
-        return losses.sum(), {"g_losses": losses.detach(), **{k: v.detach() for k, v in logs.items()}}
+        losses, logs = self.latent_consistency(losses, z, fake, labels)
+        return losses.sum(), {"g_losses": losses.detach(), **logs}
+
+    def latent_consistency(self, losses: torch.Tensor, z: torch.Tensor | None, fake: torch.Tensor,
+                           labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G's per-replica ``losses`` less zCR's G term ``zcr_gen·E‖G(z) − G(z + Δz)‖²`` (a term of G
+        alone, whatever D returns), and its value to log; ``losses`` as they are when it is off."""
+        h = self.cfg
+        if not h.zcr_gen:
+            return losses, {}
+        fake_near = self.generate(len(z), labels, z=z + h.zcr_sigma * self.rng.randn_like(z))
+        value = latent_sensitivity(fake, fake_near, self.population)
+        return losses - h.zcr_gen * value, {"zcr_gen": value.detach()}
 
     def g_rows(self, real: torch.Tensor) -> int:
         """Rows of G's batch: ``g_batch_size`` samples per replica, else as many as the D batch ``real``."""
@@ -124,13 +140,14 @@ class Objective:
         return self.global_step // int(per_epoch)
 
     def top_k(self, d_fake: torch.Tensor) -> torch.Tensor:
-        """D's scores of the fakes that update G: all of them, or with ``top_k`` the k highest of each
-        replica (Sinha et al. 2020), k annealed per epoch (:func:`ganbench.tricks.top_k_count`)."""
+        """D's outputs on the fakes that update G: all of them, or with ``top_k`` the k of each replica
+        with the highest :meth:`d_score` (Sinha et al. 2020), k annealed per epoch
+        (:func:`ganbench.tricks.top_k_count`)."""
         if not self.cfg.top_k:
             return d_fake
         self._top_k_batch = d_fake.shape[0] // self.population
         k = self.top_k_count(self._top_k_batch)
-        return d_fake[top_k_rows(d_fake, k, self.population)]
+        return d_fake[top_k_rows(self.d_score(d_fake), k, self.population)]
 
     def top_k_count(self, batch: int) -> int:
         """How many of ``batch`` fakes per replica update G at this G iteration (top-k training)."""
