@@ -50,8 +50,7 @@ class EnergyGAN(GANModule):
         """Per-sample energy and embedding of what D sees (instance noise included)."""
         return self.discriminator.energy_and_code(self.d_input(x))
 
-    @staticmethod
-    def score_of(energy: torch.Tensor) -> torch.Tensor:
+    def score_of(self, energy: torch.Tensor) -> torch.Tensor:
         """D's score of a sample of this energy: its negative (a low energy is what D takes as real)."""
         return -energy
 
@@ -96,7 +95,7 @@ class EnergyGAN(GANModule):
         score) of each replica — less zCR's G term, per replica."""
         e_fake, code, fake, z = self.g_energies(real, labels)
         self._energy_fake = self.replica_means(e_fake)
-        losses, logs = self.g_objective(-self.top_k(self.score_of(e_fake)), code)
+        losses, logs = self.g_objective(self.top_k(e_fake), code)
         losses, values = self.g_regularized(losses, fake, z, labels)
         return losses.sum(), {**logs, **values, "g_losses": losses.detach()}
 

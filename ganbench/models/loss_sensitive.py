@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ganbench.losses import d_loss_sensitive, g_loss_sensitive, ls_margin
+from ganbench.losses import Objective, d_loss_sensitive, g_loss_sensitive, ls_margin
 from ganbench.models.base import GANModule
 from ganbench.nn.norms import Norm
 from ganbench.regularizers import PenaltyName
@@ -29,24 +29,37 @@ class LossSensitiveGAN(GANModule):
     """Args (besides :class:`GANModule`'s): ``lam`` λ, the weight of the margin hinge in S(θ, φ)."""
 
     family: ClassVar[str] = "loss_sensitive"
+    #: the step pieces written for a population: the D loss per replica (:meth:`per_replica`), the
+    #: margin per sample, the penalty the base's (per replica), every draw from the replicas' streams;
+    #: G's loss T(θ*, φ) = E[L_θ(G(z))] is the base's with ``objective.g`` = g_loss_sensitive
+    batched_overrides: ClassVar[frozenset[str]] = frozenset({"d_loss"})
+    #: every lever on D's scores applies, on the score −L_θ(x) (:meth:`score_of`; lower learned loss =
+    #: more real): CR/bCR E[(L_θ(x) − L_θ(T(x)))²], zCR on L_θ(G(z)), LeCam on −L_θ against the other
+    #: set's average, top-k keeps the k fakes with the lowest L_θ (T(θ*, φ) is a mean over fakes)
+    score_levers_unsupported: ClassVar[dict[str, str] | None] = {}
 
     def __init__(self, lam: float = 1.0, penalty: PenaltyName = "lp", penalty_weight: float = 10.0,
                  d_norm: Norm = "none", g_norm: Norm = "batch", **kwargs: Any):
         super().__init__(penalty=penalty, penalty_weight=penalty_weight, d_norm=d_norm, g_norm=g_norm, **kwargs)
+        self.objective = Objective(d_loss_sensitive, g_loss_sensitive)  # d needs the margin: see d_loss
+
+    def score_of(self, d_out: torch.Tensor) -> torch.Tensor:
+        """The realness of a sample, −L_θ(x): a lower learned loss is a more real sample (S(θ, φ*) lowers
+        L_θ on real data and raises it on generated data by the margin Δ)."""
+        return -d_out
 
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with torch.no_grad():
-            fake = self.generate(len(real), labels)
+        fake, z = self.d_fakes(len(real), labels)
         l_real, l_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
         delta = ls_margin(self.packed(real), self.packed(fake))  # Δ between packs (Δ per sample at pack 1)
-        loss = d_loss_sensitive(l_real, l_fake, delta, self.cfg.lam) + self.penalty(real, fake, labels)
-        return loss, {"loss_real": l_real.detach().mean(), "loss_fake": l_fake.detach().mean(),
-                      "ls_margin": delta.mean()}
-
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        n = self.cfg.g_batch_size or len(real)
-        labels = self.sample_labels(n) if labels is not None else None
-        return g_loss_sensitive(self.discriminate(self.generate(n, labels), labels)), {}
+        losses = (self.per_replica(self.objective.d, l_real, l_fake, delta, lam=self.cfg.lam)
+                  + self.penalty(real, fake, labels))
+        regularizers, values = self.score_regularizers(real, fake, z, self.score_of(l_real), self.score_of(l_fake),
+                                                       labels)
+        losses = losses + regularizers
+        # per-sample values: training_step reduces them (per replica in a population) on the steps that log
+        return losses.sum(), {"loss_real": l_real.detach(), "loss_fake": l_fake.detach(), "ls_margin": delta,
+                              "d_losses": losses.detach(), **values}
 
 
 __all__ = ["LossSensitiveGAN"]

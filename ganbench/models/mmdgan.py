@@ -24,9 +24,11 @@ from ganbench import GanbenchError
 from ganbench.losses import Kernel, d_mmd, g_mmd, mixture_kernel
 from ganbench.models.base import GANModule
 from ganbench.nn.norms import Norm, linear
+from ganbench.nn.stacking import container
 from ganbench.regularizers import PenaltyName
 
 
+@container
 class FeatureHead(nn.Module):
     """The critic's head: a linear map of the features to ``out`` dimensions (identity when ``out == 0``)."""
 
@@ -42,6 +44,20 @@ class MMDGAN(GANModule):
     """Args (besides :class:`GANModule`'s): ``kernel`` (``rq`` or ``rbf`` mixture) and ``feature_dim``."""
 
     family: ClassVar[str] = "mmdgan"
+    #: the step pieces written for a population: the MMD² of each replica's own rows (:meth:`per_replica`),
+    #: the witness and its penalty per replica, every draw from the replicas' streams
+    batched_overrides: ClassVar[frozenset[str]] = frozenset({"d_loss", "g_loss"})
+    #: the levers on D's scores that are not defined for this critic, and why. D returns a feature vector
+    #: φ(x) and the losses are the kernel two-sample statistic MMD²_u of two sets of them: no sample has a
+    #: scalar realness score. CR/bCR (E‖φ(x) − φ(T(x))‖²) and zCR (on φ(G(z)), and G's own term) apply
+    score_levers_unsupported: ClassVar[dict[str, str] | None] = {
+        "lecam_weight": "LeCam pulls a scalar realness score D(x) towards the moving average of the other "
+                        "set's (relu(D(x) − α_F)², higher = more real); the critic's φ(x) is a feature vector "
+                        "with no direction of realness, seen by the kernel only through differences φ(x) − φ(y)",
+        "top_k": "top-k keeps the per-sample G losses of the k fakes D rates most real; G's loss MMD²_u is a "
+                 "U-statistic over pairs of samples (k(G(z_i), G(z_j)) among fakes), not a mean of "
+                 "per-sample terms, and φ ranks no sample",
+    }
     paper_optimizer: ClassVar[tuple[type[torch.optim.Optimizer], dict[str, Any]]] = (
         torch.optim.Adam, {"lr": 1e-4, "betas": (0.5, 0.9)})
 
@@ -67,29 +83,37 @@ class MMDGAN(GANModule):
     def witness_penalty(self, real: torch.Tensor, fake: torch.Tensor, phi_real: torch.Tensor,
                         phi_fake: torch.Tensor) -> torch.Tensor:
         """Weighted penalty (``penalty``, every ``penalty_every`` D steps) on the witness function
-        ``f(x) = mean_i k(φ(x), φ(x_i)) - mean_j k(φ(x), φ(G(z_j)))`` of the current batch instead of D."""
-        h = self.cfg
+        ``f(x) = mean_i k(φ(x), φ(x_i)) - mean_j k(φ(x), φ(G(z_j)))`` of the current batch instead of D;
+        in a population each replica's witness of its own batch, one value per replica."""
+        h, n = self.cfg, self.population
         if h.penalty == "none" or self._d_steps % h.penalty_every:
             return real.new_zeros(())
+        weight = self.replica_value("penalty_weight", h.penalty_weight)
 
         def witness(x: torch.Tensor) -> torch.Tensor:
-            phi = self.discriminator(x)
-            return mixture_kernel(phi, phi_real, h.kernel).mean(1) - mixture_kernel(phi, phi_fake, h.kernel).mean(1)
+            return self.per_replica_rows(lambda phi, r, f: mixture_kernel(phi, r, h.kernel).mean(1)
+                                         - mixture_kernel(phi, f, h.kernel).mean(1),
+                                         self.discriminator(x), phi_real, phi_fake)
 
-        value = self.penalty_fn(witness, self.packed(real), self.packed(fake))
+        value = self.penalty_fn(witness, self.packed(real), self.packed(fake), generator=self.rng,
+                                replicas=n if n > 1 else None)
         self._penalty_value = value.detach()
-        return h.penalty_weight * h.penalty_every * value
+        return weight * h.penalty_every * value
 
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with torch.no_grad():
-            fake = self.generate(len(real), None)
+        fake, z = self.d_fakes(len(real), None)
         phi_real, phi_fake = self.critic_features(real), self.critic_features(fake)
-        loss = d_mmd(phi_real, phi_fake, kernel=self.cfg.kernel)
-        return loss + self.witness_penalty(real, fake, phi_real, phi_fake), {"mmd2": -loss.detach()}
+        mmd = self.per_replica(d_mmd, phi_real, phi_fake, kernel=self.cfg.kernel)  # -MMD² of each replica
+        losses = mmd + self.witness_penalty(real, fake, phi_real, phi_fake)
+        regularizers, values = self.score_regularizers(real, fake, z, phi_real, phi_fake, None)  # CR, zCR on φ
+        losses = losses + regularizers
+        return losses.sum(), {"mmd2": -mmd.detach(), "d_losses": losses.detach(), **values}
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        fake = self.generate(self.cfg.g_batch_size or len(real), None)
-        return g_mmd(self.critic_features(fake), self.critic_features(real), kernel=self.cfg.kernel), {}
+        fake, z = self.g_fakes(self.g_rows(real), None)
+        losses = self.per_replica(g_mmd, self.critic_features(fake), self.critic_features(real), kernel=self.cfg.kernel)
+        losses, logs = self.g_regularized(losses, fake, z, None)
+        return losses.sum(), {"g_losses": losses.detach(), **logs}
 
 
 __all__ = ["MMDGAN"]

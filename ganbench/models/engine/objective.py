@@ -44,7 +44,8 @@ class Objective:
         losses = self.per_replica(self.objective.d, d_real, d_fake, **kw) + self.penalty(real, fake, labels)
         if self.ada is not None:  # ADA's r_t from the real logits
             self.ada.accumulate(d_real.detach())
-        regularizers, values = self.score_regularizers(real, fake, z, d_real, d_fake, labels)
+        regularizers, values = self.score_regularizers(real, fake, z, self.score_of(d_real), self.score_of(d_fake),
+                                                       labels)
         losses = losses + regularizers
         # per-sample scores: training_step reduces logged values only on the steps that log
         return losses.sum(), {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_losses": losses.detach(),
@@ -59,9 +60,14 @@ class Objective:
 
     def d_score(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """D's per-sample score of ``x``, higher for what D takes as real: what the levers on D's scores
-        (CR, bCR, zCR, LeCam, top-k) regularize. D's output here; a family whose D gives something else
-        (an energy) says how it is a score."""
-        return self.discriminate(x, labels)
+        (CR, bCR, zCR, LeCam, top-k) regularize — :meth:`score_of` D's output."""
+        return self.score_of(self.discriminate(x, labels))
+
+    def score_of(self, d_out: torch.Tensor) -> torch.Tensor:
+        """The realness score of D's output (higher: more real): the output itself for the logits and
+        critics of the base losses; a family whose D gives something else says how it is a score (an
+        energy or a learned loss: its negative)."""
+        return d_out
 
     def score_regularizers(self, real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor | None, d_real: torch.Tensor,
                            d_fake: torch.Tensor, labels: torch.Tensor | None
@@ -93,7 +99,7 @@ class Objective:
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """G's loss for one fresh latent batch (``real`` is the last D batch, used by some objectives)."""
         h = self.cfg
-        n = self.rows(h.g_batch_size) if h.g_batch_size else len(real)
+        n = self.g_rows(real)
         labels = self.sample_labels(n) if labels is not None else None
         fake, z = self.g_fakes(n, labels)
         need_real = getattr(self.objective, "g_needs_real", False) or h.feature_matching > 0
@@ -131,6 +137,10 @@ class Objective:
         value = latent_sensitivity(fake, fake_near, self.population)
         return losses - h.zcr_gen * value, {"zcr_gen": value.detach()}
 
+    def g_rows(self, real: torch.Tensor) -> int:
+        """Rows of G's batch: ``g_batch_size`` samples per replica, else as many as the D batch ``real``."""
+        return self.rows(self.cfg.g_batch_size) if self.cfg.g_batch_size else len(real)
+
     def epochs_done(self) -> int:
         """Whole passes over the training set before this G iteration, from the G-iteration count and
         the batches per epoch (exact on resume, wherever the checkpoint fell within an epoch)."""
@@ -142,13 +152,14 @@ class Objective:
         return self.global_step // int(per_epoch)
 
     def top_k(self, d_fake: torch.Tensor) -> torch.Tensor:
-        """D's scores of the fakes that update G: all of them, or with ``top_k`` the k highest of each
-        replica (Sinha et al. 2020), k annealed per epoch (:func:`ganbench.tricks.top_k_count`)."""
+        """D's outputs on the fakes that update G: all of them, or with ``top_k`` the k of each replica
+        with the highest score (:meth:`score_of`; Sinha et al. 2020), k annealed per epoch
+        (:func:`ganbench.tricks.top_k_count`)."""
         if not self.cfg.top_k:
             return d_fake
         self._top_k_batch = d_fake.shape[0] // self.population
         k = self.top_k_count(self._top_k_batch)
-        return d_fake[top_k_rows(d_fake, k, self.population)]
+        return d_fake[top_k_rows(self.score_of(d_fake), k, self.population)]
 
     def top_k_count(self, batch: int) -> int:
         """How many of ``batch`` fakes per replica update G at this G iteration (top-k training)."""

@@ -154,6 +154,18 @@ class Population:
         return torch.tensor([fn(s, *(v[r] for v in values)) for r, s in enumerate(state.tolist())],
                             dtype=torch.float64)
 
+    def per_replica_rows(self, fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+        """``fn`` (a function of a batch whose rows depend on the whole batch, such as a kernel's mean
+        over other samples) evaluated on each replica's rows alone; its ``(B, ...)`` outputs folded
+        back to ``(N·B, ...)``. With one replica it is ``fn`` itself."""
+        n = self.population
+        if n == 1:
+            return fn(*args)
+        from ganbench.nn.population import replica_rows
+
+        out = torch.func.vmap(fn)(*(replica_rows(a, n) for a in args))
+        return out.reshape(-1, *out.shape[2:])
+
     def replica_value(self, key: str, default: float) -> float | torch.Tensor:
         """A per-replica setting: a ``(population,)`` tensor when overridden, else the run's value."""
         value = self.replica_values.get(key)
