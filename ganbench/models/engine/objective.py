@@ -37,19 +37,31 @@ class Objective:
 
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """D's loss on one real batch; returns (loss, values to log)."""
+        fake, z = self.d_fakes(real, labels)
+        losses, logs = self.d_losses(real, fake, z, labels, self.discriminate(real, labels),
+                                     self.discriminate(fake, labels))
+        # per-sample scores: training_step reduces logged values only on the steps that log
+        return losses.sum(), logs
+
+    def d_fakes(self, real: torch.Tensor, labels: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The fakes of a D step (without grad) for the real batch's labels, and their latents when
+        zCR needs them again (else None: a family's generate() may have none)."""
         with torch.no_grad():
-            # the latents are drawn here only when zCR needs them again (a family's generate() may have none)
             z = self.sample_latent(len(real)) if self.cfg.zcr_dis else None
             fake = self.generate(len(real), labels) if z is None else self.generate(len(real), labels, z=z)
-        d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
+        return fake, z
+
+    def d_losses(self, real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor | None, labels: torch.Tensor | None,
+                 d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's loss per replica from its scores ``d_real``, ``d_fake`` — the objective, the penalty and
+        the score regularizers — and the values to log (``d_losses``: the returned vector, detached)."""
         smoothing = self.replica_value("label_smoothing", self.cfg.label_smoothing)
         kw = {"real_target": 1.0 - smoothing} if torch.is_tensor(smoothing) or smoothing else {}
         losses = self.per_replica(self.objective.d, d_real, d_fake, **kw) + self.penalty(real, fake, labels)
         regularizers, values = self.score_regularizers(real, fake, z, d_real, d_fake, labels)
         losses = losses + regularizers
-        # per-sample scores: training_step reduces logged values only on the steps that log
-        return losses.sum(), {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_losses": losses.detach(),
-                              **values}
+        return losses, {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_losses": losses.detach(), **values}
 
     def score_regularizers(self, real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor | None, d_real: torch.Tensor,
                            d_fake: torch.Tensor, labels: torch.Tensor | None
@@ -82,11 +94,27 @@ class Objective:
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """G's loss for one fresh latent batch (``real`` is the last D batch, used by some objectives)."""
+        fake, labels, z = self.g_fakes(real, labels)
+        losses, logs = self.g_losses(real, fake, labels, z)
+        return losses.sum(), logs
+
+    def g_fakes(self, real: torch.Tensor, labels: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """G's fresh batch (``g_batch_size`` per replica, else the real batch's size) with grad: the
+        fakes, their freshly drawn labels (None for an unconditional G) and their latents when zCR
+        needs them again."""
         h = self.cfg
         n = self.rows(h.g_batch_size) if h.g_batch_size else len(real)
         labels = self.sample_labels(n) if labels is not None else None
         z = self.sample_latent(n) if h.zcr_gen else None
         fake = self.generate(n, labels) if z is None else self.generate(n, labels, z=z)
+        return fake, labels, z
+
+    def g_losses(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None, z: torch.Tensor | None,
+                 d_fake: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G's loss per replica for the fakes of :meth:`g_fakes` (``d_fake``: D's scores of them when
+        the family took them already) and the values to log (``g_losses``: the returned vector, detached)."""
+        h = self.cfg
         need_real = getattr(self.objective, "g_needs_real", False) or h.feature_matching > 0
         if h.feature_matching > 0:
             from ganbench.tricks import feature_matching_loss
@@ -99,15 +127,15 @@ class Objective:
             losses = (self.per_replica(self.objective.g, self.top_k(d_fake), d_real)
                       + h.feature_matching * self.per_replica(feature_matching_loss, f_real, f_fake))
         else:
-            d_fake = self.discriminate(fake, labels)
+            d_fake = self.discriminate(fake, labels) if d_fake is None else d_fake
             d_real = self.discriminate(real, labels[: len(real)] if labels is not None else None) if need_real else None
             losses = self.per_replica(self.objective.g, self.top_k(d_fake), d_real)
         logs: dict[str, torch.Tensor] = {}
         if h.zcr_gen:
-            fake_near = self.generate(n, labels, z=z + h.zcr_sigma * self.rng.randn_like(z))
+            fake_near = self.generate(len(fake), labels, z=z + h.zcr_sigma * self.rng.randn_like(z))
             logs["zcr_gen"] = latent_sensitivity(fake, fake_near, self.population)
             losses = losses - h.zcr_gen * logs["zcr_gen"]
-        return losses.sum(), {"g_losses": losses.detach(), **{k: v.detach() for k, v in logs.items()}}
+        return losses, {"g_losses": losses.detach(), **{k: v.detach() for k, v in logs.items()}}
 
     def epochs_done(self) -> int:
         """Whole passes over the training set before this G iteration, from the G-iteration count and
