@@ -40,6 +40,8 @@ class CGAN(GANModule):
     image_arch: ClassVar[str] = "resnet"
     paper_optimizer: ClassVar[tuple[type[torch.optim.Optimizer], dict[str, Any]]] = (
         torch.optim.Adam, {"lr": 2e-4, "betas": (0.0, 0.9)})
+    #: the AC-GAN losses add their class terms per replica (:meth:`per_replica`) to the base pieces
+    batched_overrides: ClassVar[frozenset[str]] = frozenset({"d_loss", "g_loss"})
 
     def __init__(self, mode: Literal["projection", "acgan"] = "projection", class_weight: float = 1.0,
                  loss: LossName = "hinge", g_norm: Norm = "batch", d_norm: Norm = "spectral", n_critic: int = 5,

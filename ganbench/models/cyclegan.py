@@ -93,6 +93,9 @@ class CycleGAN(ImageToImage):
     (``None``: 6 below 256 px, 9 from 256 px); ``n_grid`` test images in the sample grid."""
 
     family: ClassVar[str] = "cyclegan"
+    population_unsupported: ClassVar[str | None] = (
+        "its image pools keep one run's history of fakes in a Python list and draw on the host from one "
+        "generator for every replica")
 
     def __init__(self, loss: LossName = "ls", g_norm: Norm = "instance", d_norm: Norm = "instance", width: int = 64,
                  cycle_weight: float = 10.0, identity_weight: float = 0.5, pool_size: int = 50,

@@ -76,6 +76,9 @@ class Pix2Pix(ImageToImage):
     ``n_grid`` test pairs in the sample grid."""
 
     family: ClassVar[str] = "pix2pix"
+    population_unsupported: ClassVar[str | None] = (
+        "the U-Net's dropout, G's only noise, draws its masks from the global random stream, so replica k "
+        "would not draw the masks of the fit with seed s+k")
 
     def __init__(self, loss: LossName = "ns", g_norm: Norm = "batch", d_norm: Norm = "batch", width: int = 64,
                  l1_weight: float = 100.0, dropout: float = 0.5, n_grid: int = 8, **kwargs: Any):
