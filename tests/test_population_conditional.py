@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ganbench.cli import EXIT_USAGE, main
-from ganbench.models import CGAN, CycleGAN, Pix2Pix, StackGAN
+from ganbench.models import CGAN, CycleGAN, Pix2Pix, StackGAN, UnrolledGAN
 from ganbench.nn.resnet import ResNetDiscriminator, ResNetGenerator
 from ganbench.nn.stacking import stack_modules
 from tests.test_img2img import FAST
@@ -74,6 +74,25 @@ def test_cgan_replica_equals_the_fit_with_its_seed(tmp_path, mode):
     assert_replica_logs_equal(tmp_path / "pop", 2, tmp_path / "one", keys)
 
 
+#: D's β1 per replica: the unrolled Adam steps read each replica's own
+BETA1 = [0.5, 0.3, 0.7]
+
+
+@pytest.mark.parametrize("unroll", ["adam", "sgd"])
+def test_unrolled_replica_equals_the_fit_with_its_seed(tmp_path, unroll):
+    """Unrolled GAN on the ring (MLPs, K = 5): replica 1 of seeds 5, 6, 7, with its own learning rates
+    and D's β1 (both differ from the run's), differentiates through the unrolled steps of its own D —
+    its own loss, moments, learning rate and betas — as the fit with seed 6 and those settings does."""
+    over = json.dumps([{"g_lr": x, "d_lr": x, "d_beta1": b} for x, b in zip(LRS, BETA1)])
+    extra = ["--model.init_args.unroll_optimizer", unroll]
+    pop = fit(tmp_path / "pop", "unrolled", 5, *extra, "--model.init_args.population", "3",
+              "--model.init_args.population_overrides", over, steps=10)
+    one = fit(tmp_path / "one", "unrolled", 6, *extra, "--model.init_args.g_optimizer.init_args.lr", str(LRS[1]),
+              "--model.init_args.d_optimizer.init_args.lr", str(LRS[1]),
+              "--model.init_args.d_optimizer.init_args.betas", f"[{BETA1[1]}, 0.999]", steps=10)
+    assert_replica_equals(pop, 1, one, rtol=1e-4, atol=1e-5)
+    assert_replica_logs_equal(tmp_path / "pop", 1, tmp_path / "one", ("d_loss", "g_loss"))
+
 # ---------------------------------------------------------------------------------------- refusals
 @pytest.mark.parametrize("family, reason", [
     (StackGAN, "conditioning augmentation's noise and the matching-aware loss's wrong classes are drawn from the "
@@ -86,7 +105,7 @@ def test_families_that_cannot_be_batched_say_why(family, reason):
 
 
 def test_batched_families_declare_their_overrides():
-    assert CGAN.population_refusal() is None
+    assert CGAN.population_refusal() is None and UnrolledGAN.population_refusal() is None
 
 
 def test_a_refusing_family_stops_the_fit_with_one_line(tmp_path, capsys):
