@@ -41,6 +41,8 @@ def noise_only(key: str, state: dict, shift_invariant: bool = False) -> bool:
     if key.endswith("running_mean") or (shift_invariant and key == "discriminator.head.linear.bias"):
         return True
     parts = key.split(".")
+    if len(parts) < 2:  # the module's own buffers (an image-to-image family's grid of test pairs)
+        return False
     head = 2 if parts[1] == "module" else 1  # the EMA generator's copy: ema_generator.module.…
     net, names = ".".join(parts[:head]), parts[head:-1]
     if parts[-1] != "bias" or not names:

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from ganbench.cli import EXIT_USAGE, main
-from ganbench.models import CGAN, CycleGAN, Pix2Pix, StackGAN, UnrolledGAN
+from ganbench.models import CGAN, CycleGAN, Pix2Pix, StackGAN, UnrolledGAN, load_module
 from ganbench.nn.resnet import ResNetDiscriminator, ResNetGenerator
 from ganbench.nn.stacking import stack_modules
+from tests.conftest import needs_fmnist
 from tests.test_img2img import FAST
 from tests.test_population import IMAGES, LRS, assert_replica_equals, fit
 
@@ -93,19 +94,62 @@ def test_unrolled_replica_equals_the_fit_with_its_seed(tmp_path, unroll):
     assert_replica_equals(pop, 1, one, rtol=1e-4, atol=1e-5)
     assert_replica_logs_equal(tmp_path / "pop", 1, tmp_path / "one", ("d_loss", "g_loss"))
 
+def fit_pairs(root: Path, seed: int, *args: str, steps: int = 6) -> dict:
+    """A tiny CycleGAN fit on Fashion-MNIST A/B images (one residual block, pools of 3 images, so the
+    pools fill in two D steps and then draw)."""
+    assert main(["fit", "--config", "configs/cyclegan.yaml", "--trainer.default_root_dir", str(root),
+                 "--seed_everything", str(seed), "--trainer.max_steps", str(steps), *FAST,
+                 "--model.init_args.n_blocks", "1", "--model.init_args.pool_size", "3", *args]) == 0
+    return torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+def instance_normed_biases(module: torch.nn.Module) -> set[str]:
+    """Keys of the convolution biases that go straight into an instance norm: it subtracts each channel's
+    mean, so their gradient is zero in exact arithmetic and Adam turns its rounding noise into full steps
+    (as for batch norm, :func:`tests.test_population.noise_only`)."""
+    keys = set()
+    for name, seq in module.named_modules():
+        if isinstance(seq, torch.nn.Sequential):
+            for i, (layer, after) in enumerate(zip(seq, list(seq)[1:])):
+                if isinstance(after, torch.nn.InstanceNorm2d) and getattr(layer, "bias", None) is not None:
+                    keys.add(f"{name}.{i}.bias")
+    return keys
+
+
+@needs_fmnist
+def test_cyclegan_replica_equals_the_fit_with_its_seed(tmp_path):
+    """Replica 1 of seeds 5, 6, 7 with its own learning rates: its two translators, two patch Ds, pools
+    (history and draws), cycle and identity losses are those of the fit with seed 6 and that learning rate."""
+    pop = fit_pairs(tmp_path / "pop", 5, "--model.init_args.population", "3", *OVERRIDES)
+    one = fit_pairs(tmp_path / "one", 6, "--model.init_args.g_optimizer.init_args.lr", str(LRS[1]),
+                    "--model.init_args.d_optimizer.init_args.lr", str(LRS[1]))
+    noise = instance_normed_biases(load_module(tmp_path / "one" / "checkpoints" / "last.ckpt"))
+    assert len(noise) == 16  # 7 in each translator, 1 in each patch D
+    compared = {**one, "state_dict": {k: v for k, v in one["state_dict"].items() if k not in noise}}
+    assert_replica_equals(pop, 1, compared, rtol=1e-4, atol=1e-5)
+    mine, theirs = pop["ganbench"]["image_pools"][1], one["ganbench"]["image_pools"]
+    for k in ("a", "b"):
+        assert len(mine[k]["images"]) == len(theirs[k]["images"]) == 3
+        torch.testing.assert_close(torch.stack(mine[k]["images"]), torch.stack(theirs[k]["images"]),
+                                   rtol=1e-4, atol=1e-5)
+    assert_replica_logs_equal(tmp_path / "pop", 1, tmp_path / "one",
+                              ("d_loss", "g_loss", "cycle", "identity", "g_adv", "d_a_real", "d_b_fake"))
+    replica = load_module(tmp_path / "pop" / "checkpoints" / "last.ckpt", replica=1)  # loads its own pools
+    assert all(torch.equal(x, y) for x, y in zip(replica.pools[0]["b"].images, mine["b"]["images"]))
+
+
 # ---------------------------------------------------------------------------------------- refusals
 @pytest.mark.parametrize("family, reason", [
     (StackGAN, "conditioning augmentation's noise and the matching-aware loss's wrong classes are drawn from the "
                "global random stream"),
     (Pix2Pix, "the U-Net's dropout, G's only noise, draws its masks from the global random stream"),
-    (CycleGAN, "its image pools keep one run's history of fakes in a Python list"),
 ])
 def test_families_that_cannot_be_batched_say_why(family, reason):
     assert family.population_refusal().startswith(f"the {family.family} family cannot be batched: {reason}")
 
 
 def test_batched_families_declare_their_overrides():
-    assert CGAN.population_refusal() is None and UnrolledGAN.population_refusal() is None
+    assert all(f.population_refusal() is None for f in (CGAN, UnrolledGAN, CycleGAN))
 
 
 def test_a_refusing_family_stops_the_fit_with_one_line(tmp_path, capsys):

@@ -77,6 +77,8 @@ def _replica_checkpoint(ckpt: dict, k: int) -> io.BytesIO:
     info = dict(ckpt["ganbench"])
     info.update(population=1, replica_seeds=[info["replica_seeds"][k]], rng=[info["rng"][k]],
                 alive=[info["alive"][k]], replica_divergence=[info["replica_divergence"][k]])
+    for key in info.pop("per_replica", ()):  # a family's own entries, one per replica (CycleGAN's pools)
+        info[key] = info[key][k]
     one["ganbench"] = info
     buffer = io.BytesIO()
     torch.save(one, buffer)

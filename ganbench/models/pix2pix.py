@@ -48,9 +48,11 @@ class ImageToImage(GANModule):
         self.register_buffer("grid_ready", torch.zeros((), dtype=torch.bool))
 
     def split_batch(self, batch) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """``(B, A)`` → one ``(B slice, A slice)`` per D step: the input image takes the labels' place."""
+        """``(B, A)`` → one ``(B slice, A slice)`` per D step: the input image takes the labels' place
+        (in a population, every replica's rows of the same pairs)."""
         b, a = batch
-        return list(zip(b.chunk(self.n_critic), a.chunk(self.n_critic)))
+        chunks = zip(b.chunk(self.n_critic), a.chunk(self.n_critic))
+        return [(self.replicated(x), self.replicated(y)) for x, y in chunks]
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

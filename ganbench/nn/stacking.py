@@ -173,7 +173,7 @@ def _stack_children(mods: Sequence[nn.Module]) -> nn.Module:
     return out
 
 
-for _cls in (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity):
+for _cls in (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.ReflectionPad2d):
     rowwise(_cls)
-for _cls in (nn.Sequential, nn.ModuleList):
+for _cls in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
     container(_cls)
