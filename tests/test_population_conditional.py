@@ -135,6 +135,7 @@ def test_cyclegan_replica_equals_the_fit_with_its_seed(tmp_path):
     assert_replica_logs_equal(tmp_path / "pop", 1, tmp_path / "one",
                               ("d_loss", "g_loss", "cycle", "identity", "g_adv", "d_a_real", "d_b_fake"))
     replica = load_module(tmp_path / "pop" / "checkpoints" / "last.ckpt", replica=1)  # loads its own pools
+    assert len(replica.pools) == 1 and len(replica.pools[0]["b"].images) == 3
     assert all(torch.equal(x, y) for x, y in zip(replica.pools[0]["b"].images, mine["b"]["images"]))
 
 
