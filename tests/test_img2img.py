@@ -220,7 +220,7 @@ def test_cyclegan_fits_on_fashion_a2b_and_checkpoints_its_pools(tmp_path):
     pools = ckpt["ganbench"]["image_pools"]
     assert [len(pools[k]["images"]) for k in ("a", "b")] == [4, 4]  # 2 D steps × 2 fakes, pool not yet full
     module = load_module(root / "checkpoints" / "last.ckpt")
-    assert all(torch.equal(x, y) for x, y in zip(module.pools["a"].images, pools["a"]["images"]))
+    assert all(torch.equal(x, y) for x, y in zip(module.pools[0]["a"].images, pools["a"]["images"]))
     assert grid_size(root / "samples" / "step_0000002.png") == (4 * 18 + 2, 6 * 18 + 2)
     with pytest.raises(GanbenchError, match="no latent space"):
         module.sample(2)

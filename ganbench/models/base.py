@@ -310,10 +310,8 @@ class GANModule(Checks, Players, Population, DInput, Objective, Optimizers, Exec
         y = y if self.num_classes else None
         xs = x.chunk(self.n_critic)
         ys = y.chunk(self.n_critic) if y is not None else [None] * len(xs)
-        if self.population > 1:  # every replica sees the same real batch: its rows repeated per replica
-            xs = [c.repeat(self.population, *([1] * (c.dim() - 1))) for c in xs]
-            ys = [None if c is None else c.repeat(self.population) for c in ys]
-        return list(zip(xs, ys))
+        # every replica sees the same real batch: its rows repeated per replica
+        return [(self.replicated(c), self.replicated(d)) for c, d in zip(xs, ys)]
 
     def iteration(self, chunks, g_opt, d_opt, lightning: bool = True, autocast: Any = None,
                   finish: bool = True) -> tuple[tuple[torch.Tensor, dict], tuple[torch.Tensor, dict]]:

@@ -29,11 +29,19 @@ def auxiliary_class_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return F.cross_entropy(logits, labels)
 
 
+def real_and_fake_class_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                             labels: torch.Tensor) -> torch.Tensor:
+    """D's class loss ``L_C`` on the reals and on the fakes generated for the same classes (eq. 2)."""
+    return auxiliary_class_loss(real_logits, labels) + auxiliary_class_loss(fake_logits, labels)
+
+
 class CGAN(GANModule):
     family: ClassVar[str] = "cgan"
     image_arch: ClassVar[str] = "resnet"
     paper_optimizer: ClassVar[tuple[type[torch.optim.Optimizer], dict[str, Any]]] = (
         torch.optim.Adam, {"lr": 2e-4, "betas": (0.0, 0.9)})
+    #: the AC-GAN losses add their class terms per replica (:meth:`per_replica`) to the base pieces
+    batched_overrides: ClassVar[frozenset[str]] = frozenset({"d_loss", "g_loss"})
 
     def __init__(self, mode: Literal["projection", "acgan"] = "projection", class_weight: float = 1.0,
                  loss: LossName = "hinge", g_norm: Norm = "batch", d_norm: Norm = "spectral", n_critic: int = 5,
@@ -45,8 +53,6 @@ class CGAN(GANModule):
         super().__init__(conditional=True, loss=loss, g_norm=g_norm, d_norm=d_norm, n_critic=n_critic, **kwargs)
         if self.num_classes < 2:
             raise GanbenchError(f"model class cgan needs labelled data with >= 2 classes, got {self.num_classes}")
-        self._class_logits: list[torch.Tensor] = []
-        self._fake_labels: torch.Tensor | None = None
 
     def build_discriminator(self) -> nn.Module:
         if self.cfg.mode == "projection":
@@ -58,35 +64,33 @@ class CGAN(GANModule):
         disc.train().add_module("classifier", nn.Linear(dim, self.num_classes))
         return disc
 
-    def generate(self, n: int, labels: torch.Tensor | None, z: torch.Tensor | None = None) -> torch.Tensor:
-        self._fake_labels = labels
-        return super().generate(n, labels, z=z)
-
-    def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        if self.cfg.mode == "projection":
-            return super().discriminate(x, labels)
+    def scores(self, x: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """AC-GAN: D's score of ``x`` and its class logits (N, K), from one pass of D's features."""
         h = self.discriminator.features(self.d_input(x), labels)
-        self._class_logits.append(self.discriminator.classifier(h))
-        return self.discriminator.head(h, labels)
+        return self.discriminator.head(h, labels).float(), self.discriminator.classifier(h).float()
 
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        self._class_logits = []
-        loss, logs = super().d_loss(real, labels)
-        if self.cfg.mode == "acgan":
-            real_logits, fake_logits = self._class_logits
-            cls = auxiliary_class_loss(real_logits, labels) + auxiliary_class_loss(fake_logits, self._fake_labels)
-            loss = loss + self.cfg.class_weight * cls
-            logs |= {"d_class_loss": cls.detach(), "d_class_acc": (real_logits.argmax(1) == labels).float().mean()}
-        return loss, logs
+        if self.cfg.mode == "projection":
+            return super().d_loss(real, labels)
+        fake, z = self.d_fakes(len(real), labels)  # generated for the real batch's classes
+        (d_real, real_logits), (d_fake, fake_logits) = self.scores(real, labels), self.scores(fake, labels)
+        losses, logs = self.d_losses(real, fake, z, labels, d_real, d_fake)
+        cls = self.per_replica(real_and_fake_class_loss, real_logits, fake_logits, labels)
+        losses = losses + self.cfg.class_weight * cls
+        logs |= {"d_losses": losses.detach(), "d_class_loss": cls.detach(),
+                 "d_class_acc": (real_logits.argmax(1) == labels).float()}
+        return losses.sum(), logs
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        self._class_logits = []
-        loss, logs = super().g_loss(real, labels)
-        if self.cfg.mode == "acgan":
-            cls = auxiliary_class_loss(self._class_logits[0], self._fake_labels)
-            loss = loss + self.cfg.class_weight * cls
-            logs |= {"g_class_loss": cls.detach()}
-        return loss, logs
+        if self.cfg.mode == "projection":
+            return super().g_loss(real, labels)
+        fake, fake_labels, z = self.g_batch(real, labels)
+        d_fake, logits = self.scores(fake, fake_labels)
+        losses, logs = self.g_losses(real, fake, fake_labels, z, d_fake=d_fake)
+        cls = self.per_replica(auxiliary_class_loss, logits, fake_labels)
+        losses = losses + self.cfg.class_weight * cls
+        logs |= {"g_losses": losses.detach(), "g_class_loss": cls.detach()}
+        return losses.sum(), logs
 
 
-__all__ = ["CGAN", "auxiliary_class_loss"]
+__all__ = ["CGAN", "auxiliary_class_loss", "real_and_fake_class_loss"]

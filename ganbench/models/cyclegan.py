@@ -11,6 +11,8 @@ with ``L_cyc = E‖G_BA(G_AB(a)) − a‖₁ + E‖G_AB(G_BA(b)) − b‖₁`` (
 ``E‖G_AB(b) − b‖₁ + E‖G_BA(a) − a‖₁`` weighted ``0.5·λ`` (Taigman et al. 2017). Each D is updated on a
 history of 50 generated images (:class:`ImagePool`, Shrivastava et al. 2017 §2.3), saved in checkpoints.
 One generator optimizer covers both Gs and one discriminator optimizer both Ds, Adam(2e-4, β=(0.5, 0.999)).
+A population stacks all four networks and gives every replica its own pair of pools; its losses are
+evaluated per replica.
 
 The adversarial term is the objective's ``g`` as written in :mod:`ganbench.losses` (``½E[(D − 1)²]``
 for ``ls``). Data: an unpaired data set (``fashion_a2b``, ``imagefolder_unpaired``), batches ``(B, A)``.
@@ -28,6 +30,7 @@ from ganbench.models.engine.d_input import HostState
 from ganbench.models.pix2pix import ImageToImage
 from ganbench.nn.norms import Norm
 from ganbench.nn.patch import PatchDiscriminator
+from ganbench.nn.population import replica_rows
 from ganbench.nn.resnet_g import ResNetTranslator
 
 
@@ -78,13 +81,19 @@ class CycleTerms(NamedTuple):
     identity: torch.Tensor
 
 
+def l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``E|x − y|``."""
+    return (x - y).abs().mean()
+
+
 def cycle_terms(g_ab: nn.Module, g_ba: nn.Module, a: torch.Tensor, b: torch.Tensor,
-                identity: bool = True) -> CycleTerms:
+                identity: bool = True, distance: Any = l1) -> CycleTerms:
     """``G_AB(a)``, ``G_BA(b)``, the cycle loss of eq. 2 ``E|G_BA(G_AB(a)) − a| + E|G_AB(G_BA(b)) − b|``
-    and the identity loss ``E|G_AB(b) − b| + E|G_BA(a) − a|`` (0 without computing it when not ``identity``)."""
+    and the identity loss ``E|G_AB(b) − b| + E|G_BA(a) − a|`` (0 without computing it when not ``identity``);
+    ``distance`` takes the place of :func:`l1` (a population's, per replica)."""
     fake_b, fake_a = g_ab(a), g_ba(b)
-    cycle = (g_ba(fake_b) - a).abs().mean() + (g_ab(fake_a) - b).abs().mean()
-    idt = (g_ab(b) - b).abs().mean() + (g_ba(a) - a).abs().mean() if identity else a.new_zeros(())
+    cycle = distance(g_ba(fake_b), a) + distance(g_ab(fake_a), b)
+    idt = distance(g_ab(b), b) + distance(g_ba(a), a) if identity else a.new_zeros(())
     return CycleTerms(fake_b, fake_a, cycle, idt)
 
 
@@ -94,12 +103,19 @@ class CycleGAN(ImageToImage):
     (``None``: 6 below 256 px, 9 from 256 px); ``n_grid`` test images in the sample grid."""
 
     family: ClassVar[str] = "cyclegan"
+    #: a population's checkpoint holds one pair of image pools per replica; a replica loaded alone takes its own
+    replica_entries: ClassVar[tuple[str, ...]] = ("image_pools",)
+    #: the losses are evaluated per replica, each replica's fakes go through its own pools, and the
+    #: pairs are repeated per replica (``sample`` refuses for every family of image-to-image translation)
+    batched_overrides: ClassVar[frozenset[str]] = frozenset({"d_loss", "g_loss", "split_batch", "sample"})
 
     def __init__(self, loss: LossName = "ls", g_norm: Norm = "instance", d_norm: Norm = "instance", width: int = 64,
                  cycle_weight: float = 10.0, identity_weight: float = 0.5, pool_size: int = 50,
                  n_blocks: int | None = None, n_grid: int = 8, **kwargs: Any):
         super().__init__(loss=loss, g_norm=g_norm, d_norm=d_norm, width=width, n_grid=n_grid, **kwargs)
-        self.pools = {"a": ImagePool(pool_size, seed=0), "b": ImagePool(pool_size, seed=1)}
+        #: each replica's pools of D_A's and D_B's fakes (the same seeds as the fit the replica is)
+        self.pools = [{"a": ImagePool(pool_size, seed=0), "b": ImagePool(pool_size, seed=1)}
+                      for _ in range(self.population)]
 
     def build_generator(self) -> nn.Module:
         h = self.cfg
@@ -121,50 +137,70 @@ class CycleGAN(ImageToImage):
         b, a = real, labels
         with torch.no_grad():
             fake_b, fake_a = self.generator["ab"](a), self.generator["ba"](b)
-        logs, loss = {}, real.new_zeros(())
+        logs, losses = {}, real.new_zeros(())
         for name, x, fake in (("b", b, fake_b), ("a", a, fake_a)):
             d = self.discriminator[name]
-            d_real, d_fake = d(self.d_input(x)), d(self.d_input(self.pools[name].query(fake)))
-            loss = loss + self.objective.d(d_real, d_fake)
-            logs |= {f"d_{name}_real": d_real.detach().mean(), f"d_{name}_fake": d_fake.detach().mean()}
-        return loss, logs
+            d_real, d_fake = d(self.d_input(x)), d(self.d_input(self.pooled(name, fake)))
+            losses = losses + self.per_replica(self.objective.d, d_real, d_fake)
+            logs |= {f"d_{name}_real": d_real.detach(), f"d_{name}_fake": d_fake.detach()}
+        return losses.sum(), {"d_losses": losses.detach(), **logs}
+
+    def pooled(self, name: str, fake: torch.Tensor) -> torch.Tensor:
+        """Each replica's fakes for D_``name`` through that replica's pool."""
+        fakes = replica_rows(fake, self.population).unbind(0)
+        return torch.cat([pools[name].query(f) for pools, f in zip(self.pools, fakes)])
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Eq. 3 plus the identity loss."""
         h = self.cfg
         b, a = real, labels
-        t = cycle_terms(self.generator["ab"], self.generator["ba"], a, b, identity=h.identity_weight > 0)
-        adv = (self.objective.g(self.discriminator["b"](self.d_input(t.fake_b)))
-               + self.objective.g(self.discriminator["a"](self.d_input(t.fake_a))))
-        loss = adv + h.cycle_weight * t.cycle + h.identity_weight * h.cycle_weight * t.identity
-        return loss, {"cycle": t.cycle.detach(), "identity": t.identity.detach(), "g_adv": adv.detach()}
+        t = cycle_terms(self.generator["ab"], self.generator["ba"], a, b, identity=h.identity_weight > 0,
+                        distance=lambda x, y: self.per_replica(l1, x, y))
+        adv = (self.per_replica(self.objective.g, self.discriminator["b"](self.d_input(t.fake_b)))
+               + self.per_replica(self.objective.g, self.discriminator["a"](self.d_input(t.fake_a))))
+        losses = adv + h.cycle_weight * t.cycle + h.identity_weight * h.cycle_weight * t.identity
+        return losses.sum(), {"g_losses": losses.detach(), "cycle": t.cycle.detach(),
+                              "identity": t.identity.detach(), "g_adv": adv.detach()}
+
+    def translate(self, x: torch.Tensor, direction: str = "ab", ema: bool = True) -> torch.Tensor:
+        """G_AB(x) (``direction="ab"``) or G_BA(x) (``"ba"``), in eval mode; a population returns
+        ``population × len(x)`` rows, replica by replica, every replica on the same ``x``."""
+        return self.translated(self.replicated(x.to(self.grid_a)), direction, ema)
 
     @torch.no_grad()
-    def translate(self, x: torch.Tensor, direction: str = "ab", ema: bool = True) -> torch.Tensor:
-        """G_AB(x) (``direction="ab"``) or G_BA(x) (``"ba"``), in eval mode."""
+    def translated(self, x: torch.Tensor, direction: str, ema: bool = True) -> torch.Tensor:
+        """The translation of a folded batch ``x`` (each replica's rows by its own G), in eval mode."""
         net = self.translator(ema)
         was_training = net.training
         net.eval()
         try:
-            return net[direction](x.to(self.grid_a))
+            return net[direction](x)
         finally:
             net.train(was_training)
 
     def grid_images(self) -> tuple[torch.Tensor, int]:
-        """Rows: A | G_AB(A) | G_BA(G_AB(A)) | B | G_BA(B) | G_AB(G_BA(B))."""
-        a, b = self.grid_a, self.grid_b
-        fake_b, fake_a = self.translate(a, "ab"), self.translate(b, "ba")
-        rows = [a, fake_b, self.translate(fake_b, "ba"), b, fake_a, self.translate(fake_a, "ab")]
-        return torch.cat(rows), len(a)
+        """Rows: A | G_AB(A) | G_BA(G_AB(A)) | B | G_BA(B) | G_AB(G_BA(B)) (a population: these six rows
+        of each replica in turn)."""
+        a, b = self.replicated(self.grid_a), self.replicated(self.grid_b)
+        fake_b, fake_a = self.translated(a, "ab"), self.translated(b, "ba")
+        rows = [a, fake_b, self.translated(fake_b, "ba"), b, fake_a, self.translated(fake_a, "ab")]
+        n = self.population
+        return torch.cat([replica_rows(r, n) for r in rows], dim=1).flatten(0, 1), len(self.grid_a)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["ganbench"]["image_pools"] = {k: p.state_dict() for k, p in self.pools.items()}
+        pools = [{k: p.state_dict() for k, p in replica.items()} for replica in self.pools]
+        if self.population == 1:  # one fit: its pair of pools
+            checkpoint["ganbench"]["image_pools"] = pools[0]
+        else:  # one pair per replica; a replica loaded on its own takes its entry
+            checkpoint["ganbench"]["image_pools"] = pools
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        for k, state in checkpoint.get("ganbench", {}).get("image_pools", {}).items():
-            self.pools[k].load_state_dict(state)
+        pools = checkpoint.get("ganbench", {}).get("image_pools", {})
+        for replica, states in zip(self.pools, pools if isinstance(pools, list) else [pools]):
+            for k, state in states.items():
+                replica[k].load_state_dict(state)
 
 
 __all__ = ["CycleGAN", "ImagePool", "cycle_terms"]

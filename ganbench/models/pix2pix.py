@@ -48,9 +48,11 @@ class ImageToImage(GANModule):
         self.register_buffer("grid_ready", torch.zeros((), dtype=torch.bool))
 
     def split_batch(self, batch) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """``(B, A)`` → one ``(B slice, A slice)`` per D step: the input image takes the labels' place."""
+        """``(B, A)`` → one ``(B slice, A slice)`` per D step: the input image takes the labels' place
+        (in a population, every replica's rows of the same pairs)."""
         b, a = batch
-        return list(zip(b.chunk(self.n_critic), a.chunk(self.n_critic)))
+        chunks = zip(b.chunk(self.n_critic), a.chunk(self.n_critic))
+        return [(self.replicated(x), self.replicated(y)) for x, y in chunks]
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -76,6 +78,9 @@ class Pix2Pix(ImageToImage):
     ``n_grid`` test pairs in the sample grid."""
 
     family: ClassVar[str] = "pix2pix"
+    population_unsupported: ClassVar[str | None] = (
+        "the U-Net's dropout, G's only noise, draws its masks from the global random stream, so replica k "
+        "would not draw the masks of the fit with seed s+k")
 
     def __init__(self, loss: LossName = "ns", g_norm: Norm = "batch", d_norm: Norm = "batch", width: int = 64,
                  l1_weight: float = 100.0, dropout: float = 0.5, n_grid: int = 8, **kwargs: Any):

@@ -132,6 +132,9 @@ class StackGAN(GANModule):
     ``stage1_resolution`` (default R/2; R/R₁ a power of two); ``c_dim`` the CA dimension N_g; ``kl_weight`` λ."""
 
     family: ClassVar[str] = "stackgan"
+    population_unsupported: ClassVar[str | None] = (
+        "conditioning augmentation's noise and the matching-aware loss's wrong classes are drawn from the global "
+        "random stream, so replica k would not draw what the fit with seed s+k draws")
 
     def __init__(self, stage: Literal[1, 2] = 1, stage1_ckpt: str | None = None, stage1_resolution: int | None = None,
                  c_dim: int = 128, kl_weight: float = 1.0, latent_dim: int = 100, arch: Arch = "dcgan",

@@ -26,6 +26,7 @@ import torch.nn as nn
 from ganbench import GanbenchError
 from ganbench.nn.common import Discriminator, Minibatch
 from ganbench.nn.norms import conv, feature_norm, wrap
+from ganbench.nn.stacking import container
 
 
 def patch_receptive_field(n_layers: int) -> int:
@@ -38,6 +39,7 @@ def patch_layers_for(resolution: int) -> int:
     return max(1, min(3, int(math.log2(resolution)) - 3))
 
 
+@container
 class PatchHead(nn.Module):
     """The last 4×4 stride-1 convolution to one logit per patch, plus an optional class projection
     per location (Miyato & Koyama 2018 applied to every patch): ``out[i,j] += <embed(y), h[:, i, j]>``."""
@@ -57,6 +59,7 @@ class PatchHead(nn.Module):
         return out
 
 
+@container
 class PatchDiscriminator(Discriminator):
     """images (N, C, R, R) [+ labels] → patch logits (N, 1, R/2ⁿ − 2, R/2ⁿ − 2).
 

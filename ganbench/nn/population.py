@@ -237,6 +237,21 @@ class PopulationLinear(nn.Module):
         return out.reshape(x.shape[0], -1)
 
 
+class PopulationEmbedding(nn.Module):
+    """N embeddings: weight ``(N, classes, dim)``; ``y`` is ``(N·B,)`` with replica ``r``'s rows looked
+    up in replica ``r``'s table (one lookup in the ``(N·classes, dim)`` table, offset per replica)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.replicas, self.classes = weight.shape[:2]  # not read from self.weight (spectral norm)
+        self.weight = nn.Parameter(weight.clone())
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        n, k = self.replicas, self.classes
+        offset = torch.arange(0, n * k, k, device=y.device).repeat_interleave(y.shape[0] // n)
+        return F.embedding(y + offset, self.weight.reshape(n * k, -1))
+
+
 def to_channels(x: torch.Tensor, n: int) -> torch.Tensor:
     """``(N·B, C, …)`` → ``(B, N·C, …)``: replica ``r``'s channels become channels ``[r·C, (r+1)·C)``."""
     return replica_rows(x, n).transpose(0, 1).reshape(x.shape[0] // n, n * x.shape[1], *x.shape[2:])

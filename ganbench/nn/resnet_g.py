@@ -14,8 +14,10 @@ import torch.nn as nn
 
 from ganbench import GanbenchError
 from ganbench.nn.norms import conv, deconv, feature_norm
+from ganbench.nn.stacking import container
 
 
+@container
 class ResidualBlock(nn.Module):
     """``x + norm(conv(pad(relu(norm(conv(pad(x)))))))`` (He et al. 2016 as used by Johnson et al.)."""
 
@@ -29,6 +31,7 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+@container
 class ResNetTranslator(nn.Module):
     """images (N, C_in, R, R) → images (N, C, R, R) in [-1, 1], ``R`` divisible by 4 and ≥ 8.
 

@@ -25,6 +25,7 @@ from ganbench.nn.population import (
     BatchedWeightNorm,
     PopulationBatchNorm,
     PopulationConv2d,
+    PopulationEmbedding,
     PopulationGroupNorm,
     PopulationInstanceNorm2d,
     PopulationLayerNorm,
@@ -32,10 +33,14 @@ from ganbench.nn.population import (
 )
 
 
-def _stack_weighted(mods: Sequence[nn.Linear | nn.Conv2d | nn.ConvTranspose2d]) -> nn.Module:
-    """A linear or convolution layer of every replica, with its weight re-parametrization batched
-    (the stacked form registered for it in :data:`PARAMETRIZATIONS`)."""
+def _stack_weighted(mods: Sequence[nn.Linear | nn.Conv2d | nn.ConvTranspose2d | nn.Embedding]) -> nn.Module:
+    """A linear, convolution or embedding layer of every replica, with its weight re-parametrization
+    batched (the stacked form registered for it in :data:`PARAMETRIZATIONS`)."""
     m0 = mods[0]
+    if isinstance(m0, nn.Embedding) and (m0.padding_idx is not None or m0.max_norm is not None or m0.sparse
+                                         or m0.scale_grad_by_freq):
+        raise GanbenchError("model.population > 1: an embedding with padding_idx, max_norm, sparse or "
+                            "scale_grad_by_freq cannot be batched")
     form = None
     if parametrize.is_parametrized(m0, "weight"):
         chain = list(m0.parametrizations.weight)  # type: ignore[union-attr]
@@ -51,9 +56,13 @@ def _stack_weighted(mods: Sequence[nn.Linear | nn.Conv2d | nn.ConvTranspose2d]) 
         weights = [m.weight.detach() for m in mods]
     if isinstance(m0, nn.Conv2d | nn.ConvTranspose2d) and m0.padding_mode != "zeros":
         raise GanbenchError(f"model.population > 1: {m0.padding_mode} padding cannot be batched")
-    bias = torch.stack([m.bias.detach() for m in mods]) if m0.bias is not None else None
-    layer: nn.Module = (PopulationLinear(torch.stack(weights), bias) if isinstance(m0, nn.Linear)
-                        else PopulationConv2d(torch.stack(weights), bias, m0))
+    layer: nn.Module
+    if isinstance(m0, nn.Embedding):
+        layer = PopulationEmbedding(torch.stack(weights))
+    else:
+        bias = torch.stack([m.bias.detach() for m in mods]) if m0.bias is not None else None
+        layer = (PopulationLinear(torch.stack(weights), bias) if isinstance(m0, nn.Linear)
+                 else PopulationConv2d(torch.stack(weights), bias, m0))
     if form is not None:
         form.attach(layer, [m.parametrizations.weight for m in mods], weights)  # type: ignore[union-attr]
     return layer
@@ -102,6 +111,7 @@ LAYERS: dict[type, Callable[[Sequence[Any]], nn.Module]] = {
     nn.Linear: _stack_weighted,
     nn.Conv2d: _stack_weighted,
     nn.ConvTranspose2d: _stack_weighted,
+    nn.Embedding: _stack_weighted,  # class-conditional norms and projections: one table per replica
     nn.BatchNorm1d: PopulationBatchNorm,
     nn.BatchNorm2d: PopulationBatchNorm,
     nn.LayerNorm: PopulationLayerNorm,
@@ -150,8 +160,6 @@ def stack_modules(mods: Sequence[nn.Module]) -> nn.Module:
 def _stack_children(mods: Sequence[nn.Module]) -> nn.Module:
     """A container of every replica: a copy of the first whose child modules are stacked."""
     m0 = mods[0]
-    if getattr(m0, "embed", None) is not None:
-        raise GanbenchError("model.population > 1: class-conditional networks cannot be batched yet")
     if getattr(m0, "minibatch", None) is not None:
         raise GanbenchError("model.population > 1: minibatch features couple the samples of a batch and "
                             "cannot be batched yet; use model.minibatch none")
@@ -165,7 +173,8 @@ def _stack_children(mods: Sequence[nn.Module]) -> nn.Module:
     return out
 
 
-for _cls in (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.Flatten, nn.Unflatten, nn.Upsample):
+for _cls in (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.Flatten, nn.Unflatten, nn.Upsample,
+             nn.ReflectionPad2d):
     rowwise(_cls)
-for _cls in (nn.Sequential, nn.ModuleList):
+for _cls in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
     container(_cls)

@@ -38,7 +38,15 @@ class Objective:
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """D's loss on one real batch; returns (loss, values to log)."""
         fake, z = self.d_fakes(len(real), labels)
-        d_real, d_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
+        losses, logs = self.d_losses(real, fake, z, labels, self.discriminate(real, labels),
+                                     self.discriminate(fake, labels))
+        # per-sample scores: training_step reduces logged values only on the steps that log
+        return losses.sum(), logs
+
+    def d_losses(self, real: torch.Tensor, fake: torch.Tensor, z: torch.Tensor | None, labels: torch.Tensor | None,
+                 d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's loss per replica from its outputs ``d_real``, ``d_fake`` — the objective, the penalty and
+        the score regularizers — and the values to log (``d_losses``: the returned vector, detached)."""
         smoothing = self.replica_value("label_smoothing", self.cfg.label_smoothing)
         kw = {"real_target": 1.0 - smoothing} if torch.is_tensor(smoothing) or smoothing else {}
         losses = self.per_replica(self.objective.d, d_real, d_fake, **kw) + self.penalty(real, fake, labels)
@@ -47,9 +55,7 @@ class Objective:
         regularizers, values = self.score_regularizers(real, fake, z, self.score_of(d_real), self.score_of(d_fake),
                                                        labels)
         losses = losses + regularizers
-        # per-sample scores: training_step reduces logged values only on the steps that log
-        return losses.sum(), {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_losses": losses.detach(),
-                              **values}
+        return losses, {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_losses": losses.detach(), **values}
 
     def d_fakes(self, n: int, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A fresh generated batch of ``n`` rows for a D step (no graph into G), and its latents when
@@ -98,10 +104,25 @@ class Objective:
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """G's loss for one fresh latent batch (``real`` is the last D batch, used by some objectives)."""
-        h = self.cfg
+        fake, labels, z = self.g_batch(real, labels)
+        losses, logs = self.g_losses(real, fake, labels, z)
+        return losses.sum(), logs
+
+    def g_batch(self, real: torch.Tensor, labels: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """G's fresh batch (``g_batch_size`` per replica, else the real batch's size) with grad: the
+        fakes, their freshly drawn labels (None for an unconditional G) and their latents when zCR
+        needs them again."""
         n = self.g_rows(real)
         labels = self.sample_labels(n) if labels is not None else None
         fake, z = self.g_fakes(n, labels)
+        return fake, labels, z
+
+    def g_losses(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None, z: torch.Tensor | None,
+                 d_fake: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G's loss per replica for the fakes of :meth:`g_batch` (``d_fake``: D's outputs on them when
+        the family took them already) and the values to log (``g_losses``: the returned vector, detached)."""
+        h = self.cfg
         need_real = getattr(self.objective, "g_needs_real", False) or h.feature_matching > 0
         if h.feature_matching > 0:
             from ganbench.tricks import feature_matching_loss
@@ -114,11 +135,11 @@ class Objective:
             losses = (self.per_replica(self.objective.g, self.top_k(d_fake), d_real)
                       + h.feature_matching * self.per_replica(feature_matching_loss, f_real, f_fake))
         else:
-            d_fake = self.discriminate(fake, labels)
+            d_fake = self.discriminate(fake, labels) if d_fake is None else d_fake
             d_real = self.discriminate(real, labels[: len(real)] if labels is not None else None) if need_real else None
             losses = self.per_replica(self.objective.g, self.top_k(d_fake), d_real)
         losses, logs = self.g_regularized(losses, fake, z, labels)
-        return losses.sum(), {"g_losses": losses.detach(), **logs}
+        return losses, {"g_losses": losses.detach(), **logs}
 
     def g_fakes(self, n: int, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """G's fresh batch of ``n`` rows (with graph into G), and its latents when zCR's G term needs

@@ -113,6 +113,13 @@ class Population:
         """Rows of a folded batch holding ``n`` samples for each replica."""
         return n * self.population
 
+    def replicated(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        """``x``'s rows repeated for every replica (a folded batch in which each replica sees ``x``);
+        ``x`` itself for one replica."""
+        if x is None or self.population == 1:
+            return x
+        return x.repeat(self.population, *([1] * (x.dim() - 1)))
+
     def per_replica(self, fn: Callable[..., torch.Tensor], *args: torch.Tensor | None,
                     **kwargs: Any) -> torch.Tensor:
         """``fn`` (a loss of D's outputs) evaluated on each replica's rows: a ``(population,)`` vector.
