@@ -80,8 +80,8 @@ class UnrolledGAN(GANModule):
         names = [n for n, _ in disc.named_parameters()]
         params = {n: p.detach().clone().requires_grad_(True) for n, p in disc.named_parameters()}
         buffers = {n: b.clone() for n, b in disc.named_buffers()}
-        # the step count stays a (float64) tensor: read on the host it would be a sync, and a value
-        # baked into a CUDA graph; as a 0-dim tensor it enters float32 arithmetic as a Python float does
+        # the step count stays a (float64) tensor: read on the host it would be a sync and a value fixed
+        # for every later step; as a 0-dim tensor it enters float32 arithmetic as a Python float does
         moments = {n: (state.get(p, {}).get("exp_avg", torch.zeros_like(p)),
                        state.get(p, {}).get("exp_avg_sq", torch.zeros_like(p)),
                        torch.as_tensor(state.get(p, {}).get("step", 0.0)).double())
