@@ -10,10 +10,7 @@ import yaml
 
 from ganbench.cli import EXIT_USAGE, main
 from tests.conftest import needs_fmnist
-from tests.tiny import RING8_2000, SMALL, tiny_fit
-
-TINY = [*SMALL, "--trainer.accelerator", "cpu", "--run.sample_every", "2", "--run.checkpoint_every", "2",
-        "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1", "--run.image_metrics_n", "256"]
+from tests.tiny import RING8_2000, TINY, tiny_fit
 
 
 def wandb_records(root: Path) -> list:

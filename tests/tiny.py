@@ -25,6 +25,10 @@ SMALL = ["--model.init_args.width", "4", "--data.batch_size", "8"]
 #: the 2-D ring of 8 Gaussians, 512 or 2 000 points
 RING8 = ["--data.dataset", "ring8", "--data.n_toy_samples", "512"]
 RING8_2000 = ["--data.dataset", "ring8", "--data.n_toy_samples", "2000"]
+#: a small fit that writes every output: a sample grid and a checkpoint every 2 G iterations, a metrics.csv
+#: row every iteration, W&B (offline) and image metrics on 256 samples
+TINY = [*SMALL, "--trainer.accelerator", "cpu", "--run.sample_every", "2", "--run.checkpoint_every", "2",
+        "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1", "--run.image_metrics_n", "256"]
 
 
 @dataclass(frozen=True)
