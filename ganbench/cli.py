@@ -24,6 +24,7 @@ from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, Literal
 
+import lightning.pytorch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -102,19 +103,34 @@ class GanbenchCLI(LightningCLI):
 
         kwargs.setdefault("save_config_callback", ConfigToLoggers)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        # ganbench's defaults: a config file states only what differs from them and from its family
+        kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("trainer_defaults", {
+            "max_steps": 50000,  # G iterations (each = n_critic D updates + 1 G update)
+            "devices": 1,
             "num_sanity_val_steps": 0,
             "limit_val_batches": 0,
             "log_every_n_steps": 50,
         })
         super().__init__(GANModule, GANDataModule, *args, subclass_mode_model=True, **kwargs)
 
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """Lightning's parser, whose ``--config`` completes a family config with its paper optimizer
+        (:class:`ganbench.config_file.FamilyConfigFile`)."""
+        from ganbench.config_file import FamilyConfigFile
+
+        kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.pytorch.__version__}"])
+        parser = self.parser_class(**kwargs)
+        parser.add_argument("-c", "--config", action=FamilyConfigFile,
+                            help="Path to a configuration file in json or yaml format.")
+        return parser
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.shape", "model.init_args.data_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.add_argument("--run.sample_every", type=int, default=500,
+        parser.add_argument("--run.sample_every", type=int, default=1000,
                             help="G iterations between sample grids (samples/step_XXXXXXX.png)")
-        parser.add_argument("--run.checkpoint_every", type=int, default=1000,
+        parser.add_argument("--run.checkpoint_every", type=int, default=5000,
                             help="G iterations between kept checkpoints (checkpoints/last.ckpt always)")
         parser.add_argument("--run.metrics_every", type=int, default=1000,
                             help="G iterations between metric evaluations (and at the last step); 0 turns them off. "

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from ddp_equivalence import CASES, LATENT_DIM, N_CRITIC, SEED  # noqa: E402
 
 from ganbench.data.loader import mix_seed  # noqa: E402
+from tests.tiny import CPU, RING8_2000, SMALL, tiny_argv  # noqa: E402
 
 STEPS = 2
 #: the bound of the brief; the observed difference is ~2e-7 (float32 summation order)
@@ -122,12 +123,10 @@ def test_ddp_fit_writes_one_summary_one_grid_per_interval_one_wandb_run(tmp_path
     every 2; rank 0 alone writes, so the run directory holds exactly one of each output and
     nothing else under the working directory was created by rank 1."""
     root = tmp_path / "run"
-    args = ["fit", "--config", str(ROOT / "configs" / "sngan.yaml"), "--config", str(ROOT / "configs/trainer/ddp.yaml"),
-            "--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(root),
-            "--trainer.max_steps", "4", "--model.init_args.width", "4", "--data.batch_size", "8",
-            "--data.dataset", "ring8", "--data.n_toy_samples", "2000", "--run.sample_every", "2",
-            "--run.checkpoint_every", "2", "--trainer.enable_model_summary", "false",
-            "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1"]
+    # the trainer fragment goes on top of the family config, then the two processes
+    args = tiny_argv(root, str(ROOT / "configs" / "sngan.yaml"), "--config", str(ROOT / "configs/trainer/ddp.yaml"),
+                     "--trainer.devices", "2", *CPU, *SMALL, *RING8_2000, "--run.sample_every", "2",
+                     "--run.checkpoint_every", "2", "--trainer.log_every_n_steps", "1", steps=4)
     proc = subprocess.run([sys.executable, "-m", "ganbench.cli", *args], cwd=tmp_path, env=_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-6000:]

@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from ganbench import GanbenchError
-from ganbench.cli import main
 from ganbench.data.datamodule import GANDataModule
 from ganbench.losses import LOSSES
 from ganbench.models import GAN
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import reproduce_diracgan as dirac  # noqa: E402
+
+from tests.tiny import tiny_fit  # noqa: E402
 
 #: |fit − closed form| / max(1, |closed form|) over all 500 steps: float32 training against float64
 #: arithmetic (the diverging GAN, |θ| ≈ 3 after 500 steps, reaches 5e-5; every other method stays below 3e-6)
@@ -45,12 +46,15 @@ def test_verdicts_of_the_closed_form():
     assert {got[(k, o)] for k in ("r1_0.3", "r1_1", "nsgan_r1_0.3") for o in dirac.ORDERS} == {"converges"}
 
 
+#: the shipped config as it is (one G and one D parameter), quiet and without samples or W&B
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--run.wandb", "false",
+         "--run.sample_every", "0"]
+
+
 def small_fit(tmp_path: Path, order: str, steps: int, *args: str) -> tuple[float, float]:
-    assert main(["fit", "--config", "configs/diracgan.yaml", "--trainer.default_root_dir", str(tmp_path),
-                 "--trainer.max_steps", str(steps), "--trainer.enable_progress_bar", "false",
-                 "--trainer.enable_model_summary", "false", "--run.wandb", "false", "--run.sample_every", "0",
-                 "--model.init_args.update_order", order, *args]) == 0
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    """(θ, ψ) after ``steps`` steps of configs/diracgan.yaml in ``order``."""
+    fit = tiny_fit(tmp_path, "diracgan", "--model.init_args.update_order", order, *args, steps=steps, base=QUIET)
+    state = fit.checkpoint()["state_dict"]
     return float(state["generator.theta"][0]), float(state["discriminator.head.psi"][0])
 
 

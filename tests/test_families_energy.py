@@ -3,7 +3,6 @@ autoencoder discriminator: CPU fits through the CLI, and each family's objective
 pure functions of :mod:`ganbench.losses` it is built from."""
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import torch
 from lightning import Trainer
 
 from ganbench import GanbenchError
-from ganbench.cli import main
 from ganbench.losses import (
     began_convergence,
     began_k_update,
@@ -25,20 +23,18 @@ from ganbench.losses import (
 from ganbench.models import BEGAN, EBGAN, FAMILIES, MAGAN, MMDGAN, LossSensitiveGAN
 from ganbench.nn.autoencoder import ENERGIES, ConvAutoencoder, MLPAutoencoder, autoencoder
 from tests.conftest import needs_fmnist
+from tests.tiny import CPU, RING8_2000, SMALL, tiny_fit
 
 FAMILY_CLASSES = {"ebgan": EBGAN, "began": BEGAN, "magan": MAGAN, "loss_sensitive": LossSensitiveGAN,
                   "mmdgan": MMDGAN}
-TINY = ["--model.init_args.width", "4", "--data.batch_size", "8", "--trainer.accelerator", "cpu",
-        "--run.sample_every", "2", "--run.checkpoint_every", "2", "--trainer.enable_model_summary", "false",
-        "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1", "--run.metrics_every", "0"]
-RING8 = ["--data.dataset", "ring8", "--data.n_toy_samples", "2000"]
+TINY = [*SMALL, *CPU, "--run.sample_every", "2", "--run.checkpoint_every", "2", "--trainer.log_every_n_steps", "1",
+        "--run.metrics_every", "0"]
+RING8 = RING8_2000
 
 
 def fit(root: Path, family: str, *args: str, steps: int = 3) -> dict:
-    code = main(["fit", "--config", f"configs/{family}.yaml", "--trainer.default_root_dir", str(root),
-                 "--trainer.max_steps", str(steps), *TINY, *args])
-    assert code == 0
-    return json.loads((root / "summary.json").read_text())
+    """summary.json of a tiny fit of ``configs/<family>.yaml``."""
+    return tiny_fit(root, family, *args, steps=steps, base=TINY).summary
 
 
 def rows(root: Path) -> list[dict[str, str]]:

@@ -14,9 +14,7 @@ from ganbench.cli import EXIT_USAGE, GanbenchCLI, main
 from ganbench.losses import LOSSES
 from ganbench.models import CGAN, FAMILIES, FGAN, LSGAN, WGAN, UnrolledGAN, load_module
 from tests.conftest import needs_fmnist
-from tests.test_fit import fit
-
-RING = ["--data.dataset", "ring8", "--data.n_toy_samples", "512"]
+from tests.tiny import RING8, TINY, tiny_fit
 
 #: config → (family, n_critic, optimizer class, optimizer kwargs that the paper fixes)
 PAPER = {
@@ -65,7 +63,7 @@ def test_config_states_the_paper_defaults(name, tmp_path):
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_fit_on_ring8(name, tmp_path):
     family, n_critic, _, _ = PAPER[name]
-    root = fit(tmp_path, *RING, steps=2, config=f"configs/{name}.yaml")
+    root = tiny_fit(tmp_path / "run", name, *RING8, steps=2, base=TINY).root
     summary, ckpt = summary_and_ckpt(root)
     assert (summary["status"], summary["family"], summary["g_steps"]) == ("completed", family, 2)
     assert ckpt["global_step"] == 2 and ckpt["ganbench"]["d_steps"] == 2 * n_critic
@@ -75,7 +73,7 @@ def test_fit_on_ring8(name, tmp_path):
 @needs_fmnist
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_fit_on_fashion_mnist(name, tmp_path):
-    root = fit(tmp_path, steps=2, config=f"configs/{name}.yaml")
+    root = tiny_fit(tmp_path / "run", name, steps=2, base=TINY).root
     summary, ckpt = summary_and_ckpt(root)
     assert (summary["status"], summary["family"], summary["g_steps"]) == ("completed", PAPER[name][0], 2)
     x = load_module(root / "checkpoints" / "last.ckpt").sample(3)
@@ -94,7 +92,7 @@ def test_gan_offers_only_the_two_goodfellow_losses(tmp_path, capsys):
 def test_wgan_clips_every_critic_weight(tmp_path):
     init = WGAN(data_shape=(2,), width=4)
     assert max(p.abs().max() for p in init.discriminator.parameters()) > 0.01  # clipping has work to do
-    root = fit(tmp_path, *RING, steps=2, config="configs/wgan.yaml")
+    root = tiny_fit(tmp_path / "run", "wgan", *RING8, steps=2, base=TINY).root
     critic = load_module(root / "checkpoints" / "last.ckpt").discriminator
     bound = torch.tensor(0.01)
     assert max(p.abs().max() for p in critic.parameters()) == bound  # in [-c, c], and some weight sits on c
@@ -103,7 +101,7 @@ def test_wgan_clips_every_critic_weight(tmp_path):
 
 
 def test_wgan_gp_rejects_batch_norm_in_the_critic(tmp_path, capsys):
-    code = main(["fit", "--config", "configs/wgan_gp.yaml", "--model.init_args.d_norm", "batch", *RING,
+    code = main(["fit", "--config", "configs/wgan_gp.yaml", "--model.init_args.d_norm", "batch", *RING8,
                  "--trainer.default_root_dir", str(tmp_path / "run")])
     assert code == EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
@@ -135,15 +133,15 @@ def test_cgan_labels_change_the_generator_output(tmp_path):
     ys = [torch.full((4,), k) for k in (0, 1)]
     # conditional gains and biases start at zero: at initialization the class has no effect
     assert torch.equal(fresh.sample(4, z=z, labels=ys[0]), fresh.sample(4, z=z, labels=ys[1]))
-    root = fit(tmp_path, *RING, "--model.init_args.g_norm", "none", steps=2, config="configs/cgan.yaml")
+    root = tiny_fit(tmp_path / "run", "cgan", *RING8, "--model.init_args.g_norm", "none", steps=2, base=TINY).root
     trained = load_module(root / "checkpoints" / "last.ckpt")
     assert trained.num_classes == 8
     assert not torch.allclose(trained.sample(4, z=z, labels=ys[0]), trained.sample(4, z=z, labels=ys[1]))
 
 
 def test_acgan_fit_on_ring8(tmp_path):
-    root = fit(tmp_path, *RING, "--model.init_args.mode", "acgan", "--model.init_args.loss", "ns", steps=2,
-               config="configs/cgan.yaml")
+    root = tiny_fit(tmp_path / "run", "cgan", *RING8, "--model.init_args.mode", "acgan", "--model.init_args.loss", "ns",
+                    steps=2, base=TINY).root
     summary, ckpt = summary_and_ckpt(root)
     assert (summary["status"], summary["g_steps"]) == ("completed", 2)
     assert ckpt["hyper_parameters"]["mode"] == "acgan"

@@ -10,18 +10,7 @@ import yaml
 
 from ganbench.cli import EXIT_USAGE, main
 from tests.conftest import needs_fmnist
-
-TINY = ["--model.init_args.width", "4", "--data.batch_size", "8", "--trainer.accelerator", "cpu",
-        "--run.sample_every", "2", "--run.checkpoint_every", "2", "--trainer.enable_model_summary", "false",
-        "--trainer.log_every_n_steps", "1", "--run.image_metrics_n", "256"]
-
-
-def fit(tmp_path: Path, *args: str, steps: int = 3, config: str = "configs/sngan.yaml") -> Path:
-    root = tmp_path / "run"
-    code = main(["fit", "--config", config, "--trainer.default_root_dir", str(root),
-                 "--trainer.max_steps", str(steps), *TINY, *args])
-    assert code == 0
-    return root
+from tests.tiny import RING8_2000, TINY, tiny_fit
 
 
 def wandb_records(root: Path) -> list:
@@ -65,7 +54,7 @@ def check_outputs(root: Path, steps: int) -> dict:
 @needs_fmnist
 def test_fit_sngan_on_fashion_mnist_writes_every_output(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "cache"))  # no feature net: metrics are skipped, said once
-    root = fit(tmp_path, steps=3)
+    root = tiny_fit(tmp_path / "run", "sngan", base=TINY).root
     assert "ganbench: no image metrics during training (no weights for feature net 'fmnist'" in capsys.readouterr().err
     check_outputs(root, 3)
     from ganbench.models import load_module
@@ -83,8 +72,7 @@ def last_bar(err: str) -> str:
 
 
 def test_fit_sngan_on_ring8(tmp_path, capsys):
-    root = fit(tmp_path, "--data.dataset", "ring8", "--data.n_toy_samples", "2000", "--run.diagnostics_every", "2",
-               steps=4)
+    root = tiny_fit(tmp_path / "run", "sngan", *RING8_2000, "--run.diagnostics_every", "2", steps=4, base=TINY).root
     bar = last_bar(capsys.readouterr().out)
     assert "100%" in bar and " 4/4 " in bar and "train/d_loss=" in bar and "train/g_loss=" in bar
     summary = check_outputs(root, 4)
@@ -104,7 +92,8 @@ def test_image_metrics_use_the_domain_feature_net_and_say_so(tmp_path, monkeypat
     monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
     path, sha = save_domain_net(DomainCNN(resolution=8), "digits", accuracy=0.0)
-    root = fit(tmp_path, "--data.dataset", "digits", "--data.resolution", "16", steps=2)
+    root = tiny_fit(tmp_path / "run", "sngan", "--data.dataset", "digits", "--data.resolution", "16", steps=2,
+                    base=TINY).root
     summary = json.loads((root / "summary.json").read_text())
     assert summary["metrics"]["val/fd_digits_256"] > 0
     assert summary["protocol"]["feature_sha256"] == sha
@@ -112,7 +101,7 @@ def test_image_metrics_use_the_domain_feature_net_and_say_so(tmp_path, monkeypat
 
 def test_max_steps_counts_generator_iterations(tmp_path):
     """5 D updates + 1 G update per iteration: max_steps=4 means 4 G updates and 20 D updates."""
-    root = fit(tmp_path, "--data.dataset", "ring8", "--data.n_toy_samples", "2000", steps=4)
+    root = tiny_fit(tmp_path / "run", "sngan", *RING8_2000, steps=4, base=TINY).root
     ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 4
     assert ckpt["ganbench"]["d_steps"] == 20
@@ -122,12 +111,9 @@ def test_max_steps_counts_generator_iterations(tmp_path):
 
 
 def test_resume_from_last_continues_the_count(tmp_path, capsys):
-    root = fit(tmp_path, "--data.dataset", "ring8", "--data.n_toy_samples", "2000", steps=2)
+    root = tiny_fit(tmp_path / "run", "sngan", *RING8_2000, steps=2, base=TINY).root
     capsys.readouterr()
-    code = main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(root),
-                 "--trainer.max_steps", "4", *TINY, "--data.dataset", "ring8", "--data.n_toy_samples", "2000",
-                 "--ckpt_path", "last"])
-    assert code == 0
+    tiny_fit(root, "sngan", *RING8_2000, "--ckpt_path", "last", steps=4, base=TINY)
     assert " 4/4 " in last_bar(capsys.readouterr().out)  # the bar continues from 2, not from 0
     summary = json.loads((root / "summary.json").read_text())
     assert summary["g_steps"] == 4 and summary["status"] == "completed"
@@ -203,9 +189,8 @@ def test_divergence_stops_the_run_with_its_own_status_and_exit_code(tmp_path, ca
     from ganbench.cli import EXIT_DIVERGED
 
     root = tmp_path / "run"
-    code = main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(root),
-                 "--trainer.max_steps", "20", *TINY, "--data.dataset", "ring8", "--data.n_toy_samples", "2000",
-                 "--model.init_args.divergence_threshold", "1e-9", "--model.init_args.check_every", "4"])
+    code = tiny_fit(root, "sngan", *RING8_2000, "--model.init_args.divergence_threshold", "1e-9",
+                    "--model.init_args.check_every", "4", steps=20, base=TINY, check=False).code
     assert code == EXIT_DIVERGED
     summary = json.loads((root / "summary.json").read_text())
     assert summary["status"] == "diverged"
@@ -221,10 +206,9 @@ def test_divergence_is_read_every_check_every_steps_between_saves(tmp_path):
     from ganbench.cli import EXIT_DIVERGED
 
     root = tmp_path / "run"
-    code = main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(root),
-                 "--trainer.max_steps", "20", *TINY, "--data.dataset", "ring8", "--data.n_toy_samples", "2000",
-                 "--run.sample_every", "100", "--run.checkpoint_every", "100",
-                 "--model.init_args.divergence_threshold", "1e-9", "--model.init_args.check_every", "3"])
+    code = tiny_fit(root, "sngan", *RING8_2000, "--run.sample_every", "100", "--run.checkpoint_every", "100",
+                    "--model.init_args.divergence_threshold", "1e-9", "--model.init_args.check_every", "3",
+                    steps=20, base=TINY, check=False).code
     assert code == EXIT_DIVERGED
     summary = json.loads((root / "summary.json").read_text())
     assert summary["divergence"]["step"] == 3 and summary["g_steps"] == 3
@@ -232,8 +216,8 @@ def test_divergence_is_read_every_check_every_steps_between_saves(tmp_path):
 
 def test_any_family_can_use_the_patchgan_discriminator(tmp_path):
     """d_arch patch: D scores every 70x70-style patch and the objective averages over them."""
-    root = fit(tmp_path, "--data.dataset", "digits", "--data.resolution", "16", "--model.init_args.d_arch", "patch",
-               "--run.metrics_every", "0", steps=2)
+    root = tiny_fit(tmp_path / "run", "sngan", "--data.dataset", "digits", "--data.resolution", "16",
+                    "--model.init_args.d_arch", "patch", "--run.metrics_every", "0", steps=2, base=TINY).root
     from ganbench.models import load_module
     from ganbench.nn.patch import PatchDiscriminator
 

@@ -13,6 +13,7 @@ from ganbench.cli import main
 from ganbench.models.base import GANModule
 from ganbench.models.graph import EmulatedGraphs, GraphStep, OpRecorder, _capturable_here
 from tests.test_population import IMAGES, TOY, noise_only
+from tests.tiny import tiny_fit
 
 GRAPH = ["--model.init_args.cuda_graph", "true"]
 
@@ -41,9 +42,8 @@ def emulated(monkeypatch):
 
 
 def fit(root: Path, config: str, *args: str, steps: int = 12, base: list[str] = TOY) -> dict:
-    assert main(["fit", "--config", f"configs/{config}.yaml", "--trainer.default_root_dir", str(root),
-                 "--seed_everything", "3", "--trainer.max_steps", str(steps), *base, *args]) == 0
-    return torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
+    """The last checkpoint of a fit of ``config`` from seed 3."""
+    return tiny_fit(root, config, *args, steps=steps, seed=3, base=base).checkpoint()
 
 
 def eager_fit(root: Path, config: str, *args: str, **kw) -> dict:

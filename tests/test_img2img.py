@@ -18,17 +18,10 @@ from ganbench.models.cyclegan import ImagePool, cycle_terms
 from ganbench.nn.patch import PatchDiscriminator, patch_receptive_field
 from ganbench.nn.unet import UNetGenerator
 from tests.conftest import needs_fmnist
+from tests.tiny import CPU, NO_EXTRAS, tiny_fit
 
-FAST = ["--model.init_args.width", "4", "--data.batch_size", "2", "--data.resolution", "16",
-        "--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "false", "--trainer.enable_progress_bar",
-        "false", "--trainer.log_every_n_steps", "1", "--run.wandb", "false", "--run.metrics_every", "0",
-        "--run.diagnostics_every", "0", "--run.sample_every", "2", "--run.checkpoint_every", "2"]
-
-
-def fit(config: str, root: Path, steps: int, *args: str) -> None:
-    code = main(["fit", "--config", config, "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(steps),
-                 *FAST, *args])
-    assert code == 0
+FAST = ["--model.init_args.width", "4", "--data.batch_size", "2", "--data.resolution", "16", *CPU,
+        "--trainer.log_every_n_steps", "1", *NO_EXTRAS, "--run.sample_every", "2", "--run.checkpoint_every", "2"]
 
 
 def grid_size(path: Path) -> tuple[int, int]:
@@ -201,8 +194,8 @@ def test_pix2pix_fits_on_fashion_edges_with_paired_metrics(tmp_path):
     import csv
 
     root = tmp_path / "run"
-    fit("configs/pix2pix.yaml", root, 2, "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "2",
-        "--model.init_args.n_grid", "4")
+    tiny_fit(root, "pix2pix", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "2",
+             "--model.init_args.n_grid", "4", steps=2, base=FAST)
     with open(root / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("val/psnr")]
     assert len(rows) == 1 and all(math.isfinite(float(rows[0][k])) for k in ("val/l1", "val/psnr", "val/ssim"))
@@ -215,7 +208,7 @@ def test_cyclegan_fits_on_fashion_a2b_and_checkpoints_its_pools(tmp_path):
     from ganbench.models import load_module
 
     root = tmp_path / "run"
-    fit("configs/cyclegan.yaml", root, 2, "--model.init_args.n_blocks", "1", "--model.init_args.n_grid", "4")
+    tiny_fit(root, "cyclegan", "--model.init_args.n_blocks", "1", "--model.init_args.n_grid", "4", steps=2, base=FAST)
     ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
     pools = ckpt["ganbench"]["image_pools"]
     assert [len(pools[k]["images"]) for k in ("a", "b")] == [4, 4]  # 2 D steps × 2 fakes, pool not yet full
@@ -229,10 +222,10 @@ def test_cyclegan_fits_on_fashion_a2b_and_checkpoints_its_pools(tmp_path):
 @needs_fmnist
 def test_stackgan_trains_stage_by_stage(tmp_path):
     args = ["--data.resolution", "32", "--model.init_args.c_dim", "8", "--model.init_args.stage1_resolution", "16"]
-    fit("configs/stackgan.yaml", tmp_path / "s1", 2, *args)
+    tiny_fit(tmp_path / "s1", "stackgan", *args, steps=2, base=FAST)
     s1 = tmp_path / "s1" / "checkpoints" / "last.ckpt"
-    fit("configs/stackgan.yaml", tmp_path / "s2", 2, *args, "--model.init_args.stage", "2",
-        "--model.init_args.stage1_ckpt", str(s1))
+    tiny_fit(tmp_path / "s2", "stackgan", *args, "--model.init_args.stage", "2", "--model.init_args.stage1_ckpt",
+             str(s1), steps=2, base=FAST)
     a = torch.load(s1, weights_only=False)["state_dict"]
     b = torch.load(tmp_path / "s2" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     stage1 = [k for k in a if k.startswith("generator.stage1.")]

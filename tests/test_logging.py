@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ganbench.callbacks.log import UNACTIONABLE, quiet_library_noise
 from ganbench.cli import main
+from tests.tiny import RING8_2000, tiny_fit
 from tests.wandb_log import history
 
 #: a line that is a Python warning, a W&B/Lightning warning, an advert, or the unmeasured-FLOPs summary
@@ -61,12 +62,10 @@ def test_only_the_listed_library_warnings_are_filtered():
 def test_each_evaluation_is_logged_once_at_the_g_iteration_it_measured(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     root = tmp_path / "run"
-    code = main(["fit", "--config", "configs/sngan.yaml", "--data.dataset", "ring8", "--data.n_toy_samples", "2000",
-                 "--model.init_args.width", "8", "--data.batch_size", "16", "--model.init_args.g_batch_size", "16",
-                 "--trainer.accelerator", "cpu", "--trainer.max_steps", "9", "--trainer.log_every_n_steps", "2",
-                 "--run.metrics_every", "5", "--run.diagnostics_every", "4", "--run.sample_every", "5",
-                 "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)])
-    assert code == 0
+    tiny_fit(root, "sngan", *RING8_2000, "--model.init_args.width", "8", "--data.batch_size", "16",
+             "--model.init_args.g_batch_size", "16", "--trainer.accelerator", "cpu", "--trainer.log_every_n_steps", "2",
+             "--run.metrics_every", "5", "--run.diagnostics_every", "4", "--run.sample_every", "5",
+             "--trainer.enable_progress_bar", "false", steps=9)
     rows = csv_rows(root)
     assert steps_with(rows, "train/d_loss") == [2, 4, 6, 8, 9]  # every 2nd G iteration and the last
     assert steps_with(rows, "val/w1_exact_1k") == [0, 5, 9]  # at initialization, at 5 and at the end, never repeated

@@ -16,21 +16,19 @@ from ganbench.nn.population import ReplicaRNG, unstack_state
 from ganbench.nn.resnet import ResNetDiscriminator, ResNetGenerator
 from ganbench.nn.stacking import stack_modules
 from ganbench.optim import PopulationAdam
+from tests.tiny import CPU, NO_EXTRAS, RING8_2000, tiny_fit
 
 #: families whose step is the base step (the ones a population batches), by config
 FAMILIES = ["gan", "dcgan", "wgan", "wgan_gp", "lsgan", "dragan", "sngan", "fgan", "softmax_gan"]
 
-TOY = ["--data.dataset", "ring8", "--model.init_args.width", "8", "--model.init_args.latent_dim", "2",
-       "--data.batch_size", "16", "--model.init_args.g_batch_size", "16", "--data.n_toy_samples", "2000",
-       "--trainer.accelerator", "cpu", "--run.wandb", "false", "--run.sample_every", "1000",
-       "--run.checkpoint_every", "1000", "--run.metrics_every", "0", "--run.diagnostics_every", "0",
-       "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+TOY = [*RING8_2000, "--model.init_args.width", "8", "--model.init_args.latent_dim", "2", "--data.batch_size", "16",
+       "--model.init_args.g_batch_size", "16", *CPU, *NO_EXTRAS, "--run.sample_every", "1000",
+       "--run.checkpoint_every", "1000"]
 
 
 def fit(root: Path, config: str, seed: int, *args: str, steps: int = 20) -> dict:
-    assert main(["fit", "--config", f"configs/{config}.yaml", "--trainer.default_root_dir", str(root),
-                 "--seed_everything", str(seed), "--trainer.max_steps", str(steps), *TOY, *args]) == 0
-    return torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
+    """The last checkpoint of a toy fit of ``config`` from ``seed``."""
+    return tiny_fit(root, config, *args, steps=steps, seed=seed, base=TOY).checkpoint()
 
 
 def noise_only(key: str, state: dict, shift_invariant: bool = False) -> bool:

@@ -27,9 +27,10 @@ from ganbench.reliability import EXIT_INTERRUPTED, atomic_torch_save, family_nam
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from kill_resume import compare_checkpoints, fit_argv, interrupt, start_fit  # noqa: E402
 
+from tests.tiny import NO_EXTRAS, RING8, SMALL, tiny_fit  # noqa: E402
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
-TOY = ["--data.dataset", "ring8", "--data.n_toy_samples", "512", "--model.init_args.width", "4",
-       "--data.batch_size", "8"]
+TOY = [*RING8, *SMALL]
 CONFIGS = {"sngan": "configs/sngan.yaml", "wgan_gp": "configs/wgan_gp.yaml", "began": "configs/began.yaml"}
 STEPS = 14  # SNGAN/WGAN-GP: 12 G iterations per epoch of 512 points, so the resumed runs cross an epoch
 
@@ -117,15 +118,14 @@ class SigtermAt(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-TINY = [*TOY, "--trainer.accelerator", "cpu", "--run.wandb", "false", "--run.metrics_every", "0",
-        "--run.diagnostics_every", "0", "--run.sample_every", "1000", "--trainer.enable_progress_bar", "false"]
+TINY = [*TOY, "--trainer.accelerator", "cpu", *NO_EXTRAS, "--run.sample_every", "1000", "--trainer.enable_progress_bar",
+        "false"]
 
 
 def test_sigterm_writes_last_checkpoint_and_interrupted_summary(tmp_path, capsys):
     root = tmp_path / "run"
-    base = ["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(root), *TINY,
-            "--run.checkpoint_every", "1000"]
-    code = main([*base, "--trainer.max_steps", "8", *sigterm_at(3)])
+    every = ["--run.checkpoint_every", "1000"]
+    code = tiny_fit(root, "sngan", *every, *sigterm_at(3), steps=8, base=TINY, check=False).code
     assert code == EXIT_INTERRUPTED
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "ganbench: interrupted by SIGTERM; last.ckpt and summary.json are written, resume with --ckpt_path last")
@@ -134,26 +134,25 @@ def test_sigterm_writes_last_checkpoint_and_interrupted_summary(tmp_path, capsys
     assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["last.ckpt"]
     ckpt = torch.load(root / "checkpoints" / "last.ckpt")  # weights_only: RNG states are tensors and ints
     assert ckpt["global_step"] == 3 and ckpt["ganbench"]["d_steps"] == 15
-    assert main([*base, "--trainer.max_steps", "5", "--ckpt_path", "last"]) == 0
+    tiny_fit(root, "sngan", *every, "--ckpt_path", "last", steps=5, base=TINY)
     summary = json.loads((root / "summary.json").read_text())
     assert (summary["status"], summary["g_steps"]) == ("completed", 5)
 
 
 def test_truncated_last_checkpoint_names_the_newest_intact_one(tmp_path, capsys):
     root = tmp_path / "run"
-    base = ["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(root), *TINY,
-            "--run.checkpoint_every", "1"]
-    assert main([*base, "--trainer.max_steps", "3"]) == 0
+    every = ["--run.checkpoint_every", "1"]
+    tiny_fit(root, "sngan", *every, base=TINY)
     last = root / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     (root / "checkpoints" / "step_0000003.ckpt").write_bytes(b"")
     capsys.readouterr()
-    assert main([*base, "--trainer.max_steps", "4", "--ckpt_path", "last"]) == EXIT_USAGE
+    assert tiny_fit(root, "sngan", *every, "--ckpt_path", "last", steps=4, base=TINY, check=False).code == EXIT_USAGE
     good = root / "checkpoints" / "step_0000002.ckpt"
     assert capsys.readouterr().err.strip().splitlines() == [
         f"ganbench: error: checkpoint {last} is truncated or corrupt (BadZipFile: File is not a zip file); "
         f"the newest intact checkpoint is {good}; resume with --ckpt_path {good}"]
-    assert main([*base, "--trainer.max_steps", "4", "--ckpt_path", str(good)]) == 0
+    tiny_fit(root, "sngan", *every, "--ckpt_path", str(good), steps=4, base=TINY)
     assert torch.load(last, weights_only=False)["global_step"] == 4
 
 
@@ -215,12 +214,10 @@ def scratch(tmp_path_factory) -> Path:
     flip.write_bytes(bytes(data))
     (tmp / "idx_partial" / f"{names[3]}.gz").unlink()
     for run, steps in (("sngan", 2), ("cut", 2)):
-        assert main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(tmp / run), *TINY,
-                     "--run.checkpoint_every", "1", "--trainer.max_steps", str(steps)]) == 0
+        tiny_fit(tmp / run, "sngan", "--run.checkpoint_every", "1", steps=steps, base=TINY)
     last = tmp / "cut" / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])
-    assert main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(tmp / "img"), *TINY,
-                 "--data.dataset", "digits", "--data.resolution", "8", "--trainer.max_steps", "1"]) == 0
+    tiny_fit(tmp / "img", "sngan", "--data.dataset", "digits", "--data.resolution", "8", steps=1, base=TINY)
     from ganbench.metrics.features import DomainCNN, save_domain_net
 
     save_domain_net(DomainCNN(1, 8, 10), "digits", accuracy=0.0, out=tmp / "digits.pt")

@@ -13,21 +13,15 @@ import pytest
 import torch
 
 from ganbench import GanbenchError, find_user_error
-from ganbench.cli import EXIT_USAGE, main
+from ganbench.cli import EXIT_USAGE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from kill_resume import fit_argv, interrupt, start_fit  # noqa: E402
 
-TOY = ["--data.dataset", "ring8", "--data.n_toy_samples", "512", "--model.init_args.width", "4",
-       "--data.batch_size", "8"]
-TINY = [*TOY, "--trainer.accelerator", "cpu", "--run.wandb", "false", "--run.metrics_every", "0",
-        "--run.diagnostics_every", "0", "--run.sample_every", "1000", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false"]
+from tests.tiny import CPU, NO_EXTRAS, RING8, SMALL, tiny_fit  # noqa: E402
 
-
-def fit(root: Path, *args: str, steps: int = 3, config: str = "configs/sngan.yaml") -> int:
-    return main(["fit", "--config", config, "--trainer.default_root_dir", str(root), *TINY,
-                 "--trainer.max_steps", str(steps), *args])
+TOY = [*RING8, *SMALL]
+TINY = [*TOY, *CPU, *NO_EXTRAS, "--run.sample_every", "1000"]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -69,9 +63,9 @@ def test_crash_after_a_checkpoint_keeps_the_directory_and_shows_the_real_error(t
     args = ["--run.checkpoint_every", "1", *crash_at(3, kind)]
     if kind == "runtime":
         with pytest.raises(RuntimeError, match="^injected crash at G iteration 3$"):
-            fit(root, *args, steps=5)
+            tiny_fit(root, "sngan", *args, steps=5, base=TINY, check=False)
     else:
-        assert fit(root, *args, steps=5) == EXIT_USAGE
+        assert tiny_fit(root, "sngan", *args, steps=5, base=TINY, check=False).code == EXIT_USAGE
     err = capsys.readouterr().err
     # the user callback runs before the checkpoint callback: steps 1 and 2 were saved, not 3
     assert sorted(p.name for p in (root / "checkpoints").iterdir()) == \
@@ -143,7 +137,7 @@ def test_metrics_csv_after_sigkill_and_resume_equals_the_uninterrupted_run(tmp_p
 def done(tmp_path_factory) -> Path:
     """A finished 4-step SNGAN run with step checkpoints at 2 and 4."""
     root = tmp_path_factory.mktemp("done") / "run"
-    assert fit(root, "--run.checkpoint_every", "2", steps=4) == 0
+    assert tiny_fit(root, "sngan", "--run.checkpoint_every", "2", steps=4, base=TINY, check=False).code == 0
     return root
 
 
@@ -165,7 +159,7 @@ def test_resume_with_changed_settings_is_one_line_and_touches_nothing(done, tmp_
     shutil.copytree(done, run)
     before = snapshot(run)
     capsys.readouterr()
-    assert fit(run, *args, "--ckpt_path", "last", steps=6) == EXIT_USAGE
+    assert tiny_fit(run, "sngan", *args, "--ckpt_path", "last", steps=6, base=TINY, check=False).code == EXIT_USAGE
     last = run / "checkpoints" / "last.ckpt"
     assert last_error(capsys) == [
         f"ganbench: error: resume from {last} with settings that differ from the checkpoint's: {message}; resume "
@@ -190,9 +184,10 @@ def test_a_checkpoint_older_than_new_arguments_resumes(done, tmp_path, capsys):
         ckpt["datamodule_hyper_parameters"].pop("train_samples")
         torch.save(ckpt, path)
     capsys.readouterr()
-    assert fit(run, "--model.init_args.lecam_weight", "0.5", "--ckpt_path", "last", steps=6) == EXIT_USAGE
+    assert tiny_fit(run, "sngan", "--model.init_args.lecam_weight", "0.5", "--ckpt_path", "last", steps=6, base=TINY,
+                    check=False).code == EXIT_USAGE
     assert "model.lecam_weight: '(unset)' -> 0.5" in capsys.readouterr().err
-    assert fit(run, "--ckpt_path", "last", steps=6) == 0
+    assert tiny_fit(run, "sngan", "--ckpt_path", "last", steps=6, base=TINY, check=False).code == 0
     assert "changed settings" not in capsys.readouterr().err
 
 
@@ -203,8 +198,8 @@ def test_changed_width_cannot_be_forced(done, tmp_path, capsys):
     shutil.copytree(done, run)
     before = snapshot(run)
     capsys.readouterr()
-    code = fit(run, "--model.init_args.width", "8", "--run.allow_changed_config", "true", "--ckpt_path", "last",
-               steps=6)
+    code = tiny_fit(run, "sngan", "--model.init_args.width", "8", "--run.allow_changed_config", "true",
+                    "--ckpt_path", "last", steps=6, base=TINY, check=False).code
     assert code == EXIT_USAGE
     err = last_error(capsys)
     assert len(err) == 1 and err[0].startswith(
@@ -220,8 +215,8 @@ def test_safe_and_allowed_changes_resume(done, tmp_path):
     shutil.copytree(done, run)
     config = (run / "config.yaml").read_bytes()
     # max_steps up and intervals are always allowed; an optimizer setting with --run.allow_changed_config
-    assert fit(run, "--run.checkpoint_every", "3", "--model.init_args.d_optimizer.init_args.lr", "0.001",
-               "--run.allow_changed_config", "true", "--ckpt_path", "last", steps=6) == 0
+    assert tiny_fit(run, "sngan", "--run.checkpoint_every", "3", "--model.init_args.d_optimizer.init_args.lr", "0.001",
+               "--run.allow_changed_config", "true", "--ckpt_path", "last", steps=6, base=TINY, check=False).code == 0
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 6
     # the new D learning rate is in effect (torch would restore the checkpoint's 2e-4), G's is unchanged
@@ -248,7 +243,7 @@ def test_resume_refusals_leave_the_directory_as_it_was(done, capsys, args, messa
     fill = {"{run}": str(done), "{last}": str(done / "checkpoints" / "last.ckpt")}
     args = [fill.get(a, a) for a in args]
     capsys.readouterr()
-    assert fit(done, *args, steps=3) == EXIT_USAGE
+    assert tiny_fit(done, "sngan", *args, steps=3, base=TINY, check=False).code == EXIT_USAGE
     for key, value in fill.items():
         message = message.replace(key, value)
     assert last_error(capsys) == [f"ganbench: error: {message}"]
@@ -263,7 +258,8 @@ def test_last_missing_resumes_from_the_newest_step_checkpoint(done, tmp_path, ca
     (run / "checkpoints" / "last.ckpt").unlink()
     (run / "checkpoints" / "step_0000004.ckpt").write_bytes(b"cut")  # the newest one is damaged
     capsys.readouterr()
-    assert fit(run, "--run.checkpoint_every", "2", "--ckpt_path", "last", steps=6) == 0
+    assert tiny_fit(run, "sngan", "--run.checkpoint_every", "2", "--ckpt_path", "last", steps=6, base=TINY,
+                    check=False).code == 0
     good = run / "checkpoints" / "step_0000002.ckpt"
     assert last_error(capsys) == [f"ganbench: {run / 'checkpoints' / 'last.ckpt'} is missing; resuming from the "
                                   f"newest intact checkpoint {good}"]
@@ -280,7 +276,7 @@ def test_diverged_run_keeps_a_finite_last_checkpoint(tmp_path, capsys):
     lr = ["--model.init_args.g_optimizer.init_args.lr", "1e10", "--model.init_args.d_optimizer.init_args.lr", "1e10",
           "--model.init_args.divergence_threshold", ".inf"]  # only NaN/inf count: the weights get there first
     capsys.readouterr()
-    assert fit(root, *lr, "--run.checkpoint_every", "1", steps=40) == 3
+    assert tiny_fit(root, "sngan", *lr, "--run.checkpoint_every", "1", steps=40, base=TINY, check=False).code == 3
     summary = json.loads((root / "summary.json").read_text())
     div = summary["divergence"]
     last_finite = root / "checkpoints" / "last_finite.ckpt"
@@ -320,7 +316,7 @@ def test_disk_full_is_one_line_and_keeps_the_last_good_checkpoint(small_disk, ca
 
     root = small_disk / "run"
     capsys.readouterr()
-    assert fit(root, "--run.checkpoint_every", "1", steps=500) == EXIT_USAGE
+    assert tiny_fit(root, "sngan", "--run.checkpoint_every", "1", steps=500, base=TINY, check=False).code == EXIT_USAGE
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ganbench")]
     assert err[-1].startswith("ganbench: error: cannot write ") and "No space left on device" in err[-1], err
     assert err[-1].endswith("are kept"), err
@@ -378,10 +374,9 @@ def test_diagnostics_and_metrics_run_on_every_data_set(tmp_path, dataset):
             pytest.skip("no Fashion-MNIST files on this machine")
         args += ["--data.download", "false"]
     root = tmp_path / "run"
-    code = main(["fit", "--config", "configs/sngan.yaml", "--trainer.default_root_dir", str(root), *TINY, *args,
-                 "--run.diagnostics_every", "1", "--run.metrics_every", "1", "--run.image_features", "none",
-                 "--run.sample_every", "1", "--trainer.log_every_n_steps", "1", "--data.batch_size", "4",
-                 "--model.init_args.n_critic", "1", "--trainer.max_steps", "2"])
+    code = tiny_fit(root, "sngan", *args, "--run.diagnostics_every", "1", "--run.metrics_every", "1",
+                    "--run.image_features", "none", "--run.sample_every", "1", "--trainer.log_every_n_steps", "1",
+                    "--data.batch_size", "4", "--model.init_args.n_critic", "1", steps=2, base=TINY, check=False).code
     assert code == 0
     rows = [r for r in read_csv(root / "metrics.csv") if r.get("diag/grad_norm_g")]  # rows keyed by G iteration
     assert [r["step"] for r in rows] == ["1", "2"]
@@ -406,7 +401,7 @@ def test_read_only_checkpoints_on_resume_is_one_line(done, tmp_path, capsys):
             pytest.skip("read-only remounts are not permitted here")
         before = snapshot(run)
         capsys.readouterr()
-        assert fit(run, "--ckpt_path", "last", steps=6) == EXIT_USAGE
+        assert tiny_fit(run, "sngan", "--ckpt_path", "last", steps=6, base=TINY, check=False).code == EXIT_USAGE
         assert last_error(capsys) == [
             f"ganbench: error: {folder} is not writable; the run cannot save its checkpoints there (make it "
             "writable, or resume into another --trainer.default_root_dir)"]
