@@ -33,7 +33,7 @@ class BEGAN(EnergyGAN):
     family: ClassVar[str] = "began"
     paper_optimizer: ClassVar[tuple[type[torch.optim.Optimizer], dict[str, Any]]] = (
         torch.optim.Adam, {"lr": 1e-4, "betas": (0.5, 0.999)})
-    device_state: ClassVar[dict[str, str]] = {"began_k": "k"}  # the D loss reads k_t from the device
+    device_state: ClassVar[dict[str, str]] = {"began_k": "k"}  # the D loss reads k_t as declared state
     replica_entries: ClassVar[tuple[str, ...]] = ("began_k",)
 
     def __init__(self, gamma: float = 0.5, lambda_k: float = 0.001, k_init: float = 0.0, energy: Energy = "l1",

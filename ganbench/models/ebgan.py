@@ -28,8 +28,11 @@ class EnergyGAN(GANModule):
 
     pack_unsupported: ClassVar[str | None] = (
         "its discriminator is an autoencoder whose energy is a per-sample reconstruction error")
-    #: the levers on D's scores all apply, on the score −energy (:meth:`d_score`)
+    #: the levers on D's scores all apply, on the score −energy (:meth:`score_of`)
     score_levers_unsupported: ClassVar[dict[str, str] | None] = {}
+    ada_unsupported: ClassVar[str | None] = (
+        "its discriminator returns a non-negative reconstruction energy, so the sign of its score on the "
+        "reals (ADA's r_t) is never positive and says nothing about overfitting")
 
     #: the losses are evaluated per replica, the draws come from the replicas' streams
     batched_overrides: ClassVar[frozenset[str]] = frozenset({"d_loss", "g_loss"})
@@ -66,8 +69,7 @@ class EnergyGAN(GANModule):
     def g_energies(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """Energy and embedding of a fresh generated batch of ``g_batch_size`` samples (with graph into
         G), the batch and its latents (None unless zCR needs them)."""
-        g_batch = self.cfg.g_batch_size
-        fake, z = self.g_fakes(self.rows(g_batch) if g_batch else len(real), labels)
+        fake, z = self.g_fakes(self.g_rows(real), labels)
         return *self.energies(fake), fake, z
 
     def d_objective(self, e_real: torch.Tensor, e_fake: torch.Tensor) -> torch.Tensor:

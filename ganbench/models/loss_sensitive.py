@@ -37,6 +37,9 @@ class LossSensitiveGAN(GANModule):
     #: more real): CR/bCR E[(L_θ(x) − L_θ(T(x)))²], zCR on L_θ(G(z)), LeCam on −L_θ against the other
     #: set's average, top-k keeps the k fakes with the lowest L_θ (T(θ*, φ) is a mean over fakes)
     score_levers_unsupported: ClassVar[dict[str, str] | None] = {}
+    ada_unsupported: ClassVar[str | None] = (
+        "its discriminator is a learned loss L_θ(x) that the objective only compares across samples (real "
+        "against generated, by the margin Δ), so its sign on the reals (ADA's r_t) has no zero to overfit past")
 
     def __init__(self, lam: float = 1.0, penalty: PenaltyName = "lp", penalty_weight: float = 10.0,
                  d_norm: Norm = "none", g_norm: Norm = "batch", **kwargs: Any):

@@ -30,7 +30,7 @@ class MAGAN(EBGAN):
     energy of the first D batch; ``margin_every`` — 0 adapts at each epoch end, N > 0 every N G iterations."""
 
     family: ClassVar[str] = "magan"
-    device_state: ClassVar[dict[str, str]] = {"margin": "margin"}  # the D loss reads the margin from the device
+    device_state: ClassVar[dict[str, str]] = {"margin": "margin"}  # the D loss reads the margin as declared state
     replica_entries: ClassVar[tuple[str, ...]] = ("magan",)
 
     def __init__(self, margin: float | None = None, margin_every: int = 0, pt_weight: float = 0.0, **kwargs: Any):

@@ -58,6 +58,8 @@ class MMDGAN(GANModule):
                  "U-statistic over pairs of samples (k(G(z_i), G(z_j)) among fakes), not a mean of "
                  "per-sample terms, and φ ranks no sample",
     }
+    ada_unsupported: ClassVar[str | None] = (
+        "its critic returns a feature vector φ(x), which has no sign (ADA's r_t = E[sign D(x_real)])")
     paper_optimizer: ClassVar[tuple[type[torch.optim.Optimizer], dict[str, Any]]] = (
         torch.optim.Adam, {"lr": 1e-4, "betas": (0.5, 0.9)})
 

@@ -103,7 +103,7 @@ class Pix2Pix(ImageToImage):
     def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Half the base D loss on (A, B) vs (A, G(A)) (§3.3: "we divide the objective by 2 while optimizing D")."""
         loss, logs = super().d_loss(real, labels)
-        return 0.5 * loss, logs
+        return 0.5 * loss, {**logs, "d_losses": 0.5 * logs["d_losses"]}
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``L_cGAN`` generator term + λ·E‖B − G(A)‖₁ (eq. 3, 4)."""

@@ -217,6 +217,8 @@ class StackGAN(GANModule):
         d_fake, d_wrong = self.discriminate(fake, labels), self.discriminate(real, wrong)
         loss = 0.5 * (self.objective.d(d_real, d_fake) + self.objective.d(d_real, d_wrong))
         loss = loss + self.penalty(real, fake, labels)
+        if self.ada is not None:  # ADA's r_t from the logits of the real pairs
+            self.ada.accumulate(d_real.detach())
         return loss, {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean(),
                       "d_wrong": d_wrong.detach().mean()}
 

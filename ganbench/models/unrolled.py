@@ -108,9 +108,7 @@ class UnrolledGAN(GANModule):
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.cfg.unroll_steps == 0:
             return super().g_loss(real, labels)
-        n = self.rows(self.cfg.g_batch_size) if self.cfg.g_batch_size else len(real)
-        fake_labels = self.sample_labels(n) if labels is not None else None
-        fake = self.generate(n, fake_labels)
+        fake, fake_labels, _ = self.g_batch(real, labels)  # zCR's G term is refused: no latents kept
         theta = self.unroll(real, labels, fake, fake_labels)
         d_fake = functional_call(self.discriminator, theta, (self.d_input(fake), fake_labels))
         d_real = (functional_call(self.discriminator, theta, (self.d_input(real), labels))

@@ -61,9 +61,12 @@ class Checks:
 
     #: why this family's D inputs cannot be augmented (None: they can; see ``augment``)
     augment_unsupported: ClassVar[str | None] = None
+    #: why ADA cannot steer this family's augmentation probability (None: it can). ADA's overfitting
+    #: heuristic r_t = E[sign D(x_real)] reads the realness score of D's outputs, centred at 0 (logits)
+    ada_unsupported: ClassVar[str | None] = None
     #: the levers on D's scores (``cr_real``, ``cr_fake``, ``zcr_dis``, ``lecam_weight``, ``zcr_gen``,
     #: ``top_k``) this family does not apply, each with its mathematical reason; ``{}``: its losses apply
-    #: them all (through ``score_regularizers``, ``g_regularized`` and ``top_k`` on its ``d_score``). None:
+    #: them all (through ``score_regularizers``, ``g_regularized`` and ``top_k`` on its ``score_of``). None:
     #: not declared — a lever of a loss the family replaces with its own (d_loss, g_loss) is refused
     score_levers_unsupported: ClassVar[dict[str, str] | None] = None
 
@@ -79,6 +82,9 @@ class Checks:
                                     f"{tuple(self.data_shape)}; use it with an image data set")
             if self.augment_unsupported is not None:
                 raise GanbenchError(f"{key} is not supported by {self.family}: {self.augment_unsupported}")
+        if h.augment == "ada" and self.ada_unsupported is not None:
+            raise GanbenchError(f"model.augment=ada is not supported by {self.family}: {self.ada_unsupported}; "
+                                "use model.augment diffaugment (a fixed policy) instead")
         if h.augment == "diffaugment":
             check_policy([op.strip() for op in h.augment_policy.split(",") if op.strip()], "model.augment_policy")
         from ganbench.models.base import GANModule  # a family's own loss, or one a test puts on the base

@@ -50,8 +50,8 @@ class Objective:
         smoothing = self.replica_value("label_smoothing", self.cfg.label_smoothing)
         kw = {"real_target": 1.0 - smoothing} if torch.is_tensor(smoothing) or smoothing else {}
         losses = self.per_replica(self.objective.d, d_real, d_fake, **kw) + self.penalty(real, fake, labels)
-        if self.ada is not None:  # ADA's r_t from the real logits
-            self.ada.accumulate(d_real.detach())
+        if self.ada is not None:  # ADA's r_t from the realness of the real scores
+            self.ada.accumulate(self.score_of(d_real).detach())
         regularizers, values = self.score_regularizers(real, fake, z, self.score_of(d_real), self.score_of(d_fake),
                                                        labels)
         losses = losses + regularizers
@@ -65,8 +65,8 @@ class Objective:
             return (self.generate(n, labels) if z is None else self.generate(n, labels, z=z)), z
 
     def d_score(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """D's per-sample score of ``x``, higher for what D takes as real: what the levers on D's scores
-        (CR, bCR, zCR, LeCam, top-k) regularize — :meth:`score_of` D's output."""
+        """D's per-sample score of ``x``, higher for what D takes as real — :meth:`score_of` D's output:
+        what CR, bCR and zCR compare (LeCam and top-k read the scores of the outputs at hand)."""
         return self.score_of(self.discriminate(x, labels))
 
     def score_of(self, d_out: torch.Tensor) -> torch.Tensor:
