@@ -42,6 +42,9 @@ class CGAN(GANModule):
         torch.optim.Adam, {"lr": 2e-4, "betas": (0.0, 0.9)})
     #: the AC-GAN losses add their class terms per replica (:meth:`per_replica`) to the base pieces
     batched_overrides: ClassVar[frozenset[str]] = frozenset({"d_loss", "g_loss"})
+    #: the levers on D's scores all apply: both modes take D's loss through the base's d_losses and G's
+    #: through g_losses (the adversarial score is a logit; AC-GAN's class terms are added beside it)
+    score_levers_unsupported: ClassVar[dict[str, str] | None] = {}
 
     def __init__(self, mode: Literal["projection", "acgan"] = "projection", class_weight: float = 1.0,
                  loss: LossName = "hinge", g_norm: Norm = "batch", d_norm: Norm = "spectral", n_critic: int = 5,
