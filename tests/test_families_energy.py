@@ -21,6 +21,7 @@ from ganbench.losses import (
     pullaway_term,
 )
 from ganbench.models import BEGAN, EBGAN, FAMILIES, MAGAN, MMDGAN, LossSensitiveGAN
+from ganbench.models.base import Batch
 from ganbench.nn.autoencoder import ENERGIES, ConvAutoencoder, MLPAutoencoder, autoencoder
 from tests.conftest import needs_fmnist
 from tests.tiny import CPU, RING8_2000, SMALL, tiny_fit
@@ -113,7 +114,7 @@ def test_ebgan_generator_loss_is_energy_plus_pulling_away():
     m = EBGAN(data_shape=(2,), latent_dim=2, width=8, d_norm="none", g_norm="none")
     real = torch.randn(6, 2)
     again = replay(m)  # the module draws its latents from its own generator
-    loss, logs = m.g_loss(real, None)
+    loss, logs = m.g_loss(Batch(real))
     again()
     energy, code = m.discriminator.energy_and_code(m.generate(6, None))
     assert torch.equal(loss, g_ebgan(energy) + 0.1 * pullaway_term(code))
@@ -235,7 +236,7 @@ def test_loss_sensitive_d_loss_is_the_margin_objective():
     m = LossSensitiveGAN(data_shape=(2,), latent_dim=2, width=8, penalty="none", lam=0.7)
     real = torch.randn(6, 2)
     again = replay(m)  # the module draws its latents from its own generator
-    loss, logs = m.d_loss(real, None)
+    loss, logs = m.d_loss(Batch(real))
     again()
     fake = m.generate(6, None)
     expected = d_loss_sensitive(m.discriminator(real), m.discriminator(fake), ls_margin(real, fake), 0.7)
@@ -249,14 +250,14 @@ def test_mmdgan_g_loss_is_the_unbiased_mmd_of_the_critic_features():
     m.generator.requires_grad_(False)
     real = torch.randn(8, 2)
     again = replay(m)  # the module draws its latents from its own generator
-    loss, _ = m.g_loss(real, None)
+    loss, _ = m.g_loss(Batch(real))
     again()
     fake = m.generate(8, None)
     phi_real, phi_fake = m.discriminator(real), m.discriminator(fake)
     assert phi_real.shape == (8, 16)
     assert torch.equal(loss, mmd2_unbiased(phi_real, phi_fake, kernel="rq"))
     again()
-    d_loss, logs = m.d_loss(real, None)
+    d_loss, logs = m.d_loss(Batch(real))
     assert torch.equal(d_loss, -mmd2_unbiased(phi_real, phi_fake)) and torch.equal(logs["mmd2"], -d_loss.reshape(1))
 
 

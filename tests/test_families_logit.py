@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from ganbench.cli import EXIT_USAGE, GanbenchCLI, main
 from ganbench.losses import LOSSES
 from ganbench.models import CGAN, FAMILIES, FGAN, LSGAN, WGAN, UnrolledGAN, load_module
+from ganbench.models.base import Batch
 from tests.conftest import needs_fmnist
 from tests.tiny import RING8, TINY, tiny_fit
 
@@ -159,7 +160,7 @@ def test_acgan_class_loss_has_its_closed_form():
         model.discriminator.classifier.bias.copy_(b)
     y = torch.tensor([0, 1, 2, 2])
     x = torch.randn(4, 2)
-    _, logs = model.d_loss(x, y)
+    _, logs = model.d_loss(Batch(x, y))
     expected = 2 * (math.log(8.0) - (0 + math.log(2) + 2 * math.log(5)) / 4)
     assert logs["d_class_loss"].item() == pytest.approx(expected, abs=1e-6)
     assert logs["d_class_loss"].item() == pytest.approx(2 * F.cross_entropy(b.expand(4, 3), y).item(), abs=1e-6)
@@ -172,7 +173,7 @@ def _unrolled_g_grads(steps: int, **kw) -> tuple[list[torch.Tensor], UnrolledGAN
     before = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
     model.discriminator.requires_grad_(False)  # as under toggled_optimizer(g_opt)
     torch.manual_seed(1)
-    loss, _ = model.g_loss(torch.randn(16, 2), None)
+    loss, _ = model.g_loss(Batch(torch.randn(16, 2)))
     loss.backward()
     return [p.grad.clone() for p in model.generator.parameters()], model, before
 

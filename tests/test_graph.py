@@ -280,8 +280,8 @@ def test_the_emulated_graph_bakes_what_a_graph_bakes(tmp_path, emulated, monkeyp
 def test_a_host_read_in_the_step_falls_back_with_the_reason(tmp_path, emulated, capsys, monkeypatch):
     original = GANModule.d_loss
 
-    def d_loss(self, real, labels):
-        loss, logs = original(self, real, labels)
+    def d_loss(self, batch):
+        loss, logs = original(self, batch)
         if loss.item() > 1e9:  # a decision on the host
             raise AssertionError
         return loss, logs

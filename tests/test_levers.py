@@ -13,6 +13,7 @@ from ganbench.callbacks.overfit import DiscriminatorOverfit
 from ganbench.cli import EXIT_USAGE, main
 from ganbench.data.datamodule import GANDataModule
 from ganbench.models import GAN
+from ganbench.models.base import Batch
 from ganbench.regularizers import LeCamAnchors, consistency_penalty, latent_sensitivity, lecam_penalty
 from ganbench.tricks import top_k_count, top_k_rows
 from tests.test_population import PACKED, assert_replica_equals, assert_resume_exact, fit
@@ -83,7 +84,7 @@ def test_top_k_g_loss_uses_only_the_k_best_fakes(monkeypatch):
     state = model.rng.state_dict()
     monkeypatch.setattr(GAN, "global_step", property(lambda self: 5))
     model._trainer = SimpleNamespace(num_training_batches=4)  # G iteration 5 of 4-batch epochs: epoch 1
-    loss, _ = model.g_loss(torch.zeros(8, 2), None)
+    loss, _ = model.g_loss(Batch(torch.zeros(8, 2)))
     model.rng.load_state_dict(state)
     scores = model.discriminate(model.generator(model.sample_latent(8), None), None).reshape(-1)
     best4 = scores.topk(4).values
@@ -109,14 +110,18 @@ def test_levers_change_the_fit_and_resume_exactly(tmp_path):
     assert straight["state_dict"]["lecam.steps"].item() == 8
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model.init_args.lecam_weight", "1"], "model.lecam_weight=1.0 regularizes D's scores in the base D loss"),
-    (["--model.init_args.top_k", "true"], "model.top_k=True regularizes D's scores in the base G loss"),
+@pytest.mark.parametrize("config, args, message", [
+    ("stackgan", ["--data.dataset", "digits", "--data.resolution", "16", "--model.init_args.stage1_resolution", "8",
+                  "--model.init_args.lecam_weight", "1"],
+     "model.lecam_weight=1.0 regularizes D's scores in the base D loss, which the stackgan family replaces"),
+    ("unrolled", ["--data.dataset", "ring8", "--model.init_args.arch", "mlp", "--model.init_args.top_k", "true"],
+     "model.top_k=True regularizes D's scores in the base G loss, which the unrolled family replaces"),
 ])
-def test_levers_refuse_families_with_their_own_loss(tmp_path, capsys, args, message):
-    """A family whose own losses do not declare the levers on D's scores (cGAN's) refuses them."""
-    code = main(["fit", "--config", "configs/cgan.yaml", "--trainer.default_root_dir", str(tmp_path),
-                 "--data.dataset", "ring8", "--model.init_args.arch", "mlp", "--trainer.max_steps", "1", *args])
+def test_levers_refuse_families_with_their_own_loss(tmp_path, capsys, config, args, message):
+    """A family whose own losses do not declare the levers on D's scores (StackGAN's matching-aware D
+    loss, the Unrolled GAN's G loss through the unrolled D) refuses them."""
+    code = main(["fit", "--config", f"configs/{config}.yaml", "--trainer.default_root_dir", str(tmp_path),
+                 "--trainer.max_steps", "1", *args])
     assert code == EXIT_USAGE
     assert message in capsys.readouterr().err
 

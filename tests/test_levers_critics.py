@@ -9,6 +9,7 @@ import torch
 from ganbench.augment import cr_transform
 from ganbench.losses import d_loss_sensitive, d_mmd, ls_margin
 from ganbench.models import GAN, MMDGAN, LossSensitiveGAN
+from ganbench.models.base import Batch
 from tests.test_families_energy import replay
 
 #: the model.* keys of the regularizers of D's scores (those check_levers reads)
@@ -49,7 +50,7 @@ def test_top_k_enters_the_loss_sensitive_g_loss(monkeypatch):
     m = LossSensitiveGAN(data_shape=(2,), latent_dim=2, width=8, top_k=True, top_k_gamma=0.5, top_k_min=0.25)
     monkeypatch.setattr(m, "epochs_done", lambda: 2)  # k = 0.25 · 8 = 2
     again = replay(m)
-    loss, _ = m.g_loss(torch.randn(8, 2), None)
+    loss, _ = m.g_loss(Batch(torch.randn(8, 2)))
     again()
     lowest = m.discriminator(m.generate(8, None)).sort().values[:2]
     torch.testing.assert_close(loss, lowest.mean(), rtol=0, atol=1e-7)
@@ -62,7 +63,7 @@ def test_lecam_on_the_loss_sensitive_gan_anchors_the_negated_loss():
     m = LossSensitiveGAN(data_shape=(2,), latent_dim=2, width=8, penalty="none", lam=0.7, lecam_weight=0.3)
     real = torch.randn(6, 2)
     again = replay(m)
-    loss, logs = m.d_loss(real, None)
+    loss, logs = m.d_loss(Batch(real))
     again()
     fake = m.generate(6, None)
     l_real, l_fake = m.discriminator(real), m.discriminator(fake)
@@ -83,7 +84,7 @@ def test_consistency_on_the_mmd_critic_compares_feature_vectors():
     m = MMDGAN(data_shape=(1, 8, 8), latent_dim=4, width=4, penalty="none", cr_real=2.0)
     real = torch.randn(4, 1, 8, 8)
     again = replay(m)
-    loss, logs = m.d_loss(real, None)
+    loss, logs = m.d_loss(Batch(real))
     again()
     fake = m.generate(4, None)
     phi_real, phi_fake = m.discriminator(real), m.discriminator(fake)

@@ -9,6 +9,7 @@ import torch
 
 from ganbench import GanbenchError
 from ganbench.models import BEGAN, EBGAN
+from ganbench.models.base import Batch
 from tests.test_population import IMAGES, assert_replica_equals, fit
 
 
@@ -23,7 +24,7 @@ def test_lecam_pulls_each_energy_towards_the_other_sets_mean():
     m = energies_module(margin=1.0, pt_weight=0.0, lecam_weight=0.5, lecam_decay=0.5)
     e_real, e_fake = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 6.0])
     m.d_energies = lambda real, labels: (e_real, e_fake, torch.zeros(2, 2), None)
-    loss, logs = m.d_loss(torch.zeros(2, 2), None)
+    loss, logs = m.d_loss(Batch(torch.zeros(2, 2)))
     assert logs["lecam"].item() == 13.0
     assert loss.item() == 2.0 + 0.0 + 0.5 * 13.0  # E[D(x)] + E[[m − D(G(z))]⁺] + λ·LeCam
     assert m.lecam.real.item() == -1.0 and m.lecam.fake.item() == -2.0  # (1 − decay) × the mean scores
@@ -38,7 +39,7 @@ def test_top_k_keeps_the_fakes_of_lowest_energy(cls):
     m.epochs_done = lambda: 1
     e_fake = torch.tensor([5.0, 1.0, 4.0, 2.0], requires_grad=True)
     m.g_energies = lambda real, labels: (e_fake, torch.zeros(4, 3), torch.zeros(4, 2), None)
-    loss, _ = m.g_loss(torch.zeros(4, 2), None)
+    loss, _ = m.g_loss(Batch(torch.zeros(4, 2)))
     assert loss.item() == 1.5
     loss.backward()
     assert e_fake.grad.tolist() == [0.0, 0.5, 0.0, 0.5]

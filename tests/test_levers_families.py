@@ -7,6 +7,7 @@ import torch
 
 from ganbench import GanbenchError
 from ganbench.models import BEGAN, EBGAN, MAGAN, MMDGAN, LossSensitiveGAN, StackGAN
+from ganbench.models.base import Batch
 
 
 @pytest.mark.parametrize("family, words", [(EBGAN, "non-negative reconstruction energy"),
@@ -25,7 +26,7 @@ def test_stackgan_feeds_ada_the_logits_of_its_real_pairs():
     seen = []
     m.ada.accumulate = seen.append
     real, labels = torch.randn(4, 1, m.low_resolution, m.low_resolution), torch.tensor([0, 1, 2, 0])
-    m.d_loss(real, labels)
+    m.d_loss(Batch(real, labels))
     assert len(seen) == 1 and seen[0].shape[0] == 4
 
 
@@ -40,11 +41,11 @@ def test_cgan_applies_lecam_to_its_adversarial_logits(mode):
           "arch": "cnn", "mode": mode}
     m = CGAN(lecam_weight=0.5, **kw)
     real, labels = torch.randn(6, 1, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2])
-    loss, logs = m.d_loss(real, labels)
+    loss, logs = m.d_loss(Batch(real, labels))
     d_real, d_fake = logs["d_real"].float(), logs["d_fake"].float()
     lecam = torch.relu(d_real - d_fake.mean()).pow(2).mean() + torch.relu(d_real.mean() - d_fake).pow(2).mean()
     torch.testing.assert_close(logs["lecam"], lecam.reshape(1), rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(logs["d_losses"], (loss.detach()).reshape(1))
     torch.manual_seed(0)
-    plain, _ = CGAN(**kw).d_loss(real, labels)  # the same draws without the term
+    plain, _ = CGAN(**kw).d_loss(Batch(real, labels))  # the same draws without the term
     torch.testing.assert_close(loss.detach() - plain.detach(), 0.5 * lecam, rtol=1e-5, atol=1e-6)

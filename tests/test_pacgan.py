@@ -12,6 +12,7 @@ from ganbench import GanbenchError
 from ganbench.data import GANDataModule, make_toy
 from ganbench.metrics.toy import mode_metrics
 from ganbench.models import FAMILIES
+from ganbench.models.base import Batch
 from ganbench.nn.common import normal_init
 from ganbench.nn.mlp import Maxout, MaxoutDiscriminator
 from ganbench.regularizers import gradient_penalty
@@ -54,7 +55,7 @@ def test_d_and_g_loss_score_packs(m):
     assert model.discriminator.net[0].in_features == 2 * m
     real = torch.randn(12, 2)
     state = model.rng.state_dict()  # the module draws its latents from its own generator
-    loss, logs = model.d_loss(real, None)
+    loss, logs = model.d_loss(Batch(real))
     model.rng.load_state_dict(state)
     with torch.no_grad():
         fake = model.generator(model.sample_latent(12))
@@ -64,7 +65,7 @@ def test_d_and_g_loss_score_packs(m):
     assert logs["d_real"].shape == (12 // m,)
     assert torch.equal(loss, model.objective.d(d_real, d_fake))
     state = model.rng.state_dict()
-    g_loss, _ = model.g_loss(real, None)
+    g_loss, _ = model.g_loss(Batch(real))
     model.rng.load_state_dict(state)
     fake = model.generator(model.sample_latent(12))
     assert torch.equal(g_loss, model.objective.g(d(as_packs(fake)), None))
@@ -77,7 +78,7 @@ def test_image_families_pack_channel_wise(family):
     model = FAMILIES[family](data_shape=(1, 32, 32), width=8, pack=2)
     real = torch.rand(6, 1, 32, 32) * 2 - 1
     state = model.rng.state_dict()
-    loss, _ = model.d_loss(real, None)
+    loss, _ = model.d_loss(Batch(real))
     model.rng.load_state_dict(state)
     with torch.no_grad():
         fake = model.generator(model.sample_latent(6))

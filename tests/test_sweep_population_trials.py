@@ -107,9 +107,9 @@ def test_check_names_the_structural_nuisance(capsys):
 
 
 def test_check_says_when_the_family_cannot_be_batched(tmp_path, capsys):
-    config = write(tmp_path, {**BATCHED, "base_config": "configs/unrolled.yaml", "factors": {}})
+    config = write(tmp_path, {**BATCHED, "base_config": "configs/stackgan.yaml", "factors": {}})
     assert main(["sweep", "--config", str(config), "--check", "--population-trials", "2"]) == 0
-    assert "the unrolled family overrides" in capsys.readouterr().out.splitlines()[1]
+    assert "the stackgan family cannot be batched: " in capsys.readouterr().out.splitlines()[1]
 
 
 def test_which_nuisance_a_population_can_set_per_replica():

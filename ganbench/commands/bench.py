@@ -121,8 +121,8 @@ class PlainLoop:
         for _ in range(n):
             self.static.copy_(self.batches[self.done % len(self.batches)])  # a fresh real batch, as a loader gives
             if self.static_chunks is not None:
-                for (x, _), src in zip(self.static_chunks, self.static.chunk(self.model.n_critic)):
-                    x.copy_(src.repeat(self.model.population, *([1] * (src.dim() - 1))))
+                for chunk, src in zip(self.static_chunks, self.static.chunk(self.model.n_critic)):
+                    chunk.x.copy_(src.repeat(self.model.population, *([1] * (src.dim() - 1))))
             self.iteration()
             self.done += 1
         _sync(self.device)

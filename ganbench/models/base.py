@@ -42,6 +42,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ganbench import GanbenchError
 from ganbench.augment import AdaptiveAugment
 from ganbench.losses import LOSSES, LossName
+from ganbench.models.engine.batch import Batch
 from ganbench.models.engine.checkpoint import CheckpointState
 from ganbench.models.engine.checks import RANGES, Checks, UpdateOrder
 from ganbench.models.engine.checks import batch_norm_count_check as _batch_norm_count_check
@@ -65,7 +66,7 @@ AugmentName = Literal["none", "diffaugment", "ada"]
 DArch = Literal["same", "cnn", "resnet", "dcgan", "mlp", "maxout", "patch"]
 
 #: what ``from ganbench.models.base import ...`` finds besides the module (the checks live in their room)
-__all__ = ["GANModule", "RANGES", "_batch_norm_count_check"]
+__all__ = ["Batch", "GANModule", "RANGES", "_batch_norm_count_check"]
 
 
 class GANModule(Checks, Players, Population, DInput, Objective, Optimizers, Executors, Finish, Divergence,
@@ -304,14 +305,15 @@ class GANModule(Checks, Players, Population, DInput, Objective, Optimizers, Exec
     population = property(lambda self: self.cfg.population, doc="Replicas trained at once (``cfg.population``).")
     latent_dim = property(lambda self: self.cfg.latent_dim, doc="Dimension of z (``cfg.latent_dim``).")
 
-    def split_batch(self, batch) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """The loader yields ``n_critic`` D batches at once; one slice per D step."""
+    def split_batch(self, batch) -> list[Batch]:
+        """The loader yields ``n_critic`` D batches at once; one :class:`Batch` per D step (samples,
+        and their class labels for a conditional model)."""
         x, y = batch
         y = y if self.num_classes else None
         xs = x.chunk(self.n_critic)
         ys = y.chunk(self.n_critic) if y is not None else [None] * len(xs)
         # every replica sees the same real batch: its rows repeated per replica
-        return [(self.replicated(c), self.replicated(d)) for c, d in zip(xs, ys)]
+        return [Batch(self.replicated(c), self.replicated(d)) for c, d in zip(xs, ys)]
 
     def iteration(self, chunks, g_opt, d_opt, lightning: bool = True, autocast: Any = None,
                   finish: bool = True) -> tuple[tuple[torch.Tensor, dict], tuple[torch.Tensor, dict]]:
@@ -331,14 +333,14 @@ class GANModule(Checks, Players, Population, DInput, Objective, Optimizers, Exec
         d_logs: dict[str, torch.Tensor] = {}
         d_loss = None
         together = len(chunks) if self.cfg.update_order == "simultaneous" else 0  # D step taken with G's
-        for i, (real, labels) in enumerate(chunks, 1):
+        for i, batch in enumerate(chunks, 1):
             if self.uses_vbn:
-                self.refresh_reference_statistics(real, labels)
+                self.refresh_reference_statistics(batch.x, batch.y)
             # no toggle for D: G's forward in d_loss runs without grad, and _step's zero_grad clears
             # whatever a family's D loss might leave in G; toggling every parameter per D step costs
             # a few percent of a small model's step
             with autocast:
-                d_loss, d_logs = self.d_loss(real, labels)
+                d_loss, d_logs = self.d_loss(batch)
             if i == together:  # simultaneous: D's gradient at the parameters G's is taken at; stepped below
                 backward(self, d_opt, d_loss, self.discriminator, self.hist_d, lightning=lightning)
                 break
@@ -346,10 +348,10 @@ class GANModule(Checks, Players, Population, DInput, Objective, Optimizers, Exec
             self.after_d_step()
             self._d_steps += 1
         if self.uses_vbn:
-            self.refresh_reference_statistics(real, labels)
+            self.refresh_reference_statistics(batch.x, batch.y)
         with frozen_parameters(self.discriminator):  # G's update leaves D's parameters (and their grads) alone
             with autocast:
-                g_loss, g_logs = self.g_loss(real, labels)
+                g_loss, g_logs = self.g_loss(batch)
             if together:
                 backward(self, g_opt, g_loss, self.generator, self.hist_g, lightning=lightning)
             else:

@@ -22,6 +22,7 @@ import torch
 
 from ganbench.losses import began_convergence, began_k_update, d_began, g_began
 from ganbench.models.ebgan import EnergyGAN
+from ganbench.models.engine.batch import Batch
 from ganbench.nn.autoencoder import Energy
 from ganbench.nn.norms import Norm
 
@@ -45,8 +46,8 @@ class BEGAN(EnergyGAN):
     def d_objective(self, e_real: torch.Tensor, e_fake: torch.Tensor) -> torch.Tensor:
         return self.per_replica(d_began, e_real, e_fake, k=self.state_of("began_k"))
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, logs = super().d_loss(real, labels)
+    def d_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, logs = super().d_loss(batch)
         self._energy_real = logs["energy_real"]
         return loss, logs
 

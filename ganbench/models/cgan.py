@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ganbench import GanbenchError
 from ganbench.losses import LossName
 from ganbench.models.base import GANModule
+from ganbench.models.engine.batch import Batch
 from ganbench.nn import DISCRIMINATORS
 from ganbench.nn.norms import Norm
 
@@ -72,9 +73,10 @@ class CGAN(GANModule):
         h = self.discriminator.features(self.d_input(x), labels)
         return self.discriminator.head(h, labels).float(), self.discriminator.classifier(h).float()
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def d_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        real, labels = batch.x, batch.y
         if self.cfg.mode == "projection":
-            return super().d_loss(real, labels)
+            return super().d_loss(batch)
         fake, z = self.d_fakes(len(real), labels)  # generated for the real batch's classes
         (d_real, real_logits), (d_fake, fake_logits) = self.scores(real, labels), self.scores(fake, labels)
         losses, logs = self.d_losses(real, fake, z, labels, d_real, d_fake)
@@ -84,9 +86,10 @@ class CGAN(GANModule):
                  "d_class_acc": (real_logits.argmax(1) == labels).float()}
         return losses.sum(), logs
 
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def g_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        real, labels = batch.x, batch.y
         if self.cfg.mode == "projection":
-            return super().g_loss(real, labels)
+            return super().g_loss(batch)
         fake, fake_labels, z = self.g_batch(real, labels)
         d_fake, logits = self.scores(fake, fake_labels)
         losses, logs = self.g_losses(real, fake, fake_labels, z, d_fake=d_fake)

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from ganbench.losses import LossName
+from ganbench.models.engine.batch import Batch
 from ganbench.models.engine.d_input import HostState
 from ganbench.models.pix2pix import ImageToImage
 from ganbench.nn.norms import Norm
@@ -132,12 +133,12 @@ class CycleGAN(ImageToImage):
                              "on the host", "model.pool_size 0")
         return None
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def d_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """D_B on real B vs pooled G_AB(A), plus D_A on real A vs pooled G_BA(B)."""
-        b, a = real, labels
+        b, a = batch.x, batch.cond
         with torch.no_grad():
             fake_b, fake_a = self.generator["ab"](a), self.generator["ba"](b)
-        logs, losses = {}, real.new_zeros(())
+        logs, losses = {}, b.new_zeros(())
         for name, x, fake in (("b", b, fake_b), ("a", a, fake_a)):
             d = self.discriminator[name]
             d_real, d_fake = d(self.d_input(x)), d(self.d_input(self.pooled(name, fake)))
@@ -150,10 +151,10 @@ class CycleGAN(ImageToImage):
         fakes = replica_rows(fake, self.population).unbind(0)
         return torch.cat([pools[name].query(f) for pools, f in zip(self.pools, fakes)])
 
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def g_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Eq. 3 plus the identity loss."""
         h = self.cfg
-        b, a = real, labels
+        b, a = batch.x, batch.cond
         t = cycle_terms(self.generator["ab"], self.generator["ba"], a, b, identity=h.identity_weight > 0,
                         distance=lambda x, y: self.per_replica(l1, x, y))
         adv = (self.per_replica(self.objective.g, self.discriminator["b"](self.d_input(t.fake_b)))

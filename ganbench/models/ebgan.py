@@ -18,6 +18,7 @@ import torch.nn as nn
 from ganbench import GanbenchError
 from ganbench.losses import d_ebgan, g_ebgan, pullaway_term
 from ganbench.models.base import GANModule
+from ganbench.models.engine.batch import Batch
 from ganbench.nn.autoencoder import Energy, autoencoder
 from ganbench.nn.norms import Norm
 
@@ -81,9 +82,10 @@ class EnergyGAN(GANModule):
         embeddings), and values to log."""
         raise NotImplementedError
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def d_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """:meth:`d_objective` plus the penalty and the levers on D's scores (CR, bCR, zCR, LeCam on the
         negative energies, :meth:`score_regularizers`), per replica."""
+        real, labels = batch.x, batch.y
         e_real, e_fake, fake, z = self.d_energies(real, labels)
         losses = self.d_objective(e_real, e_fake) + self.penalty(real, fake, labels)
         regularizers, values = self.score_regularizers(real, fake, z, self.score_of(e_real), self.score_of(e_fake),
@@ -92,9 +94,10 @@ class EnergyGAN(GANModule):
         return losses.sum(), {"energy_real": self.replica_means(e_real), "energy_fake": self.replica_means(e_fake),
                               "d_losses": losses.detach(), **values}
 
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def g_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """:meth:`g_objective` of a fresh batch — with ``top_k`` of the k fakes of lowest energy (highest
         score) of each replica — less zCR's G term, per replica."""
+        real, labels = batch.x, batch.y
         e_fake, code, fake, z = self.g_energies(real, labels)
         self._energy_fake = self.replica_means(e_fake)
         losses, logs = self.g_objective(self.top_k(e_fake), code)

@@ -21,6 +21,7 @@ import torch
 
 from ganbench.losses import Objective, d_loss_sensitive, g_loss_sensitive, ls_margin
 from ganbench.models.base import GANModule
+from ganbench.models.engine.batch import Batch
 from ganbench.nn.norms import Norm
 from ganbench.regularizers import PenaltyName
 
@@ -51,7 +52,8 @@ class LossSensitiveGAN(GANModule):
         L_θ on real data and raises it on generated data by the margin Δ)."""
         return -d_out
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def d_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        real, labels = batch.x, batch.y
         fake, z = self.d_fakes(len(real), labels)
         l_real, l_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
         delta = ls_margin(self.packed(real), self.packed(fake))  # Δ between packs (Δ per sample at pack 1)

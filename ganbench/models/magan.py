@@ -23,6 +23,7 @@ import torch
 
 from ganbench.losses import magan_margin_update
 from ganbench.models.ebgan import EBGAN
+from ganbench.models.engine.batch import Batch
 
 
 class MAGAN(EBGAN):
@@ -40,7 +41,8 @@ class MAGAN(EBGAN):
         shape = (3,) if self.population == 1 else (self.population, 3)
         self.register_buffer("magan_window", torch.zeros(shape, dtype=torch.float64), persistent=False)
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def d_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        real = batch.x
         margins = self.margin.tolist() if self.population > 1 else [self.margin]  # host values: no device read
         if any(m != m for m in margins):  # NaN: initialise from the first real batch (Algorithm 1)
             with torch.no_grad():
@@ -48,7 +50,7 @@ class MAGAN(EBGAN):
             first = self.trainer.strategy.reduce(first, reduce_op="mean")
             self.margin = float(first) if self.population == 1 else first.to("cpu", torch.float64)
             self.write_state("margin")
-        loss, logs = super().d_loss(real, labels)
+        loss, logs = super().d_loss(batch)
         real_mean = logs["energy_real"]
         self.magan_window += torch.stack([real_mean.double(), logs["energy_fake"].double(),
                                           torch.ones_like(real_mean, dtype=torch.float64)], -1)

@@ -23,6 +23,7 @@ import torch.nn as nn
 from ganbench import GanbenchError
 from ganbench.losses import Kernel, d_mmd, g_mmd, mixture_kernel
 from ganbench.models.base import GANModule
+from ganbench.models.engine.batch import Batch
 from ganbench.nn.norms import Norm, linear
 from ganbench.nn.stacking import container
 from ganbench.regularizers import PenaltyName
@@ -102,7 +103,8 @@ class MMDGAN(GANModule):
         self._penalty_value = value.detach()
         return weight * h.penalty_every * value
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def d_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        real = batch.x
         fake, z = self.d_fakes(len(real), None)
         phi_real, phi_fake = self.critic_features(real), self.critic_features(fake)
         mmd = self.per_replica(d_mmd, phi_real, phi_fake, kernel=self.cfg.kernel)  # -MMD² of each replica
@@ -111,7 +113,8 @@ class MMDGAN(GANModule):
         losses = losses + regularizers
         return losses.sum(), {"mmd2": -mmd.detach(), "d_losses": losses.detach(), **values}
 
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def g_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        real = batch.x
         fake, z = self.g_fakes(self.g_rows(real), None)
         losses = self.per_replica(g_mmd, self.critic_features(fake), self.critic_features(real), kernel=self.cfg.kernel)
         losses, logs = self.g_regularized(losses, fake, z, None)

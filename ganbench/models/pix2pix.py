@@ -23,6 +23,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from ganbench import GanbenchError
 from ganbench.losses import LossName
 from ganbench.models.base import GANModule
+from ganbench.models.engine.batch import Batch
 from ganbench.nn.norms import Norm
 from ganbench.nn.patch import PairedPatchDiscriminator
 from ganbench.nn.unet import UNetGenerator
@@ -47,12 +48,12 @@ class ImageToImage(GANModule):
         self.register_buffer("grid_a", torch.zeros(n_grid, *self.data_shape))
         self.register_buffer("grid_ready", torch.zeros((), dtype=torch.bool))
 
-    def split_batch(self, batch) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """``(B, A)`` → one ``(B slice, A slice)`` per D step: the input image takes the labels' place
-        (in a population, every replica's rows of the same pairs)."""
+    def split_batch(self, batch) -> list[Batch]:
+        """``(B, A)`` → one :class:`Batch` per D step: the target images B as ``x``, the input images A
+        as ``cond`` (in a population, every replica's rows of the same pairs)."""
         b, a = batch
         chunks = zip(b.chunk(self.n_critic), a.chunk(self.n_critic))
-        return [(self.replicated(x), self.replicated(y)) for x, y in chunks]
+        return [Batch(self.replicated(x), cond=self.replicated(y)) for x, y in chunks]
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -96,21 +97,22 @@ class Pix2Pix(ImageToImage):
     def build_discriminator(self) -> nn.Module:
         return PairedPatchDiscriminator(self.data_shape, self.cfg.width, self.cfg.d_norm)
 
-    def generate(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
-        """G(A): the input images come where the labels would."""
-        return self.generator(labels)
+    def d_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Half the base D loss on (A, B) vs (A, G(A)) (§3.3: "we divide the objective by 2 while optimizing D"):
+        D is conditioned on the input image A of each pair."""
+        b, a = batch.x, batch.cond
+        with torch.no_grad():
+            fake = self.generator(a)
+        losses, logs = self.d_losses(b, fake, None, a, self.discriminate(b, a), self.discriminate(fake, a))
+        return 0.5 * losses.sum(), {**logs, "d_losses": 0.5 * logs["d_losses"]}
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Half the base D loss on (A, B) vs (A, G(A)) (§3.3: "we divide the objective by 2 while optimizing D")."""
-        loss, logs = super().d_loss(real, labels)
-        return 0.5 * loss, {**logs, "d_losses": 0.5 * logs["d_losses"]}
-
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def g_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``L_cGAN`` generator term + λ·E‖B − G(A)‖₁ (eq. 3, 4)."""
-        fake = self.generator(labels)
-        d_real = self.discriminate(real, labels) if self.objective.g_needs_real else None
-        l1 = (fake - real).abs().mean()
-        return self.objective.g(self.discriminate(fake, labels), d_real) + self.cfg.l1_weight * l1, {"l1": l1}
+        b, a = batch.x, batch.cond
+        fake = self.generator(a)
+        d_real = self.discriminate(b, a) if self.objective.g_needs_real else None
+        l1 = (fake - b).abs().mean()
+        return self.objective.g(self.discriminate(fake, a), d_real) + self.cfg.l1_weight * l1, {"l1": l1}
 
     @torch.no_grad()
     def translate(self, a: torch.Tensor, ema: bool = True) -> torch.Tensor:

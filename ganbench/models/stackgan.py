@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ganbench import GanbenchError
 from ganbench.losses import LossName
 from ganbench.models.base import GANModule
+from ganbench.models.engine.batch import Batch
 from ganbench.nn import DISCRIMINATORS, GENERATORS, Arch
 from ganbench.nn.norms import Norm, conv, feature_norm
 from ganbench.nn.resnet_g import ResidualBlock
@@ -199,16 +200,17 @@ class StackGAN(GANModule):
             raise GanbenchError(f"model.stage1_ckpt={path} does not fit this stage I (same arch, width, "
                                 f"latent_dim, c_dim, stage1_resolution needed): {first}") from None
 
-    def split_batch(self, batch) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    def split_batch(self, batch) -> list[Batch]:
         """Stage I's D sees real images at the stage-1 resolution (antialiased bilinear)."""
         slices = super().split_batch(batch)
         if self.cfg.stage == 2:
             return slices
         r = self.low_resolution
-        return [(F.interpolate(x, size=(r, r), mode="bilinear", antialias=True), y) for x, y in slices]
+        return [b._replace(x=F.interpolate(b.x, size=(r, r), mode="bilinear", antialias=True)) for b in slices]
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def d_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Matching-aware: ``½[ℓ_D(D(x, y), D(G(z, y), y)) + ℓ_D(D(x, y), D(x, y'))]`` with y' ≠ y."""
+        real, labels = batch.x, batch.y
         assert labels is not None
         with torch.no_grad():
             fake = self.generate(len(real), labels)
@@ -222,8 +224,9 @@ class StackGAN(GANModule):
         return loss, {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean(),
                       "d_wrong": d_wrong.detach().mean()}
 
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def g_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``ℓ_G(D(G(z, ĉ), y)) + λ·KL`` (eq. 5 / 6) for the labels of the real batch."""
+        real, labels = batch.x, batch.y
         assert labels is not None
         fake, kl = self.generator.with_kl(self.sample_latent(len(real)), labels)
         d_real = self.discriminate(real, labels) if self.objective.g_needs_real else None

@@ -21,6 +21,7 @@ from torch.func import functional_call
 
 from ganbench import GanbenchError
 from ganbench.models.base import GANModule
+from ganbench.models.engine.batch import Batch
 from ganbench.nn.norms import Norm
 from ganbench.optim import PopulationAdam
 
@@ -105,9 +106,10 @@ class UnrolledGAN(GANModule):
                 params[n] = params[n] - lr_n * (m / c1) / ((v / c2 + 1e-30).sqrt() + eps)
         return {**params, **buffers}
 
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def g_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        real, labels = batch.x, batch.y
         if self.cfg.unroll_steps == 0:
-            return super().g_loss(real, labels)
+            return super().g_loss(batch)
         fake, fake_labels, _ = self.g_batch(real, labels)  # zCR's G term is refused: no latents kept
         theta = self.unroll(real, labels, fake, fake_labels)
         d_fake = functional_call(self.discriminator, theta, (self.d_input(fake), fake_labels))

@@ -8,6 +8,7 @@ import math
 import torch
 
 from ganbench.augment import cr_transform
+from ganbench.models.engine.batch import Batch
 from ganbench.regularizers import consistency_penalty, latent_sensitivity, lecam_penalty
 from ganbench.tricks import top_k_count, top_k_rows
 
@@ -35,8 +36,9 @@ class Objective:
         weight = weight if torch.is_tensor(weight) else torch.full_like(values, weight)
         return weight * h.penalty_every * values
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def d_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """D's loss on one real batch; returns (loss, values to log)."""
+        real, labels = batch.x, batch.y
         fake, z = self.d_fakes(len(real), labels)
         losses, logs = self.d_losses(real, fake, z, labels, self.discriminate(real, labels),
                                      self.discriminate(fake, labels))
@@ -102,8 +104,9 @@ class Objective:
         return total, {k: v.detach() for k, v in values.items()}
 
 
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def g_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """G's loss for one fresh latent batch (``real`` is the last D batch, used by some objectives)."""
+        real, labels = batch.x, batch.y
         fake, labels, z = self.g_batch(real, labels)
         losses, logs = self.g_losses(real, fake, labels, z)
         return losses.sum(), logs
