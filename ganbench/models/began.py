@@ -64,20 +64,14 @@ class BEGAN(EnergyGAN):
         gamma, lambda_k = self.cfg.gamma, self.cfg.lambda_k
         self.k = self.replica_update(lambda k, r, f: began_k_update(k, r, f, gamma, lambda_k), self.k, e_real, e_fake)
         if self.logging_step():
-            f64 = {"dtype": torch.float64, "device": e_real.device}
-            logs = {"began_k": torch.tensor(self.k, **f64) if self.population == 1 else self.k.to(e_real.device),
-                    "began_m_global": began_convergence(e_real, e_fake, gamma) if self.population == 1 else
-                    torch.stack([began_convergence(r, f, gamma) for r, f in zip(e_real, e_fake)]),
-                    "began_energy_real": e_real, "began_energy_fake": e_fake}
-            if self.population == 1:
-                self.log_dict({f"train/{key}": value for key, value in logs.items()})
-            else:
-                self.log_dict({f"train/{key}/r{r}": value[r] for key, value in logs.items()
-                               for r in range(self.population)})
+            self.log_state({"began_k": torch.as_tensor(self.k, dtype=torch.float64, device=e_real.device),
+                            "began_m_global": self.replica_map(lambda r, f: began_convergence(r, f, gamma),
+                                                               e_real, e_fake),
+                            "began_energy_real": e_real, "began_energy_fake": e_fake})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["ganbench"]["began_k"] = self.k if self.population == 1 else self.k.tolist()
+        checkpoint["ganbench"]["began_k"] = self.replica_entry(self.k)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)

@@ -31,7 +31,6 @@ from ganbench.models.engine.d_input import HostState
 from ganbench.models.pix2pix import ImageToImage
 from ganbench.nn.norms import Norm
 from ganbench.nn.patch import PatchDiscriminator
-from ganbench.nn.population import replica_rows
 from ganbench.nn.resnet_g import ResNetTranslator
 
 
@@ -115,8 +114,8 @@ class CycleGAN(ImageToImage):
                  n_blocks: int | None = None, n_grid: int = 8, **kwargs: Any):
         super().__init__(loss=loss, g_norm=g_norm, d_norm=d_norm, width=width, n_grid=n_grid, **kwargs)
         #: each replica's pools of D_A's and D_B's fakes (the same seeds as the fit the replica is)
-        self.pools = [{"a": ImagePool(pool_size, seed=0), "b": ImagePool(pool_size, seed=1)}
-                      for _ in range(self.population)]
+        self.pools = self.for_each_replica(lambda: {"a": ImagePool(pool_size, seed=0),
+                                                    "b": ImagePool(pool_size, seed=1)})
 
     def build_generator(self) -> nn.Module:
         h = self.cfg
@@ -148,8 +147,7 @@ class CycleGAN(ImageToImage):
 
     def pooled(self, name: str, fake: torch.Tensor) -> torch.Tensor:
         """Each replica's fakes for D_``name`` through that replica's pool."""
-        fakes = replica_rows(fake, self.population).unbind(0)
-        return torch.cat([pools[name].query(f) for pools, f in zip(self.pools, fakes)])
+        return torch.cat([pools[name].query(f) for pools, f in zip(self.pools, self.replica_slices(fake))])
 
     def g_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Eq. 3 plus the identity loss."""
@@ -185,16 +183,12 @@ class CycleGAN(ImageToImage):
         a, b = self.replicated(self.grid_a), self.replicated(self.grid_b)
         fake_b, fake_a = self.translated(a, "ab"), self.translated(b, "ba")
         rows = [a, fake_b, self.translated(fake_b, "ba"), b, fake_a, self.translated(fake_a, "ab")]
-        n = self.population
-        return torch.cat([replica_rows(r, n) for r in rows], dim=1).flatten(0, 1), len(self.grid_a)
+        return self.replica_interleaved(rows), len(self.grid_a)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         pools = [{k: p.state_dict() for k, p in replica.items()} for replica in self.pools]
-        if self.population == 1:  # one fit: its pair of pools
-            checkpoint["ganbench"]["image_pools"] = pools[0]
-        else:  # one pair per replica; a replica loaded on its own takes its entry
-            checkpoint["ganbench"]["image_pools"] = pools
+        checkpoint["ganbench"]["image_pools"] = self.replica_entry(pools)  # one fit: its pair of pools
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)

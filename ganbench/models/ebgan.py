@@ -104,15 +104,6 @@ class EnergyGAN(GANModule):
         losses, values = self.g_regularized(losses, fake, z, labels)
         return losses.sum(), {**logs, **values, "g_losses": losses.detach()}
 
-    def replica_means(self, energy: torch.Tensor) -> torch.Tensor:
-        """The mean of detached per-sample values: one number, or each replica's in a population."""
-        energy = energy.detach()
-        return energy.mean() if self.population == 1 else energy.reshape(self.population, -1).mean(1)
-
-    def replica_log(self, values: torch.Tensor) -> torch.Tensor:
-        """A detached ``(population,)`` vector to log: its one value with one replica."""
-        return values.detach().reshape(()) if self.population == 1 else values.detach()
-
 
 class EBGAN(EnergyGAN):
     """Args (besides :class:`GANModule`'s): ``margin`` m of eq. 1; ``pt_weight`` of the pulling-away term

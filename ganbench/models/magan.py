@@ -38,17 +38,15 @@ class MAGAN(EBGAN):
         super().__init__(margin=float("nan") if margin is None else margin, pt_weight=pt_weight, **kwargs)
         self.margin = self.replica_state(self.margin)  # a (population,) float64 vector in a population
         # float64 sums over the window: Σ mean real energy, Σ mean fake energy, number of D steps (per replica)
-        shape = (3,) if self.population == 1 else (self.population, 3)
-        self.register_buffer("magan_window", torch.zeros(shape, dtype=torch.float64), persistent=False)
+        self.register_buffer("magan_window", torch.zeros(self.replica_shape(3), dtype=torch.float64), persistent=False)
 
     def d_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         real = batch.x
-        margins = self.margin.tolist() if self.population > 1 else [self.margin]  # host values: no device read
-        if any(m != m for m in margins):  # NaN: initialise from the first real batch (Algorithm 1)
+        if any(m != m for m in self.replica_floats(self.margin)):  # NaN: from the first real batch (Algorithm 1)
             with torch.no_grad():
                 first = self.replica_means(self.energies(real)[0])
             first = self.trainer.strategy.reduce(first, reduce_op="mean")
-            self.margin = float(first) if self.population == 1 else first.to("cpu", torch.float64)
+            self.margin = self.replica_state(first.tolist())
             self.write_state("margin")
         loss, logs = super().d_loss(batch)
         real_mean = logs["energy_real"]
@@ -75,10 +73,7 @@ class MAGAN(EBGAN):
             self.adapt_margin()
         if not self.logging_step():
             return
-        if self.population == 1:
-            self.log("train/magan_margin", torch.tensor(self.margin, dtype=torch.float64, device=self.device))
-        else:
-            self.log_dict({f"train/magan_margin/r{r}": m for r, m in enumerate(self.margin.to(self.device))})
+        self.log_state({"magan_margin": torch.as_tensor(self.margin, dtype=torch.float64, device=self.device)})
 
     def on_train_epoch_end(self) -> None:
         if self.cfg.margin_every == 0:
@@ -86,8 +81,8 @@ class MAGAN(EBGAN):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        margin = self.margin if self.population == 1 else self.margin.tolist()
-        checkpoint["ganbench"]["magan"] = {"margin": margin, "window": self.magan_window.tolist()}
+        checkpoint["ganbench"]["magan"] = {"margin": self.replica_entry(self.margin),
+                                           "window": self.magan_window.tolist()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)

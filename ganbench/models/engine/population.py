@@ -161,6 +161,66 @@ class Population:
         return torch.tensor([fn(s, *(v[r] for v in values)) for r, s in enumerate(state.tolist())],
                             dtype=torch.float64)
 
+    def replica_entry(self, value: Any) -> Any:
+        """A per-replica value as a checkpoint keeps it: a :meth:`replica_state` value as the float or one
+        float per replica; a list with one entry per replica (:meth:`for_each_replica`) as its one entry
+        with one replica, else the list."""
+        if torch.is_tensor(value):
+            return value.tolist()
+        if isinstance(value, list):
+            return value[0] if self.population == 1 else value
+        return value
+
+    def for_each_replica(self, make: Callable[[], Any]) -> list[Any]:
+        """State a family keeps per replica (CycleGAN's image pools): ``make()`` once for each replica."""
+        return [make() for _ in range(self.population)]
+
+    def replica_slices(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each replica's rows of a folded batch ``x``."""
+        from ganbench.nn.population import replica_rows
+
+        return replica_rows(x, self.population).unbind(0)
+
+    def replica_interleaved(self, rows: list[torch.Tensor]) -> torch.Tensor:
+        """Folded batches ``rows`` (each ``(population·n, …)``) reordered replica by replica: replica 0's
+        rows of every batch in turn, then replica 1's, … (a sample grid of each replica)."""
+        from ganbench.nn.population import replica_rows
+
+        return torch.cat([replica_rows(r, self.population) for r in rows], dim=1).flatten(0, 1)
+
+    def replica_floats(self, value: float | torch.Tensor) -> list[float]:
+        """A :meth:`replica_state` value as one float per replica, read on the host."""
+        return value.tolist() if torch.is_tensor(value) else [value]
+
+    def replica_shape(self, *shape: int) -> tuple[int, ...]:
+        """The shape of a buffer holding ``shape`` per replica: ``shape`` itself with one replica."""
+        return shape if self.population == 1 else (self.population, *shape)
+
+    def replica_means(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of detached per-sample values: one number, or each replica's in a population."""
+        values = values.detach()
+        return values.mean() if self.population == 1 else values.reshape(self.population, -1).mean(1)
+
+    def replica_log(self, values: torch.Tensor) -> torch.Tensor:
+        """A detached ``(population,)`` vector to log: its one value with one replica."""
+        return values.detach().reshape(()) if self.population == 1 else values.detach()
+
+    def replica_map(self, fn: Callable[..., torch.Tensor], *values: torch.Tensor) -> torch.Tensor:
+        """``fn`` of scalars for each replica: ``fn(*values)`` with one replica, else the stack of ``fn``
+        on each replica's entries of the ``(population,)`` vectors ``values``."""
+        if self.population == 1:
+            return fn(*values)
+        return torch.stack([fn(*entries) for entries in zip(*values)])
+
+    def log_state(self, values: dict[str, torch.Tensor]) -> None:
+        """Values of the family's state (one per replica) as ``train/<key>``, or ``train/<key>/r<k>``
+        in a population."""
+        if self.population == 1:
+            self.log_dict({f"train/{key}": value for key, value in values.items()})
+        else:
+            self.log_dict({f"train/{key}/r{r}": value[r] for key, value in values.items()
+                           for r in range(self.population)})
+
     def per_replica_rows(self, fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
         """``fn`` (a function of a batch whose rows depend on the whole batch, such as a kernel's mean
         over other samples) evaluated on each replica's rows alone; its ``(B, ...)`` outputs folded
