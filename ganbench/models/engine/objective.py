@@ -63,8 +63,13 @@ class Objective:
         """A fresh generated batch of ``n`` rows for a D step (no graph into G), and its latents when
         zCR's D term needs them again (else None: a family's generate() may have none)."""
         with torch.no_grad():
-            z = self.sample_latent(n) if self.cfg.zcr_dis else None
-            return (self.generate(n, labels) if z is None else self.generate(n, labels, z=z)), z
+            return self.fakes(n, labels, keep_z=bool(self.cfg.zcr_dis))
+
+    def fakes(self, n: int, labels: torch.Tensor | None, keep_z: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` rows of G(z) and, when ``keep_z``, their latents ``z`` (zCR perturbs them again; else
+        None, and generate() draws its own: a family's generate() may draw no latent)."""
+        z = self.sample_latent(n) if keep_z else None
+        return (self.generate(n, labels) if z is None else self.generate(n, labels, z=z)), z
 
     def d_score(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """D's per-sample score of ``x``, higher for what D takes as real — :meth:`score_of` D's output:
@@ -147,8 +152,7 @@ class Objective:
     def g_fakes(self, n: int, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """G's fresh batch of ``n`` rows (with graph into G), and its latents when zCR's G term needs
         them again (else None)."""
-        z = self.sample_latent(n) if self.cfg.zcr_gen else None
-        return (self.generate(n, labels) if z is None else self.generate(n, labels, z=z)), z
+        return self.fakes(n, labels, keep_z=bool(self.cfg.zcr_gen))
 
     def g_regularized(self, losses: torch.Tensor, fake: torch.Tensor, z: torch.Tensor | None,
                       labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
